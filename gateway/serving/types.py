@@ -1,0 +1,64 @@
+"""Shapes shared by the serving modules: what a parsed request is, what a runtime takes and returns.
+
+Pipeline of one ``/invocations`` request::
+
+    payload.parse_request(body, content_type, signature)  -> ParsedRequest(data, params)
+    signature.enforce_input(data, signature.inputs)        -> ModelInput (reordered, cast, checked)
+    signature.enforce_params(params, signature.params)     -> dict of params with defaults
+    Runtime.predict(data, params)                          -> raw prediction (ndarray, dict, Frame, list, ...)
+    output.to_jsonable(prediction)                         -> what goes under "predictions"
+
+No pandas anywhere on this path: a DataFrame-like input is a ``Frame`` of named 1-D numpy columns.
+A runtime that wants a pandas DataFrame (a pyfunc model) converts at its own boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """A column-oriented table: what MLflow would have as a pandas DataFrame.
+
+    ``columns`` maps column name to a 1-D numpy array of length ``nrows``, in column order
+    (schema order once enforced). Unnamed columns (an unnamed column signature, or a
+    ``dataframe_split`` without ``columns``) are keyed by their position: 0, 1, 2, ...
+    A column of lists/dicts/strings is an object array.
+    """
+
+    columns: dict[str | int, np.ndarray]
+    nrows: int
+
+
+# What reaches a runtime: a table, one tensor, or named tensors (MLflow's dict of arrays).
+ModelInput = Frame | np.ndarray | dict[str, np.ndarray]
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    """A decoded ``/invocations`` body, before signature enforcement.
+
+    ``unwrapped`` is MLflow's unified-LLM shortcut (a JSON object with ``messages``, ``prompt``
+    or ``input``): the whole object goes to the model and the answer is not wrapped in
+    ``{"predictions": ...}``.
+    """
+
+    data: ModelInput | list[Any] | dict[str, Any] | Any
+    params: dict[str, Any] | None
+    unwrapped: bool = False
+
+
+class Runtime(Protocol):
+    """A loaded model, ready to predict. Implementations: ``OnnxRuntime``, ``PyfuncRuntime``.
+
+    ``predict`` is blocking (it is called in an executor thread, never on the event loop) and
+    raises ``ModelPredictError`` when the model itself fails. ``unload`` frees the session.
+    """
+
+    def predict(self, data: ModelInput, params: dict[str, Any] | None) -> Any: ...
+
+    def unload(self) -> None: ...

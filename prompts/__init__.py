@@ -1,0 +1,3 @@
+"""Versioned prompt registry (not built yet: see the open issues)."""
+
+__all__: list[str] = []
