@@ -1,0 +1,130 @@
+"""Explicit, ordered schema migrations, applied at start by :func:`migrate`.
+
+``MIGRATIONS[n - 1]`` takes the schema from version ``n - 1`` to ``n``; the number applied is kept
+in the one-row ``schema_version`` table (a database without it is at version 0). Rules for adding one:
+
+- append, never edit or reorder a released migration: databases out there already ran it;
+- never drop data: add tables and nullable (or defaulted) columns, copy before renaming;
+- write the tables as they are at that step (not ``gateway.store.schema``, which keeps moving),
+  and update ``schema.py`` to the new shape in the same change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gateway.errors import DependencyError
+from gateway.store.engine import begin_write
+
+Migration = Callable[[Connection], None]
+
+# Key of the PostgreSQL advisory lock that serializes migrations across processes (arbitrary, fixed).
+_ADVISORY_LOCK_KEY = 0x6761746577617931  # "gateway1"
+
+
+def _m0001_registry(conn: Connection) -> None:
+    """Registry tables: models, versions, aliases, plus schema_version and store_revision."""
+    md = sa.MetaData()
+    sa.Table(
+        "schema_version",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("version", sa.Integer, nullable=False),
+    )
+    revision = sa.Table(
+        "store_revision",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("revision", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "registered_models",
+        md,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("description", sa.Text, nullable=True),
+        sa.Column("tags", sa.Text, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "model_versions",
+        md,
+        sa.Column("name", sa.String(255), sa.ForeignKey("registered_models.name"), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("flavor", sa.String(64), nullable=False),
+        sa.Column("signature", sa.Text, nullable=True),
+        sa.Column("tags", sa.Text, nullable=False),
+        sa.Column("description", sa.Text, nullable=True),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "model_aliases",
+        md,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("alias", sa.String(255), primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
+    )
+    md.create_all(conn)
+    conn.execute(revision.insert().values(id=1, revision=0))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m0001_registry,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_schema_version = sa.table("schema_version", sa.column("id", sa.Integer), sa.column("version", sa.Integer))
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to ``len(migrations)`` and return the schema version it is at.
+
+    Runs in one transaction (DDL is transactional on both backends, so a failed migration leaves
+    the previous version intact) under a lock, so several processes starting at once apply each
+    migration exactly once. A database newer than ``migrations`` raises :class:`DependencyError`.
+    """
+    with _migration_transaction(engine) as conn:
+        current = current_version(conn)
+        if current > len(migrations):
+            where = engine.url.render_as_string(hide_password=True)
+            raise DependencyError(
+                f"The store at {where} has schema version {current}, but this gateway only knows "
+                f"versions up to {len(migrations)}: upgrade the gateway (a store is never downgraded)."
+            )
+        for number in range(current + 1, len(migrations) + 1):
+            migrations[number - 1](conn)
+            _record_version(conn, number)
+        return len(migrations)
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version of the database behind ``conn`` (0 when no migration ever ran)."""
+    if not sa.inspect(conn).has_table("schema_version"):
+        return 0
+    version = conn.execute(sa.select(_schema_version.c.version).where(_schema_version.c.id == 1)).scalar()
+    return int(version or 0)
+
+
+@contextlib.contextmanager
+def _migration_transaction(engine: Engine) -> Iterator[Connection]:
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            # Transaction-scoped: released at commit or rollback, even if the process dies.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_LOCK_KEY)))
+            yield conn
+    else:
+        # SQLite: BEGIN IMMEDIATE holds the database write lock until commit.
+        with begin_write(engine) as conn:
+            yield conn
+
+
+def _record_version(conn: Connection, number: int) -> None:
+    updated = conn.execute(
+        _schema_version.update().where(_schema_version.c.id == 1).values(version=number)
+    ).rowcount
+    if not updated:
+        conn.execute(_schema_version.insert().values(id=1, version=number))

@@ -1,0 +1,108 @@
+"""Schema migrations: ordered, idempotent, data-preserving, and refusing a database newer than the code."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gateway.errors import DependencyError
+from gateway.store import schema
+from gateway.store.engine import open_engine
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, current_version, migrate
+from gateway.store.registry import RegistryStore
+
+
+def _add_owner_column(conn: Connection) -> None:
+    """A stand-in for a future migration: adds a nullable column and a table, drops nothing."""
+    conn.execute(sa.text("ALTER TABLE registered_models ADD COLUMN owner VARCHAR(255)"))
+    conn.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"))
+
+
+def _broken(conn: Connection) -> None:
+    conn.execute(sa.text("CREATE TABLE half_done (id INTEGER PRIMARY KEY)"))
+    raise RuntimeError("migration failed halfway")
+
+
+def _tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def test_fresh_database_gets_every_table_of_the_schema(store_url: str) -> None:
+    engine = open_engine(store_url)
+    try:
+        assert migrate(engine) == SCHEMA_VERSION == len(MIGRATIONS)
+        inspector = sa.inspect(engine)
+        # The migrations and schema.py must describe the same tables, columns and keys.
+        assert set(inspector.get_table_names()) == set(schema.metadata.tables)
+        for table in schema.metadata.sorted_tables:
+            columns = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
+            assert columns == {c.name: c.nullable for c in table.columns}, table.name
+            primary_key = inspector.get_pk_constraint(table.name)["constrained_columns"]
+            assert primary_key == [c.name for c in table.primary_key], table.name
+            foreign_keys = {tuple(fk["constrained_columns"]) for fk in inspector.get_foreign_keys(table.name)}
+            assert foreign_keys == {tuple(fk.column_keys) for fk in table.foreign_key_constraints}, table.name
+    finally:
+        engine.dispose()
+
+
+def test_migrate_twice_is_a_no_op(store_url: str) -> None:
+    store = RegistryStore.open(store_url)
+    try:
+        store.create_version("iris", source="/m", flavor="onnx", create_model=True)
+        before = store.snapshot()
+        assert migrate(store.engine) == SCHEMA_VERSION
+        assert store.snapshot() == before
+    finally:
+        store.close()
+
+
+def test_older_database_is_migrated_and_keeps_its_data(store_url: str) -> None:
+    engine = open_engine(store_url)
+    try:
+        assert migrate(engine, ()) == 0  # no migration applied: nothing created
+        assert _tables(engine) == set()
+        assert migrate(engine, MIGRATIONS[:1]) == 1
+        store = RegistryStore(engine)
+        store.create_model("iris", description="kept", tags={"team": "ml"})
+        store.create_version("iris", source="/m/1", flavor="onnx", signature={"inputs": "[]"})
+        store.set_alias("iris", "champion", 1)
+        before = store.snapshot()
+
+        assert migrate(engine, (*MIGRATIONS, _add_owner_column)) == len(MIGRATIONS) + 1
+        with engine.connect() as conn:
+            assert current_version(conn) == len(MIGRATIONS) + 1
+            owner = conn.execute(sa.text("SELECT owner FROM registered_models WHERE name = 'iris'")).scalar()
+        assert owner is None
+        assert "notes" in _tables(engine)
+        assert store.snapshot() == before
+        assert store.get_model("iris").description == "kept"
+        store.create_version("iris", source="/m/2", flavor="onnx")  # still writable after the upgrade
+        assert store.get_version_by_alias("iris", "latest").version == 2
+    finally:
+        engine.dispose()
+
+
+def test_newer_database_refuses_to_start(store_url: str) -> None:
+    engine = open_engine(store_url)
+    try:
+        migrate(engine, (*MIGRATIONS, _add_owner_column))
+    finally:
+        engine.dispose()
+    newer = len(MIGRATIONS) + 1
+    with pytest.raises(DependencyError, match=f"has schema version {newer}.*upgrade the gateway"):
+        RegistryStore.open(store_url)
+
+
+def test_failed_migration_leaves_the_previous_version(store_url: str) -> None:
+    engine = open_engine(store_url)
+    try:
+        migrate(engine)
+        with pytest.raises(RuntimeError, match="halfway"):
+            migrate(engine, (*MIGRATIONS, _broken))
+        # DDL is transactional on both backends: the half-created table is gone too.
+        assert "half_done" not in _tables(engine)
+        with engine.connect() as conn:
+            assert current_version(conn) == len(MIGRATIONS)
+    finally:
+        engine.dispose()
