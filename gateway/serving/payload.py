@@ -1,0 +1,520 @@
+"""``/invocations`` bodies to ``ParsedRequest``: MLflow's scoring protocol, without pandas.
+
+Content types (``Content-Type`` split on ``;``; only a ``charset=utf-8`` parameter is allowed):
+
+* ``application/json`` (also when the header is missing): an object with exactly one of
+  ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` plus optional ``params``;
+  or MLflow's unified-LLM shortcut (``messages`` / ``prompt`` / ``input`` and no format key),
+  passed on whole and answered unwrapped.
+* ``text/csv``: a header row and rows, typed by the signature (``pandas.read_csv`` rules).
+
+Columns are converted once, here, to the signature's types (``gateway.serving.columns``), so
+``signature.enforce_input`` finds them ready and only reorders and checks. Errors are
+``BadRequest`` / ``UnsupportedMediaType`` with MLflow's leading words; the body is never echoed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from typing import Any, cast
+
+import numpy as np
+import orjson
+
+from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.serving.columns import (
+    COLUMN_DTYPES,
+    SCALAR_TYPES,
+    array_from_json,
+    cannot_convert,
+    column_from_json,
+    column_label,
+    infer_column,
+    object_column,
+    show,
+)
+from gateway.serving.signature import ColSpec, Schema, Signature, TensorSpec
+from gateway.serving.types import Frame, ParsedRequest
+
+CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_CSV = "text/csv"
+CONTENT_TYPE_PARQUET = "application/vnd.apache.parquet"
+ACCEPTED_CONTENT_TYPES = [CONTENT_TYPE_CSV, CONTENT_TYPE_JSON]
+
+FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+LLM_KEYS = ("messages", "prompt", "input")
+_FORMAT_SET = frozenset(FORMAT_KEYS)
+REQUIRED_INPUT_FORMAT = (
+    "The input must be a JSON dictionary with exactly one of the input fields "
+    "{'dataframe_split', 'dataframe_records', 'instances', 'inputs'}"
+)
+SCORING_PROTOCOL_CHANGE_INFO = (
+    "IMPORTANT: The MLflow Model scoring protocol has changed in MLflow version 2.0. If you are"
+    " seeing this error, you are likely using an outdated scoring request format. To resolve the"
+    " error, either update your request format or adjust your MLflow Model's requirements file to"
+    " specify an older version of MLflow (for example, change the 'mlflow' requirement specifier"
+    " to 'mlflow==1.30.0'). If you are making a request using the MLflow client"
+    " (e.g. via `mlflow.pyfunc.spark_udf()`), upgrade your MLflow client to a version >= 2.0 in"
+    " order to use the new request format. For more information about the updated MLflow"
+    " Model scoring protocol in MLflow 2.0, see"
+    " https://mlflow.org/docs/latest/models.html#deploy-mlflow-models."
+)
+
+
+def parse_request(body: bytes, content_type: str | None, signature: Signature | None) -> ParsedRequest:
+    """Decode one ``/invocations`` body; data is typed by ``signature.inputs`` when there is one.
+
+    Raises ``UnsupportedMediaType`` (415) for the content type, ``BadRequest`` for a body that is
+    not a valid request, ``InvalidParameter`` for a value that does not fit its column's type.
+    """
+    schema = signature.inputs if signature is not None else None
+    if _media_type(content_type) == CONTENT_TYPE_CSV:
+        return ParsedRequest(parse_csv(body, schema), None)
+    return _parse_json_body(body, signature, schema)
+
+
+def _media_type(content_type: str | None) -> str:
+    # No header: MLflow crashes with a 500 (None.split); JSON is the only sensible reading.
+    if content_type is None or not content_type.strip():
+        return CONTENT_TYPE_JSON
+    mime, *pairs = (part.strip() for part in content_type.split(";"))
+    params = {}
+    for pair in pairs:
+        if pair:
+            key, _, value = pair.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+    if params.pop("charset", "utf-8").lower() != "utf-8":
+        raise UnsupportedMediaType("The scoring server only supports UTF-8")
+    if params:
+        raise UnsupportedMediaType(
+            f"Unrecognized content type parameters: {', '.join(params)}. {SCORING_PROTOCOL_CHANGE_INFO}"
+        )
+    mime = mime.lower()
+    if mime in (CONTENT_TYPE_JSON, CONTENT_TYPE_CSV):
+        return mime
+    accepted = f"This predictor only supports the following content types: Types: {ACCEPTED_CONTENT_TYPES}."
+    if mime == CONTENT_TYPE_PARQUET:
+        raise UnsupportedMediaType(f"Parquet input is not supported by this server. {accepted}")
+    raise UnsupportedMediaType(f"{accepted} Got {show(content_type, 100)}.")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN/Infinity and integers past 64 bits, which MLflow's json.loads accepts
+    # (MLflow's own client writes NaN for missing values). Only failed bodies pay for this.
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        error = f"UnicodeDecodeError: {exc.reason} at byte {exc.start}"
+    except (json.JSONDecodeError, RecursionError) as exc:
+        error = repr(exc)
+    raise BadRequest(f"Invalid input. Ensure that input is a valid JSON formatted string. Error: '{error}'")
+
+
+def _parse_json_body(body: bytes, signature: Signature | None, schema: Schema | None) -> ParsedRequest:
+    obj = _decode_json(body)
+    if not isinstance(obj, dict):
+        got = (
+            "Received a list"
+            if isinstance(obj, list)
+            else f"Received unexpected input type '{_json_type(obj)}'"
+        )
+        raise BadRequest(f"Invalid input. {REQUIRED_INPUT_FORMAT}. {got}.")
+    found = [key for key in obj if key in _FORMAT_SET]
+    if not found and any(key in obj for key in LLM_KEYS):
+        # Unified LLM shortcut: keys named in the param schema are params, the rest is the data.
+        names = {p.name for p in signature.params} if signature is not None and signature.params else set()
+        llm_data = {k: v for k, v in obj.items() if k not in names}
+        return ParsedRequest(llm_data, {k: v for k, v in obj.items() if k in names}, unwrapped=True)
+    if len(found) != 1:
+        raise BadRequest(
+            f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {found}. "
+            f"{SCORING_PROTOCOL_CHANGE_INFO}"
+        )
+    params = obj.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest(
+            "Invalid input. 'params' must be a JSON object mapping param names to values, "
+            f"got {_json_type(params)}."
+        )
+    key = found[0]
+    value = obj[key]
+    if key == "dataframe_split":
+        data: Any = _frame_from_split(value, schema)
+    elif key == "dataframe_records":
+        data = _frame_from_records(value, schema)
+    elif key == "instances":
+        data = _parse_instances(value, schema)
+    else:
+        data = _parse_inputs(value, schema)
+    return ParsedRequest(data, params)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "dictionary"
+    if isinstance(value, list):
+        return "list"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "string" if isinstance(value, str) else "number"
+
+
+def _column(values: Any, spec: ColSpec | TensorSpec | None, key: str | int) -> np.ndarray:
+    """One incoming column typed like MLflow's pre-cast (``cast_df_types_according_to_schema``)."""
+    if spec is None:
+        return infer_column(values)
+    label = column_label(key)
+    if isinstance(spec, ColSpec):
+        return column_from_json(values, spec, label)
+    if values and isinstance(values[0], list):
+        return object_column(values)  # list cells are reshaped into the tensor by enforcement
+    arr = array_from_json(values, spec.dtype, label, spec.dtype)
+    if arr.ndim != 1:
+        raise cannot_convert(label, spec.dtype.name, "cells must be single values or lists")
+    return arr
+
+
+def _frame(names: list[Any], columns: list[Any], nrows: int, schema: Schema | None) -> Frame:
+    if schema is None:
+        return Frame({k: infer_column(v) for k, v in zip(names, columns, strict=True)}, nrows)
+    spec_of = schema.column_spec
+    return Frame(
+        {k: _column(v, spec_of(k, i), k) for i, (k, v) in enumerate(zip(names, columns, strict=True))}, nrows
+    )
+
+
+def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"Invalid input. Dataframe split format must be a dictionary. Got {_json_type(value)}."
+        )
+    if "data" not in value or not value.keys() <= {"columns", "data", "index"}:
+        raise BadRequest(
+            "Invalid input. Dataframe split format must have 'data' field and optionally 'columns' and "
+            f"'index' fields. Got {sorted(value)}."
+        )
+    data, columns, index = value["data"], value.get("columns"), value.get("index")
+    if not isinstance(data, list):
+        raise BadRequest(
+            f"Invalid input. Dataframe split 'data' must be a list of rows. Got {_json_type(data)}."
+        )
+    if columns is not None:
+        _check_column_names(columns)
+    if data and all(type(row) is list for row in data):
+        width = len(columns) if columns is not None else len(data[0])
+        for i, row in enumerate(data):
+            if len(row) != width:
+                other = "'columns' names" if columns is not None else "row 0 has"
+                raise BadRequest(
+                    f"Invalid input. Dataframe split row {i} has {len(row)} values but {other} {width}."
+                )
+        cols: list[Any] = list(zip(*data, strict=True))
+    elif data and not any(type(row) in (list, dict) for row in data):
+        width = 1  # a flat list is one column, as pandas reads it
+        if columns is not None and len(columns) != 1:
+            raise BadRequest(
+                f"Invalid input. Dataframe split 'data' is one column but 'columns' names {len(columns)}."
+            )
+        cols = [data]
+    elif data:
+        raise BadRequest(
+            "Invalid input. Dataframe split 'data' must be a list of rows, each a list of values."
+        )
+    else:
+        width = len(columns) if columns is not None else 0
+        cols = [[] for _ in range(width)]
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        size = len(index) if isinstance(index, list) else _json_type(index)
+        raise BadRequest(
+            f"Invalid input. Dataframe split 'index' has {size} entries but 'data' has {len(data)} rows."
+        )
+    names = columns if columns is not None else list(range(width))
+    return _frame(names, cols, len(data), schema)
+
+
+def _check_column_names(columns: Any) -> None:
+    if not isinstance(columns, list) or not all(
+        isinstance(c, str | int) and not isinstance(c, bool) for c in columns
+    ):
+        raise BadRequest("Invalid input. Dataframe split 'columns' must be a list of column names.")
+    if len(set(columns)) != len(columns):
+        dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
+        raise BadRequest(f"Invalid input. Dataframe split 'columns' has duplicated names: {dupes}.")
+
+
+def _frame_from_records(value: Any, schema: Schema | None) -> Frame:
+    if not isinstance(value, list):
+        got = "dictionary" if isinstance(value, dict) else f"type {_json_type(value)}"
+        raise BadRequest(f"Invalid input. Dataframe records format must be a list of records. Got {got}.")
+    names, cols = _transpose_records(value, "Dataframe records format must be a list of records")
+    return _frame(names, cols, len(value), schema)
+
+
+def _transpose_records(rows: list[Any], what: str) -> tuple[list[str], list[list[Any]]]:
+    """Column names in order of first appearance (as pandas does) and one list per column; a key
+    missing from a row is null there."""
+    if not rows:
+        return [], []
+    first = rows[0]
+    keys: dict[str, None] = {}
+    for i, row in enumerate(rows):
+        if type(row) is not dict:
+            raise BadRequest(f"Invalid input. {what} (JSON objects); record {i} is a {_json_type(row)}.")
+        if row.keys() != first.keys() or i == 0:
+            keys.update(dict.fromkeys(row))
+    names = list(keys)
+    return names, [[row.get(k) for row in rows] for k in names]
+
+
+def _parse_instances(value: Any, schema: Schema | None) -> Any:
+    """TF-serving row format: a list of objects is transposed to columns, else like ``inputs``."""
+    if not (isinstance(value, list) and value and isinstance(value[0], dict)):
+        data = _parse_inputs(value, schema)
+        if isinstance(data, dict):
+            lengths = {
+                len(v)
+                for k, v in data.items()
+                if isinstance(v, list | np.ndarray) and _length_checked(k, schema)
+            }
+            if len(lengths) > 1:
+                raise BadRequest(
+                    "Invalid input. The length of values for each input/column name are not the same"
+                )
+        return data
+    names, cols = _transpose_records(value, "instances must be a list of objects")
+    for name, col in zip(names, cols, strict=True):
+        if (
+            any(v is None for v in col)
+            and _length_checked(name, schema)
+            and any(name not in r for r in value)
+        ):
+            raise BadRequest(
+                "Invalid input. The length of values for each input/column name are not the same "
+                f"('{name}' is missing from some instances)"
+            )
+    if schema is None:
+        return {k: _untyped_array(col) for k, col in zip(names, cols, strict=True)}
+    if not schema.is_tensor:
+        return _frame(names, cols, len(value), schema)
+    out: dict[str, Any] = {}
+    for i, (name, col) in enumerate(zip(names, cols, strict=True)):
+        spec = schema.column_spec(name, i)
+        out[name] = _tensor(col, spec) if isinstance(spec, TensorSpec) else col
+    return out
+
+
+def _length_checked(name: str, schema: Schema | None) -> bool:
+    # MLflow compares lengths of required, non-array columns only (every column without names).
+    if schema is None or not schema.has_names:
+        return True
+    spec = schema.column_spec(name, 0)
+    return spec is not None and spec.required and not (isinstance(spec, ColSpec) and spec.type == "array")
+
+
+def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
+    label = f"input '{spec.name}'" if spec.name is not None else "the input"
+    return array_from_json(value, spec.dtype, label, spec.dtype)
+
+
+def _untyped_array(value: Any) -> np.ndarray:
+    try:
+        return np.array(value)
+    except ValueError as exc:
+        raise BadRequest(f"Invalid input. {exc}") from exc
+
+
+def _parse_inputs(value: Any, schema: Schema | None) -> Any:
+    """TF-serving columnar format, typed as MLflow's ``_cast_schema_type`` types it."""
+    if schema is None:
+        if isinstance(value, dict):
+            return {k: _untyped_array(v) for k, v in value.items()}
+        if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+            return [{k: _untyped_array(v) for k, v in row.items()} for row in value]
+        return _untyped_array(value)
+    specs = schema.inputs
+    is_list = isinstance(value, list)
+    if schema.has_names and len(specs) == 1 and is_list and not any(isinstance(x, dict) for x in value):
+        value = {specs[0].name: value}  # one named input: the list is that input
+    elif not schema.has_names and isinstance(value, dict):
+        raise BadRequest(
+            "Invalid input. Failed to parse input data. This model contains an un-named model signature "
+            "which expects a single n-dimensional array or a single value as input, however, an input of "
+            "type dictionary was found."
+        )
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for i, (key, item) in enumerate(value.items()):
+            spec = schema.column_spec(key, i)
+            if isinstance(spec, TensorSpec):
+                out[key] = _tensor(item, spec)
+            elif isinstance(spec, ColSpec) and spec.type in SCALAR_TYPES and isinstance(item, list):
+                out[key] = column_from_json(item, spec, column_label(key))
+            else:
+                out[key] = item  # a single value, a complex cell, or not in the schema
+        return out
+    if is_list and (not value or all(isinstance(row, dict) for row in value)):
+        if schema.is_tensor:
+            return value  # enforcement reports that a tensor model needs arrays
+        names, cols = _transpose_records(value, "inputs must be a list of objects")
+        return _frame(names, cols, len(value), schema)
+    first = specs[0]
+    if isinstance(first, TensorSpec):
+        return _tensor(value, first)
+    if not is_list:
+        return value  # one value: enforcement makes it a one-row table
+    dtype = COLUMN_DTYPES.get(first.type, np.dtype(object))
+    if dtype.kind == "O":
+        return np.array(value, dtype=object)
+    return array_from_json(value, dtype, "the input", first.type)
+
+
+# --------------------------------------------------------------------------- CSV
+
+# pandas.read_csv's default missing-value markers.
+_NA_VALUES = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)  # fmt: skip
+_INT_RE = re.compile(r"\s*[+-]?\d+\s*")
+_FLOAT_RE = re.compile(r"\s*[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf|infinity)\s*", re.I)
+_TRUE = frozenset(["True", "TRUE", "true"])
+_FALSE = frozenset(["False", "FALSE", "false"])
+
+
+def _csv_error(detail: object) -> BadRequest:
+    return BadRequest(
+        "Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid CSV-formatted "
+        f"Pandas DataFrame produced using the `pandas.DataFrame.to_csv()` method. Error: '{detail}'"
+    )
+
+
+def parse_csv(body: bytes, schema: Schema | None) -> Frame:
+    """A CSV body (header row, then rows) to a Frame typed as ``pandas.read_csv(dtype=...)`` types it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            "Invalid input. Ensure that input is a valid UTF-8 encoded string. "
+            f"Error: '{exc.reason} at byte {exc.start}'"
+        ) from None
+    if schema is not None and not schema.is_tensor:
+        complex_cols = [
+            str(s.name) for s in schema.inputs if isinstance(s, ColSpec) and s.type not in SCALAR_TYPES
+        ]
+        if complex_cols:
+            raise _csv_error(
+                f"columns {complex_cols} have array/object/map/any types, which CSV cannot carry"
+            )
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            if row:  # pandas skips blank lines
+                rows.append(row)
+                if len(row) > len(rows[0]):
+                    raise _csv_error(
+                        f"Expected {len(rows[0])} fields in line {reader.line_num}, saw {len(row)}"
+                    )
+    except csv.Error as exc:
+        raise _csv_error(exc) from exc
+    if not rows:
+        raise _csv_error("No columns to parse from file")
+    names = _csv_names(rows[0])
+    width = len(names)
+    data = [row if len(row) == width else row + [""] * (width - len(row)) for row in rows[1:]]
+    cols = list(zip(*data, strict=True)) if data else [() for _ in names]
+    out: dict[str | int, np.ndarray] = {}
+    for i, (name, raw) in enumerate(zip(names, cols, strict=True)):
+        cells = [None if v in _NA_VALUES else v for v in raw]
+        spec = schema.column_spec(name, i) if schema is not None else None
+        out[name] = _csv_column(cells, spec, name)
+    return Frame(out, len(data))
+
+
+def _csv_names(header: list[str]) -> list[str]:
+    # pandas: an empty header cell is "Unnamed: i", a repeated name gets ".1", ".2", ...
+    names: list[str] = []
+    for i, name in enumerate(header):
+        name = name or f"Unnamed: {i}"
+        base, n = name, 0
+        while name in names:
+            n += 1
+            name = f"{base}.{n}"
+        names.append(name)
+    return names
+
+
+def _csv_column(cells: list[str | None], spec: ColSpec | TensorSpec | None, name: str) -> np.ndarray:
+    label = column_label(name)
+    if spec is None:
+        return _csv_infer(cells)
+    if isinstance(spec, ColSpec):
+        kind, dtype = spec.type, COLUMN_DTYPES[spec.type]
+    else:
+        kind, dtype = spec.dtype.name, spec.dtype
+    if dtype.kind == "O":
+        return object_column(cells)  # strings as they are (binary too: MLflow does not decode CSV)
+    if dtype.kind in "iub":
+        if None in cells:
+            what = "Bool" if dtype.kind == "b" else "Integer"
+            raise _csv_error(f"{what} column has NA values in {label}")
+        strings = cast(list[str], cells)
+        if dtype.kind == "b":
+            return np.array([_csv_bool(v, label, kind) for v in strings], dtype=np.bool_)
+        return array_from_json([_csv_int(v, label, kind) for v in strings], dtype, label, kind)
+    if dtype.kind == "f":
+        for v in cells:
+            if v is not None and not _FLOAT_RE.fullmatch(v):
+                raise _csv_error(f"could not convert string to float: {v!r} in {label}")
+    return array_from_json(cells, dtype, label, kind)
+
+
+def _csv_int(value: str, label: str, kind: str) -> int:
+    if _INT_RE.fullmatch(value):
+        return int(value)
+    if _FLOAT_RE.fullmatch(value):
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+    raise _csv_error(f"cannot safely convert {value!r} to {kind} in {label}")
+
+
+def _csv_bool(value: str, label: str, kind: str) -> bool:
+    if value in _TRUE or value == "1":
+        return True
+    if value in _FALSE or value == "0":
+        return False
+    raise _csv_error(f"cannot safely convert {value!r} to {kind} in {label}")
+
+
+def _csv_infer(cells: list[str | None]) -> np.ndarray:
+    """pandas.read_csv's inference: int64, float64 (also all-missing), bool, else object strings."""
+    present = [v for v in cells if v is not None]
+    if not present:
+        return np.full(len(cells), np.nan)
+    if all(_INT_RE.fullmatch(v) for v in present):
+        if len(present) == len(cells):
+            try:
+                return np.array([int(v) for v in present], dtype=np.int64)
+            except OverflowError:
+                return object_column(cells)
+        return np.array([float(v) if v is not None else np.nan for v in cells])
+    if all(_FLOAT_RE.fullmatch(v) for v in present):
+        return np.array(cells, dtype=np.float64)
+    if all(v in _TRUE or v in _FALSE for v in present):
+        if len(present) == len(cells):
+            return np.array([v in _TRUE for v in cells], dtype=np.bool_)
+        return object_column([None if v is None else v in _TRUE for v in cells])
+    return object_column(cells)

@@ -1,0 +1,177 @@
+"""ModelPool: model references to loaded versions, with single-flight loading and LRU unloading.
+
+The request path never reads the store. Aliases are resolved from a ``RegistryView`` (an
+in-memory copy of the registry) that the app replaces when its background refresher sees a
+change. A reference the view does not know triggers one rate-limited refresh before 404,
+so a model registered a moment ago on another replica is found at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import GatewayError, NotFound, ServiceUnavailable
+from gateway.refs import LATEST, ModelRef
+from gateway.serving.model import LoadedModel
+
+logger = logging.getLogger("gateway.serving")
+
+VersionKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryView:
+    """What the pool knows of the registry: aliases (``latest`` included) and version sources."""
+
+    revision: int = -1
+    aliases: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    sources: Mapping[VersionKey, str] = field(default_factory=dict)
+
+    def resolve(self, ref: ModelRef) -> VersionKey:
+        if ref.version is not None:
+            key = (ref.name, ref.version)
+            if key not in self.sources:
+                if not any(name == ref.name for name, _ in self.sources):
+                    raise NotFound(f"Registered model {ref.name!r} not found.")
+                raise NotFound(f"Registered model {ref.name!r} has no version {ref.version}.")
+            return key
+        alias = ref.alias or LATEST
+        version = self.aliases.get((ref.name, alias))
+        if version is None:
+            if (ref.name, LATEST) not in self.aliases:
+                raise NotFound(f"Registered model {ref.name!r} not found.")
+            raise NotFound(f"Registered model {ref.name!r} has no alias {alias!r}.")
+        return (ref.name, version)
+
+
+Loader = Callable[[str, int, str], LoadedModel]
+
+
+class ModelPool:
+    """Loads model versions on first use (one load per version at a time), keeps at most
+    ``max_loaded`` of them, and unloads the least recently used one once it is idle."""
+
+    def __init__(
+        self,
+        load: Loader,
+        *,
+        max_loaded: int,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        pinned: frozenset[VersionKey] = frozenset(),
+    ) -> None:
+        self._load = load
+        self._max_loaded = max_loaded
+        self._refresh = refresh
+        self.view = RegistryView()
+        self._loaded: OrderedDict[VersionKey, LoadedModel] = OrderedDict()
+        self._loading: dict[VersionKey, asyncio.Future[LoadedModel]] = {}
+        self.failures: dict[VersionKey, str] = {}
+        self._pinned = set(pinned)
+
+    def update_view(self, view: RegistryView) -> None:
+        self.view = view
+
+    def pin(self, key: VersionKey) -> None:
+        """Keep a version loaded regardless of LRU (the models the gateway must serve)."""
+        self._pinned.add(key)
+
+    def resolve_cached(self, ref: ModelRef) -> VersionKey:
+        return self.view.resolve(ref)
+
+    async def resolve(self, ref: ModelRef) -> VersionKey:
+        try:
+            return self.view.resolve(ref)
+        except NotFound:
+            if self._refresh is None:
+                raise
+        await self._refresh()
+        return self.view.resolve(ref)
+
+    async def get(self, ref: ModelRef) -> LoadedModel:
+        return await self.get_version(await self.resolve(ref))
+
+    async def get_version(self, key: VersionKey) -> LoadedModel:
+        model = self._loaded.get(key)
+        if model is not None:
+            self._loaded.move_to_end(key)
+            return model
+        future = self._loading.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._loading[key] = future
+            asyncio.get_running_loop().create_task(self._load_into(key, future))
+        # shield: a cancelled request must not cancel a load other requests wait for.
+        return await asyncio.shield(future)
+
+    async def _load_into(self, key: VersionKey, future: asyncio.Future[LoadedModel]) -> None:
+        name, version = key
+        source = self.view.sources.get(key)
+        try:
+            if source is None:
+                raise NotFound(f"Registered model {name!r} has no version {version}.")
+            logger.info("Loading model %s version %s from %s", name, version, source)
+            model = await asyncio.to_thread(self._load, name, version, source)
+        except GatewayError as exc:
+            self.failures[key] = exc.message
+            logger.error("Model %s version %s failed to load: %s", name, version, exc.message)
+            future.set_exception(exc)
+        except Exception as exc:
+            message = f"Model {name!r} version {version} failed to load: {type(exc).__name__}: {exc}"
+            self.failures[key] = message
+            logger.exception("Model %s version %s failed to load", name, version)
+            future.set_exception(ServiceUnavailable(message, retry_after_s=5))
+        else:
+            self.failures.pop(key, None)
+            self._loaded[key] = model
+            logger.info("Loaded model %s version %s (%s)", name, version, model.package.flavor)
+            future.set_result(model)
+            self._evict()
+        finally:
+            self._loading.pop(key, None)
+            # Retrieve the exception so asyncio does not warn when no request awaited it.
+            if future.done() and not future.cancelled():
+                future.exception()
+
+    def _evict(self) -> None:
+        evictable = [k for k in self._loaded if k not in self._pinned]
+        while len(self._loaded) > self._max_loaded and evictable:
+            key = evictable.pop(0)
+            model = self._loaded.pop(key)
+            model.evicted = True
+            logger.info("Unloading model %s version %s (least recently used)", *key)
+            # A request that already holds this model may not have counted itself in yet: wait a moment.
+            asyncio.get_running_loop().call_later(1.0, self._unload_if_idle, model)
+
+    def _unload_if_idle(self, model: LoadedModel) -> None:
+        if model.evicted and model.in_flight == 0 and not getattr(model, "_unloading", False):
+            model._unloading = True  # type: ignore[attr-defined]
+            asyncio.get_running_loop().run_in_executor(None, model.unload)
+
+    def acquire(self, model: LoadedModel) -> None:
+        model.in_flight += 1
+
+    def release(self, model: LoadedModel) -> None:
+        model.in_flight -= 1
+        if model.evicted and model.in_flight == 0:
+            self._unload_if_idle(model)
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "loaded": [m.describe() for m in self._loaded.values()],
+            "loading": [{"name": n, "version": v} for n, v in self._loading],
+            "failed": [{"name": n, "version": v, "error": msg} for (n, v), msg in self.failures.items()],
+        }
+
+    async def close(self) -> None:
+        models = list(self._loaded.values())
+        self._loaded.clear()
+        for model in models:
+            await asyncio.to_thread(model.unload)
