@@ -51,7 +51,9 @@ def validate_alias(alias: str) -> str:
             f"Invalid alias name {alias!r}: use 1 to {MAX_NAME_LENGTH} letters, digits, '_' or '-'."
         )
     if alias.lower() == LATEST:
-        raise InvalidParameter(f"Alias name {alias!r} is reserved: 'latest' always means the highest version.")
+        raise InvalidParameter(
+            f"Alias name {alias!r} is reserved: 'latest' always means the highest version."
+        )
     if _RESERVED_VERSION_ALIAS_RE.match(alias):
         raise InvalidParameter(f"Version alias name {alias!r} is reserved.")
     return alias
@@ -72,7 +74,7 @@ def parse_model_ref(text: str) -> ModelRef:
 
     The ``models:/`` prefix may be left out (``iris@champion``, ``iris/3``); a bare name means ``@latest``.
     """
-    body = text[len("models:/"):] if text.startswith("models:/") else text
+    body = text[len("models:/") :] if text.startswith("models:/") else text
     body = body.strip("/") if text.startswith("models:/") else body
     if "@" in body:
         name, _, alias = body.partition("@")

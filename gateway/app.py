@@ -1,0 +1,140 @@
+"""create_app(settings): the composition point. Builds the store, the model pool and the
+background refresher in the lifespan, and mounts every API module."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from functools import partial
+
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api import ops, registry, serving
+from gateway.config import Settings, settings_from_dict
+from gateway.errors import GatewayError
+from gateway.http import ORJSONResponse
+from gateway.serving.model import load_model
+from gateway.serving.pool import ModelPool
+from gateway.state import GatewayState
+from gateway.store.registry import RegistryStore
+
+logger = logging.getLogger("gateway.app")
+
+# How `gateway serve` hands Settings to uvicorn worker processes (see cli.py).
+SETTINGS_ENV = "_GATEWAY_SETTINGS_JSON"
+
+_HTTP_ERROR_CODES = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "BAD_REQUEST")
+    if exc.status_code == 404:
+        message = f"No endpoint {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return ORJSONResponse(
+        {"error_code": code, "message": message}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return ORJSONResponse({"error_code": exc.error_code, "message": exc.message}, status_code=exc.status)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    # The store is a dependency: say so, with a 503 the client may retry.
+    logger.error("Registry store error on %s %s: %s", request.method, request.url.path, exc)
+    return ORJSONResponse(
+        {
+            "error_code": "TEMPORARILY_UNAVAILABLE",
+            "message": f"The registry store is unavailable ({type(exc).__name__}); retry later.",
+        },
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ORJSONResponse(
+        {
+            "error_code": "INTERNAL_ERROR",
+            "message": f"Internal error ({type(exc).__name__}); see the gateway log.",
+        },
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await asyncio.to_thread(RegistryStore.open, settings.store_uri)
+        state = GatewayState(settings=settings, store=store)
+        loader = partial(
+            load_model,
+            artifact_roots=settings.artifact_roots,
+            intra_op_num_threads=settings.resolved_intra_op_threads(),
+        )
+        state.pool = ModelPool(
+            loader,
+            max_loaded=settings.serving.max_loaded_versions,
+            refresh=partial(state.refresh_view, rate_limited=True),
+        )
+        app.state.gateway = state
+        await state.refresh_view()
+        tasks = [
+            asyncio.create_task(state.preload_models(), name="preload"),
+            asyncio.create_task(state.run_refresher(), name="registry-refresher"),
+        ]
+        logger.info(
+            "Gateway ready to accept requests (store %s, %d model(s) to preload, ONNX intra-op threads %d)",
+            _redact(settings.store_uri),
+            len(state.preload),
+            settings.resolved_intra_op_threads(),
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.pool.close()
+            await asyncio.to_thread(store.close)
+
+    return Starlette(
+        routes=[*serving.routes, *registry.routes, *ops.routes],
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_exception,
+            GatewayError: _gateway_error,
+            SQLAlchemyError: _store_error,
+            Exception: _unexpected_error,
+        },
+    )
+
+
+def _redact(uri: str) -> str:
+    """A store URI without its password, for logs."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return uri
+
+
+def create_app_from_environ() -> Starlette:
+    """uvicorn factory for worker processes: Settings arrive as JSON in an env var."""
+    return create_app(settings_from_dict(orjson.loads(os.environ[SETTINGS_ENV])))

@@ -1,0 +1,222 @@
+"""The ``gateway`` command: ``serve`` and the ``models`` registry commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway import __version__
+from gateway.config import DEFAULT_STORE_URI, PARAMS, ConfigError, Settings, load_settings, settings_to_dict
+from gateway.errors import GatewayError
+
+logger = logging.getLogger("gateway.cli")
+
+_CONFIG_HELP = "\n".join(f"  {p.env_var:<40} {p.key}: {p.help}" for p in PARAMS)
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (also GATEWAY_CONFIG).")
+    parser.add_argument("--store-uri", metavar="URI", help=f"Registry store (default {DEFAULT_STORE_URI}).")
+    parser.add_argument(
+        "--artifact-root",
+        metavar="DIR",
+        action="append",
+        help="Directory model packages may be loaded from (repeatable; default ./models).",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Model-serving and GenAI observability gateway.",
+        epilog="Settings: command-line flag > GATEWAY_* variable > config file > default.\n" + _CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="Start the gateway (uvicorn, one worker per core).",
+        description="Serve registered models at /invocations and the registry API.",
+    )
+    _add_store_options(serve)
+    serve.add_argument("--host", help="Address to bind (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, help="Port to bind (default 8080).")
+    serve.add_argument("--workers", type=int, help="Worker processes (default: number of cores).")
+    serve.add_argument(
+        "--model",
+        metavar="REF",
+        action="append",
+        help="Model to preload, e.g. models:/iris@champion (repeatable); the first is served at /invocations.",
+    )
+    serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--access-log", action="store_true", default=None, help="Log every request.")
+
+    models = commands.add_parser("models", help="Register models, set aliases, list and show them.")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    register = model_commands.add_parser(
+        "register",
+        help="Register a model package as the next version of NAME.",
+        description="Validate the package at PATH (MLmodel, flavor, signature) and register it.",
+    )
+    register.add_argument("name", metavar="NAME")
+    register.add_argument("path", metavar="PATH", help="Model package directory or file:// URI.")
+    register.add_argument("--alias", metavar="ALIAS", help="Point this alias at the new version.")
+    register.add_argument("--description")
+    _add_store_options(register)
+
+    alias = model_commands.add_parser("alias", help="Point ALIAS of NAME at VERSION.")
+    alias.add_argument("name", metavar="NAME")
+    alias.add_argument("alias", metavar="ALIAS")
+    alias.add_argument("version", metavar="VERSION")
+    _add_store_options(alias)
+
+    listing = model_commands.add_parser("list", help="List registered models.")
+    listing.add_argument("--json", action="store_true", help="Print JSON.")
+    _add_store_options(listing)
+
+    show = model_commands.add_parser("show", help="Show a model with its versions and aliases.")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("--json", action="store_true", help="Print JSON.")
+    _add_store_options(show)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    cli: dict[str, Any] = {"store_uri": args.store_uri, **extra}
+    if args.artifact_root:
+        cli["artifact_roots"] = args.artifact_root
+    return load_settings(cli, config_file=args.config)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        **{"serving.preload": args.model, "serving.default_model": args.model[0] if args.model else None},
+    )
+    _configure_logging(settings.log_level)
+    import uvicorn
+
+    from gateway.app import SETTINGS_ENV, create_app
+
+    loop = "uvloop" if _importable("uvloop") else "auto"
+    http = "httptools" if _importable("httptools") else "auto"
+    if loop != "uvloop" and settings.workers > 1:
+        # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY (+40 ms per request).
+        logger.warning("uvloop is not installed: several workers will add latency; pip install uvloop")
+    logger.info(
+        "Starting gateway %s on http://%s:%d with %d worker(s)",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.workers,
+    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": loop,
+        "http": http,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+    else:
+        os.environ[SETTINGS_ENV] = orjson.dumps(settings_to_dict(settings)).decode()
+        uvicorn.run("gateway.app:create_app_from_environ", factory=True, workers=settings.workers, **common)
+    return 0
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from gateway.refs import parse_version
+    from gateway.registration import register_version
+    from gateway.store.registry import RegistryStore
+
+    settings = _settings(args)
+    store = RegistryStore.open(settings.store_uri)
+    try:
+        if args.models_command == "register":
+            source = args.path if args.path.startswith("file:") else str(Path(args.path).resolve())
+            version = register_version(
+                store,
+                args.name,
+                source,
+                artifact_roots=settings.artifact_roots,
+                description=args.description,
+                alias=args.alias,
+                create_model=True,
+            )
+            alias_note = f" with alias {args.alias!r}" if args.alias else ""
+            print(f"Registered {args.name!r} version {version.version}{alias_note} from {version.source}")
+        elif args.models_command == "alias":
+            number = parse_version(args.version)
+            store.set_alias(args.name, args.alias, number)
+            print(f"Alias {args.alias!r} of {args.name!r} now points at version {number}")
+        elif args.models_command == "list":
+            models = store.list_models()
+            if args.json:
+                _print_json([m.to_dict() for m in models])
+            else:
+                print(f"{'NAME':<32} {'LATEST':>6}  ALIASES")
+                for model in models:
+                    aliases = ", ".join(f"{a}={v}" for a, v in sorted(model.aliases.items()))
+                    print(f"{model.name:<32} {model.latest_version or '-':>6}  {aliases}")
+        elif args.models_command == "show":
+            model = store.get_model(args.name)
+            versions = store.list_versions(args.name)
+            if args.json:
+                _print_json({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
+            else:
+                print(f"{model.name}: {model.description or ''}".rstrip(": "))
+                for version in versions:
+                    aliases = f"  @{', @'.join(version.aliases)}" if version.aliases else ""
+                    print(f"  version {version.version:<4} {version.flavor:<16} {version.source}{aliases}")
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _models(args)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"gateway: {exc.message}", file=sys.stderr)
+        return 1

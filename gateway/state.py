@@ -1,0 +1,126 @@
+"""GatewayState: what the endpoints share, built by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.refs import ModelRef, parse_model_ref
+from gateway.serving.pool import ModelPool, RegistryView
+from gateway.store.registry import RegistrySnapshot, RegistryStore
+
+logger = logging.getLogger("gateway.app")
+
+# A reference the view does not know refreshes from the store at most this often.
+_MIN_FORCED_REFRESH_INTERVAL_S = 0.25
+
+
+def view_from_snapshot(snapshot: RegistrySnapshot) -> RegistryView:
+    return RegistryView(
+        revision=snapshot.revision,
+        aliases=dict(snapshot.aliases),
+        sources={key: version.source for key, version in snapshot.versions.items()},
+    )
+
+
+@dataclass(eq=False)
+class GatewayState:
+    settings: Settings
+    store: RegistryStore
+    pool: ModelPool = field(init=False)
+    default_ref: ModelRef | None = None
+    preload: tuple[ModelRef, ...] = ()
+    preload_errors: dict[str, str] = field(default_factory=dict)
+    preload_done: bool = False
+    store_error: str | None = None
+    _refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _last_refresh: float = 0.0
+
+    def __post_init__(self) -> None:
+        serving = self.settings.serving
+        self.default_ref = parse_model_ref(serving.default_model) if serving.default_model else None
+        self.preload = tuple(parse_model_ref(ref) for ref in serving.preload)
+
+    async def refresh_view(self, *, rate_limited: bool = False) -> None:
+        """Re-read the registry if its revision changed since the view was built.
+
+        ``rate_limited`` (a request for a reference the view does not know) skips the read when
+        one happened within the last quarter second, so unknown names cannot hammer the store.
+        """
+        async with self._refresh_lock:
+            now = time.monotonic()
+            if rate_limited and now - self._last_refresh < _MIN_FORCED_REFRESH_INTERVAL_S:
+                return
+            self._last_refresh = now
+            try:
+                revision = await asyncio.to_thread(self.store.revision)
+                if revision == self.pool.view.revision:
+                    return
+                snapshot = await asyncio.to_thread(self.store.snapshot)
+            except GatewayError as exc:
+                self._note_store_error(exc.message)
+                return
+            except Exception as exc:  # the store is a dependency: keep serving from the last view
+                self._note_store_error(f"{type(exc).__name__}: {exc}")
+                return
+            if self.store_error is not None:
+                logger.info("Registry store reachable again")
+            self.store_error = None
+            self.pool.update_view(view_from_snapshot(snapshot))
+            self._follow_preloaded()
+
+    def _note_store_error(self, message: str) -> None:
+        if self.store_error != message:
+            logger.warning("Registry store unavailable, serving from the last known aliases: %s", message)
+        self.store_error = message
+
+    def _follow_preloaded(self) -> None:
+        """Keep the versions that preloaded references point at loaded (and pinned)."""
+        for ref in self.preload:
+            try:
+                key = self.pool.resolve_cached(ref)
+            except GatewayError:
+                continue
+            self.pool.pin(key)
+            if self.preload_done:
+                asyncio.get_running_loop().create_task(self._load_quietly(ref, key))
+
+    async def _load_quietly(self, ref: ModelRef, key: tuple[str, int]) -> None:
+        try:
+            await self.pool.get_version(key)
+            self.preload_errors.pop(str(ref), None)
+        except GatewayError as exc:
+            self.preload_errors[str(ref)] = exc.message
+
+    async def preload_models(self) -> None:
+        for ref in self.preload:
+            try:
+                await self.pool.get(ref)
+                self.preload_errors.pop(str(ref), None)
+            except GatewayError as exc:
+                self.preload_errors[str(ref)] = exc.message
+                logger.error("Could not load %s: %s", ref, exc.message)
+        self.preload_done = True
+
+    @property
+    def ready(self) -> bool:
+        if not self.preload_done or self.preload_errors:
+            return False
+        for ref in self.preload:
+            try:
+                key = self.pool.resolve_cached(ref)
+            except GatewayError:
+                return False
+            if key not in {(m.name, m.version) for m in self.pool.loaded()}:
+                return False
+        return True
+
+    async def run_refresher(self) -> None:
+        interval = self.settings.serving.refresh_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh_view()

@@ -1,0 +1,136 @@
+"""The registry admin API on a real gateway: models, versions, aliases, validation at registration,
+and /invocations following an alias move without a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import ServedGateway
+from tests.packages import IRIS_COLUMNS, break_package, copy_package
+
+BODY = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}}
+
+
+def test_model_lifecycle_and_alias_move(served: ServedGateway) -> None:
+    client = served.client
+    created = client.post(
+        "/api/registry/models", json={"name": "flowers", "description": "d", "tags": {"t": "1"}}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "flowers"
+    again = client.post("/api/registry/models", json={"name": "flowers"})
+    assert again.status_code == 409
+    assert "flowers" in again.json()["message"]
+
+    v1 = client.post(
+        "/api/registry/models/flowers/versions",
+        json={"source": str(served.packages["sklearn_skops"]), "description": "first"},
+    )
+    assert v1.status_code == 201, v1.text
+    assert v1.json()["version"] == 1 and v1.json()["flavor"] == "python_function"
+    v2 = client.post(
+        "/api/registry/models/flowers/versions",
+        json={"source": "file://" + str(served.packages["sklearn_proba"])},
+    )
+    assert v2.status_code == 201, v2.text
+    assert v2.json()["version"] == 2
+
+    assert client.put("/api/registry/models/flowers/aliases/prod", json={"version": 1}).status_code == 200
+    first = client.post("/models/flowers@prod/invocations", json=BODY)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-model-version"] == "1"
+    assert first.json() == {"predictions": [0]}
+
+    # Moving the alias is visible to the next request on this worker, no restart.
+    assert client.put("/api/registry/models/flowers/aliases/prod", json={"version": 2}).status_code == 200
+    second = client.post("/models/flowers@prod/invocations", json=BODY)
+    assert second.status_code == 200, second.text
+    assert second.headers["x-model-version"] == "2"
+    assert len(second.json()["predictions"][0]) == 3  # predict_proba rows
+
+    by_alias = client.get("/api/registry/models/flowers@prod")
+    assert by_alias.status_code == 200 and by_alias.json()["version"] == 2
+    model = client.get("/api/registry/models/flowers").json()
+    assert [v["version"] for v in model["versions"]] == [1, 2]
+    assert model["aliases"] == {"prod": 2}
+    assert client.get("/api/registry/models/flowers/versions/1").json()["description"] == "first"
+    assert "flowers" in [m["name"] for m in client.get("/api/registry/models").json()["models"]]
+
+    assert client.delete("/api/registry/models/flowers/aliases/prod").status_code == 204
+    gone = client.post("/models/flowers@prod/invocations", json=BODY)
+    assert gone.status_code == 404
+    assert "prod" in gone.json()["message"]
+    missing = client.delete("/api/registry/models/flowers/aliases/prod")
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("alias", ["latest", "v3", "V12", "bad alias"])
+def test_reserved_and_invalid_aliases(served: ServedGateway, alias: str) -> None:
+    response = served.client.put(f"/api/registry/models/sklearn_skops/aliases/{alias}", json={"version": 1})
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert alias in response.json()["message"]
+
+
+def test_alias_to_missing_version(served: ServedGateway) -> None:
+    response = served.client.put("/api/registry/models/sklearn_skops/aliases/x", json={"version": 99})
+    assert response.status_code == 404
+    assert "99" in response.json()["message"]
+
+
+def test_registration_validates_the_package(served: ServedGateway, tmp_path: Path) -> None:
+    client = served.client
+    root = served.packages["sklearn_skops"].parent
+    assert client.post("/api/registry/models", json={"name": "broken"}).status_code == 201
+    cases = {
+        "no_mlmodel": "MLmodel",
+        "unknown_flavor": "flavor",
+        "missing_model_file": "model",
+        "loader_not_installed": "gateway_test_missing_loader",
+    }
+    for how, word in cases.items():
+        path = break_package(copy_package(served.packages["sklearn_skops"], root / f"broken_{how}"), how)  # type: ignore[arg-type]
+        response = client.post("/api/registry/models/broken/versions", json={"source": str(path)})
+        assert response.status_code == 400, (how, response.text)
+        assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert word in response.json()["message"], (how, response.json()["message"])
+
+    outside = copy_package(served.packages["sklearn_skops"], tmp_path / "outside")
+    for source in (str(outside), str(root / ".." / ".." / outside.name), "s3://bucket/model"):
+        response = client.post("/api/registry/models/broken/versions", json={"source": source})
+        assert response.status_code == 400, response.text
+    escape = root / "escape_link"
+    escape.symlink_to(outside)
+    response = client.post("/api/registry/models/broken/versions", json={"source": str(escape)})
+    assert response.status_code == 400
+    assert "outside the artifact roots" in response.json()["message"]
+
+    assert client.get("/api/registry/models/broken").json()["versions"] == []
+    nomodel = client.post(
+        "/api/registry/models/nomodel/versions", json={"source": str(served.packages["sklearn_skops"])}
+    )
+    assert nomodel.status_code == 404
+    assert "nomodel" in nomodel.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "words"),
+    [
+        ("POST", "/api/registry/models", {"description": "no name"}, ["name"]),
+        ("POST", "/api/registry/models", {"name": "bad name!"}, ["bad name!"]),
+        ("POST", "/api/registry/models", {"name": "t", "tags": {"a": 1}}, ["tags"]),
+        ("POST", "/api/registry/models/sklearn_skops/versions", {}, ["source"]),
+        ("PUT", "/api/registry/models/sklearn_skops/aliases/x", {}, ["version"]),
+        ("PUT", "/api/registry/models/sklearn_skops/aliases/x", {"version": "one"}, ["one"]),
+        ("GET", "/api/registry/models/sklearn_skops/versions/0", None, ["0"]),
+    ],
+)
+def test_bad_admin_requests_name_the_field(
+    served: ServedGateway, method: str, path: str, body: object, words: list[str]
+) -> None:
+    response = served.client.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    for word in words:
+        assert word in response.json()["message"]

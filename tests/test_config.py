@@ -1,0 +1,112 @@
+"""Settings precedence and validation: CLI > GATEWAY_* > config file > default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.config import DEFAULT_STORE_URI, ConfigError, load_settings, settings_from_dict, settings_to_dict
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, environ={})
+    assert settings.store_uri == DEFAULT_STORE_URI
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.workers == (os.cpu_count() or 1)
+    assert settings.serving.refresh_interval_s == 2.0
+    assert settings.artifact_roots == (Path("./models"),)
+
+
+def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "port: 9001\nhost: 0.0.0.0\nworkers: 3\nserving:\n  default_model: models:/iris@champion\n"
+        "  refresh_interval_s: 5\n"
+    )
+    env = {"GATEWAY_PORT": "9002", "GATEWAY_WORKERS": "4"}
+    settings = load_settings({"port": 9003}, environ=env, config_file=config)
+    assert settings.port == 9003  # CLI
+    assert settings.workers == 4  # env
+    assert settings.host == "0.0.0.0"  # file
+    assert settings.serving.refresh_interval_s == 5.0
+    assert settings.serving.default_model == "models:/iris@champion"
+    assert settings.serving.preload == ("models:/iris@champion",)  # the default model is always preloaded
+    assert settings.store_uri == DEFAULT_STORE_URI  # default
+
+
+def test_config_file_from_env_and_design_example_keys(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        """
+store_uri: sqlite:///./.gateway/store.db
+redis_url: redis://127.0.0.1:6379/0
+artifact_roots: [./models]
+serving:
+  default_model: models:/iris@champion
+  preload: [models:/iris@champion]
+llm:
+  routes:
+    - name: gpt-4o-mini
+      timeout_s: 60
+      retries: 2
+      targets:
+        - base_url: https://api.openai.com/v1
+          model: gpt-4o-mini
+          api_key_env: OPENAI_API_KEY
+auth:
+  keys: []
+"""
+    )
+    settings = load_settings({}, environ={"GATEWAY_CONFIG": str(config)})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.llm["routes"][0]["name"] == "gpt-4o-mini"
+    assert settings.serving.preload == ("models:/iris@champion",)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"GATEWAY_PORT": "eighty"}, ["GATEWAY_PORT", "'eighty'"]),
+        ({"GATEWAY_PORT": "70000"}, ["GATEWAY_PORT", "'70000'"]),
+        ({"GATEWAY_WORKERS": "0"}, ["GATEWAY_WORKERS", "'0'"]),
+        ({"GATEWAY_STORE_URI": "mysql://x/y"}, ["GATEWAY_STORE_URI", "mysql://x/y"]),
+        ({"GATEWAY_SERVING_REFRESH_INTERVAL_S": "-1"}, ["GATEWAY_SERVING_REFRESH_INTERVAL_S", "'-1'"]),
+        (
+            {"GATEWAY_SERVING_DEFAULT_MODEL": "models:/a/b/c"},
+            ["GATEWAY_SERVING_DEFAULT_MODEL", "models:/a/b/c"],
+        ),
+        ({"GATEWAY_LOG_LEVEL": "loud"}, ["GATEWAY_LOG_LEVEL", "'loud'"]),
+        ({"GATEWAY_ACCESS_LOG": "maybe"}, ["GATEWAY_ACCESS_LOG", "'maybe'"]),
+    ],
+)
+def test_bad_values_name_key_and_value(env: dict[str, str], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, environ=env)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_unknown_and_malformed_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("prot: 8080\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_settings({}, environ={}, config_file=config)
+    config.write_text("serving:\n  max_wait: 3\n")
+    with pytest.raises(ConfigError, match="serving.max_wait"):
+        load_settings({}, environ={}, config_file=config)
+    config.write_text("port: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings({}, environ={}, config_file=config)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings({}, environ={}, config_file=tmp_path / "missing.yaml")
+
+
+def test_roundtrip_for_worker_processes() -> None:
+    settings = load_settings(
+        {"serving.preload": ["models:/a@b", "models:/c/2"], "artifact_roots": ["/x", "/y"]}, environ={}
+    )
+    assert settings_from_dict(settings_to_dict(settings)) == settings
+    assert settings.serving.default_model == "models:/a@b"
