@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
             load_model,
             artifact_roots=settings.artifact_roots,
             intra_op_num_threads=settings.resolved_intra_op_threads(),
+            inline_max_us=settings.serving.inline_max_us,
         )
         state.pool = ModelPool(
             loader,

@@ -39,6 +39,7 @@ class ServingSettings:
     refresh_interval_s: float = 2.0
     intra_op_num_threads: int | None = None
     max_body_bytes: int = 100 * 1024 * 1024
+    inline_max_us: float = 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,16 @@ def _float_positive(key: str, value: Any) -> float:
         raise ConfigError(f"{key}: {value!r} is not a number.") from None
     if not number > 0:
         raise ConfigError(f"{key}: {value!r} must be a number > 0.")
+    return number
+
+
+def _float_non_negative(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {value!r} is not a number.") from None
+    if not number >= 0:
+        raise ConfigError(f"{key}: {value!r} must be a number >= 0.")
     return number
 
 
@@ -248,6 +259,12 @@ PARAMS: tuple[Param, ...] = (
         "serving.intra_op_num_threads", _optional_int(1), "ONNX intra-op threads (auto: cores // workers)."
     ),
     Param("serving.max_body_bytes", _int(1), "Largest /invocations body accepted (413 beyond)."),
+    Param(
+        "serving.inline_max_us",
+        _float_non_negative,
+        "Models whose warm-up call takes at most this many microseconds run small requests on the event loop "
+        "(0: always in the model's thread).",
+    ),
     Param("llm", _mapping, "LLM proxy routes (see docs/configuration.md)."),
     Param("auth", _mapping, "Gateway keys (see docs/configuration.md)."),
 )

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.packages import PackageCache
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -67,3 +69,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> PackageCache:
+    """Real model packages by kind (``packages.get("onnx_classifier")``), each built once per session
+    with mlflow's own writers; copy one before modifying it. ``packages.root`` is their artifact root."""
+    return PackageCache(tmp_path_factory.mktemp("packages"))

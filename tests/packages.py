@@ -5,8 +5,8 @@ not exist yet) with ``mlflow.<flavor>.save_model``, then returns ``dest``. ``bre
 package in one of the ways the gateway must refuse. mlflow is a test-only dependency: only this module
 and the tests import it.
 
-``PackageCache`` (see ``tests/serving/conftest.py``) builds each kind once per session; tests that
-modify a package take a copy first (``copy_package``).
+``PackageCache`` (the session fixture ``packages`` in ``tests/conftest.py``) builds each kind once per
+session; tests that modify a package take a copy first (``copy_package``).
 """
 
 from __future__ import annotations

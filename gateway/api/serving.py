@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError, NotFound
-from gateway.http import error_response, read_body
+from gateway.http import RawJSONResponse, error_response, read_body
 from gateway.refs import ModelRef, parse_model_ref, parse_version, validate_model_name
 from gateway.state import GatewayState
 
@@ -22,12 +22,13 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 async def _invoke(request: Request, ref: ModelRef) -> Response:
     state: GatewayState = request.app.state.gateway
     pool = state.pool
-    try:
-        model = await pool.get(ref)
-    except GatewayError as exc:
-        return error_response(exc)
+    model = pool.get_loaded(ref)
+    if model is None:
+        try:
+            model = await pool.get(ref)
+        except GatewayError as exc:
+            return error_response(exc)
     pool.acquire(model)
-    headers = {"X-Model-Name": model.name, "X-Model-Version": model.version_header}
     try:
         body = await read_body(request, state.settings.serving.max_body_bytes)
         prediction, unwrapped = await model.invoke(body, request.headers.get("content-type"))
@@ -36,13 +37,11 @@ async def _invoke(request: Request, ref: ModelRef) -> Response:
             logger.error(
                 "%s on model %s version %s: %s", exc.error_code, model.name, model.version, exc.message
             )
-        return error_response(exc, headers)
+        return error_response(exc, model.headers)
     finally:
         pool.release(model)
     content = prediction if unwrapped else {"predictions": prediction}
-    return Response(
-        orjson.dumps(content, option=_JSON_OPTIONS), media_type="application/json", headers=headers
-    )
+    return RawJSONResponse(orjson.dumps(content, option=_JSON_OPTIONS), model.raw_headers)
 
 
 async def invocations(request: Request) -> Response:

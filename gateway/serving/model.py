@@ -11,23 +11,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gateway.errors import GatewayError
 from gateway.serving.output import to_jsonable
-from gateway.serving.package import ModelPackage, read_package, resolve_source
+from gateway.serving.package import ModelPackage, read_package, read_serving_input_example, resolve_source
 from gateway.serving.payload import parse_request
 from gateway.serving.runtimes._common import predict_error
 from gateway.serving.runtimes.loading import load_runtime
 from gateway.serving.signature import Signature, enforce_input, enforce_params, parse_signature
-from gateway.serving.types import Runtime
+from gateway.serving.types import Frame, Runtime
 
 logger = logging.getLogger("gateway.serving")
+
+
+# A request with more rows than this always runs in the model's thread, however fast the model.
+INLINE_MAX_ROWS = 64
+_WARM_UP_RUNS = 7
+
+
+def _rows(data: Any) -> int:
+    if isinstance(data, Frame):
+        return data.nrows
+    if isinstance(data, np.ndarray):
+        return int(data.shape[0]) if data.ndim else 1
+    if isinstance(data, dict) and data:
+        first = next(iter(data.values()))
+        return len(first) if hasattr(first, "__len__") else 1
+    return INLINE_MAX_ROWS + 1  # unknown shape: never inline
 
 
 @dataclass(eq=False)
 class LoadedModel:
     """One model version with its runtime, ready to answer requests.
 
-    The runtime runs in a single executor thread of its own, never on the event loop.
+    The runtime runs in a single executor thread of its own, so a slow model never stalls the
+    event loop. The exception is a model whose warm-up calls took at most ``inline_max_us``:
+    for such a model (the iris demo takes about 10 us) the hop to a thread and back costs more
+    than the call, so requests of up to ``INLINE_MAX_ROWS`` rows run inline on the loop.
     ``in_flight`` counts requests using it, so an evicted model is unloaded only once idle.
     """
 
@@ -40,13 +61,16 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     evicted: bool = False
+    run_inline: bool = False
+    warm_up_us: float | None = None
     _executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"model-{self.name}-{self.version}"
         )
-        self.version_header = str(self.version)
+        self.headers = {"X-Model-Name": self.name, "X-Model-Version": str(self.version)}
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
 
     async def invoke(self, body: bytes, content_type: str | None) -> tuple[Any, bool]:
         """Parse, check and predict; returns (jsonable prediction, unwrapped)."""
@@ -57,8 +81,11 @@ class LoadedModel:
         else:
             data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
         params = enforce_params(parsed.params, signature.params if signature is not None else None)
-        loop = asyncio.get_running_loop()
-        prediction = await loop.run_in_executor(self._executor, self._predict, data, params)
+        if self.run_inline and _rows(data) <= INLINE_MAX_ROWS:
+            prediction = self._predict(data, params)
+        else:
+            loop = asyncio.get_running_loop()
+            prediction = await loop.run_in_executor(self._executor, self._predict, data, params)
         return to_jsonable(prediction), parsed.unwrapped
 
     def _predict(self, data: Any, params: dict[str, Any] | None) -> Any:
@@ -71,6 +98,39 @@ class LoadedModel:
             logger.exception("Model %s version %s raised while predicting", self.name, self.version)
             raise predict_error(exc) from exc
 
+    def warm_up(self, inline_max_us: float) -> None:
+        """Blocking: run the package's input example a few times (the first calls of a runtime are
+        slow) and decide from the median call time whether small requests run inline."""
+        body = read_serving_input_example(self.package)
+        if body is None:
+            logger.info("Model %s version %s has no input example: not warmed up", self.name, self.version)
+            return
+        signature = self.signature
+        timings: list[float] = []
+        try:
+            parsed = parse_request(body, "application/json", signature)
+            data = parsed.data
+            if not parsed.unwrapped:
+                data = enforce_input(data, signature.inputs if signature is not None else None)
+            params = enforce_params(parsed.params, signature.params if signature is not None else None)
+            for _ in range(_WARM_UP_RUNS):
+                started = time.perf_counter()
+                self._predict(data, params)
+                timings.append((time.perf_counter() - started) * 1e6)
+        except GatewayError as exc:
+            logger.warning(
+                "Model %s version %s failed on its own input example: %s", self.name, self.version, exc.message
+            )
+            return
+        # Drop the first (cold) call; the median of the rest is the steady cost.
+        self.warm_up_us = sorted(timings[1:])[len(timings[1:]) // 2]
+        self.run_inline = self.warm_up_us <= inline_max_us and _rows(data) <= INLINE_MAX_ROWS
+        logger.info(
+            "Model %s version %s warmed up: %.0f us per call on its input example; %s",
+            self.name, self.version, self.warm_up_us,
+            "small requests run inline" if self.run_inline else "runs in its own thread",
+        )
+
     def unload(self) -> None:
         self._executor.shutdown(wait=True)
         self.runtime.unload()
@@ -82,6 +142,8 @@ class LoadedModel:
             "source": self.source,
             "flavor": self.package.flavor,
             "loaded_at": self.loaded_at,
+            "warm_up_us": None if self.warm_up_us is None else round(self.warm_up_us, 1),
+            "execution": "inline" if self.run_inline else "thread",
         }
 
 
@@ -92,12 +154,15 @@ def load_model(
     *,
     artifact_roots: Sequence[Path],
     intra_op_num_threads: int | None,
+    inline_max_us: float = 0.0,
 ) -> LoadedModel:
-    """Blocking: resolve the package, build the runtime. Raises InvalidPackage on a bad package."""
+    """Blocking: resolve the package, build the runtime, warm it up. Raises InvalidPackage on a bad package."""
     path = resolve_source(source, artifact_roots)
     package = read_package(path)
     signature = parse_signature(package.signature)
     runtime = load_runtime(package, intra_op_num_threads=intra_op_num_threads)
-    return LoadedModel(
+    model = LoadedModel(
         name=name, version=version, source=source, package=package, signature=signature, runtime=runtime
     )
+    model.warm_up(inline_max_us)
+    return model

@@ -92,6 +92,20 @@ class ModelPool:
         await self._refresh()
         return self.view.resolve(ref)
 
+    def get_loaded(self, ref: ModelRef) -> LoadedModel | None:
+        """The loaded model a reference points at, or None (then ``await get(ref)``): no await on the hot path."""
+        if ref.version is not None:
+            key = (ref.name, ref.version)
+        else:
+            version = self.view.aliases.get((ref.name, ref.alias or LATEST))
+            if version is None:
+                return None
+            key = (ref.name, version)
+        model = self._loaded.get(key)
+        if model is not None:
+            self._loaded.move_to_end(key)
+        return model
+
     async def get(self, ref: ModelRef) -> LoadedModel:
         return await self.get_version(await self.resolve(ref))
 

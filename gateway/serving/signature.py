@@ -135,6 +135,9 @@ class _ColumnPlan:
     required: tuple[str, ...]
     # MLflow turns a dict into a single row when any column is an array or an object.
     dict_is_one_row: bool
+    # Every column named and ``double`` (iris-like tables): the names, for the block fast path.
+    double_names: frozenset[str] | None = None
+    ordered_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,10 @@ class Schema:
             by_name={s.name: s for s in specs if s.name is not None},
             required=tuple(s.name for s in specs if s.required and s.name is not None),
             dict_is_one_row=any(s.type in ("array", "object", "sparkml_vector") for s in specs),
+            double_names=frozenset(s.name for s in specs)  # type: ignore[misc]
+            if specs and all(s.type == "double" and s.name is not None for s in specs)
+            else None,
+            ordered_names=tuple(s.name for s in specs if s.name is not None),
         )
 
 
@@ -500,6 +507,9 @@ def enforce_input(data: Any, schema: Schema | None) -> ModelInput | Any:
     frame = _as_frame(data, schema)
     plan = schema.plan
     cols = frame.columns
+    if frame.block is not None and plan.double_names is not None and tuple(cols) == plan.ordered_names:
+        # Built as one float64 matrix of exactly the schema's double columns, in order: nothing to do.
+        return frame
     if schema.has_names:
         missing = [name for name in plan.required if name not in cols]
         if missing:
@@ -509,7 +519,10 @@ def enforce_input(data: Any, schema: Schema | None) -> ModelInput | Any:
             arr = cols.get(spec.name)  # type: ignore[arg-type]
             if arr is not None:
                 out[spec.name] = enforce_column(arr, spec, column_label(spec.name))
-        return Frame(out, frame.nrows)  # type: ignore[arg-type]
+        enforced = Frame(out, frame.nrows)  # type: ignore[arg-type]
+        if frame.block is not None and enforced.same_columns_as(frame):
+            enforced.block = frame.block  # nothing reordered, dropped or cast
+        return enforced
     keys = list(cols)
     if len(keys) < len(plan.specs):
         raise InvalidParameter(

@@ -27,11 +27,24 @@ class Frame:
     ``columns`` maps column name to a 1-D numpy array of length ``nrows``, in column order
     (schema order once enforced). Unnamed columns (an unnamed column signature, or a
     ``dataframe_split`` without ``columns``) are keyed by their position: 0, 1, 2, ...
-    A column of lists/dicts/strings is an object array.
+    A column of lists/dicts/strings is an object array. An output Frame (what a runtime returns)
+    may hold an [N, ...] array as a column: row i's value is its sub-array.
     """
 
     columns: dict[str | int, np.ndarray]
     nrows: int
+    # When every column is a view of one 2-D array, in order, that array: a runtime that wants
+    # the whole table as a matrix (mlflow's ``df.values``) takes it without copying.
+    block: np.ndarray | None = None
+
+    def same_columns_as(self, other: Frame) -> bool:
+        """True when both hold the very same column arrays in the same order."""
+        if len(self.columns) != len(other.columns):
+            return False
+        return all(
+            a == b and x is y
+            for (a, x), (b, y) in zip(self.columns.items(), other.columns.items(), strict=True)
+        )
 
 
 # What reaches a runtime: a table, one tensor, or named tensors (MLflow's dict of arrays).

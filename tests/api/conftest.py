@@ -79,25 +79,25 @@ class ServedGateway:
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
+def served(tmp_path_factory: pytest.TempPathFactory, packages: PackageCache) -> Iterator[ServedGateway]:
     root = tmp_path_factory.mktemp("served")
-    cache = PackageCache(root / "models")
-    packages = {kind: cache.get(kind) for kind in SERVED_KINDS}  # type: ignore[arg-type]
+    models = packages.root
+    paths = {kind: packages.get(kind) for kind in SERVED_KINDS}  # type: ignore[arg-type]
     store_uri = f"sqlite:///{root}/store.db"
     store = RegistryStore.open(store_uri)
-    for kind, path in packages.items():
+    for kind, path in paths.items():
         register_version(
-            store, kind, str(path), artifact_roots=[root / "models"], alias="champion", create_model=True
+            store, kind, str(path), artifact_roots=[models], alias="champion", create_model=True
         )
     store.close()
     settings = load_settings(
         {
             "store_uri": store_uri,
-            "artifact_roots": [str(root / "models")],
+            "artifact_roots": [str(models)],
             "workers": 1,
             "serving.default_model": "models:/onnx_classifier@champion",
         },
         environ={},
     )
     with run_gateway_in_thread(settings) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
-        yield ServedGateway(base_url, client, packages, store_uri)
+        yield ServedGateway(base_url, client, paths, store_uri)

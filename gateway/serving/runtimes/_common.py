@@ -50,6 +50,8 @@ def frame_to_dataframe(frame: Frame, pandas: Any) -> Any:
 
 def frame_to_matrix(frame: Frame) -> np.ndarray:
     """All columns side by side as one 2-D array, like ``DataFrame.values`` (dtypes promoted)."""
+    if frame.block is not None:
+        return frame.block
     columns = list(frame.columns.values())
     if not columns:
         return np.empty((frame.nrows, 0))

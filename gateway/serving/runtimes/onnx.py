@@ -178,12 +178,11 @@ class OnnxRuntime:
         columns: dict[str | int, np.ndarray] = {}
         for name, value in zip(self.output_names, outputs, strict=True):
             arr = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
-            if arr.ndim >= 2 and arr.shape[0] == nrows and int(np.prod(arr.shape[1:])) == 1:
-                arr = arr.reshape(nrows)  # [N, 1] -> one scalar per row, as mlflow flattens it
-            elif arr.ndim >= 2 and arr.shape[0] == nrows:
-                rows = np.empty(nrows, dtype=object)
-                rows[:] = arr.tolist()  # one sub-array per row (mlflow cannot answer these, see above)
-                arr = rows
+            if arr.ndim >= 2 and arr.shape[0] == nrows:
+                if arr.size == nrows:
+                    arr = arr.reshape(nrows)  # [N, 1] -> one scalar per row, as mlflow flattens it
+                # else: kept [N, ...]; each row's sub-array becomes that row's value (mlflow cannot
+                # answer these, see above), and ``to_jsonable`` turns row i into a nested list.
             elif arr.ndim == 0 or arr.shape[0] != nrows:
                 if arr.size != nrows:
                     raise predict_error(
