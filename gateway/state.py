@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,6 @@ class GatewayState:
     pool: ModelPool = field(init=False)
     default_ref: ModelRef | None = None
     preload: tuple[ModelRef, ...] = ()
-    preload_errors: dict[str, str] = field(default_factory=dict)
     preload_done: bool = False
     store_error: str | None = None
     _refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -80,44 +80,52 @@ class GatewayState:
 
     def _follow_preloaded(self) -> None:
         """Keep the versions that preloaded references point at loaded (and pinned)."""
+        keys: set[tuple[str, int]] = set()
         for ref in self.preload:
             try:
-                key = self.pool.resolve_cached(ref)
+                keys.add(self.pool.resolve_cached(ref))
             except GatewayError:
                 continue
-            self.pool.pin(key)
+        self.pool.set_pinned(keys)
+        for key in keys:
             if self.preload_done:
-                asyncio.get_running_loop().create_task(self._load_quietly(ref, key))
+                asyncio.get_running_loop().create_task(self._load_quietly(key))
 
-    async def _load_quietly(self, ref: ModelRef, key: tuple[str, int]) -> None:
-        try:
+    async def _load_quietly(self, key: tuple[str, int]) -> None:
+        # Failures are recorded in pool.failures (shown by /models and /health).
+        with contextlib.suppress(GatewayError):
             await self.pool.get_version(key)
-            self.preload_errors.pop(str(ref), None)
-        except GatewayError as exc:
-            self.preload_errors[str(ref)] = exc.message
 
     async def preload_models(self) -> None:
         for ref in self.preload:
             try:
                 await self.pool.get(ref)
-                self.preload_errors.pop(str(ref), None)
             except GatewayError as exc:
-                self.preload_errors[str(ref)] = exc.message
                 logger.error("Could not load %s: %s", ref, exc.message)
         self.preload_done = True
 
-    @property
-    def ready(self) -> bool:
-        if not self.preload_done or self.preload_errors:
-            return False
+    def readiness(self) -> tuple[bool, dict[str, str], list[str]]:
+        """(ready, {ref: why it failed}, [refs still loading]) for the models the gateway must serve.
+
+        Computed from the current view, so a reference that could not be resolved at start becomes
+        ready once it is registered and loaded, without a restart.
+        """
+        errors: dict[str, str] = {}
+        loading: list[str] = []
+        loaded = {(m.name, m.version) for m in self.pool.loaded()}
         for ref in self.preload:
             try:
                 key = self.pool.resolve_cached(ref)
-            except GatewayError:
-                return False
-            if key not in {(m.name, m.version) for m in self.pool.loaded()}:
-                return False
-        return True
+            except GatewayError as exc:
+                errors[str(ref)] = exc.message
+                continue
+            if key in loaded:
+                continue
+            if key in self.pool.failures:
+                errors[str(ref)] = self.pool.failures[key]
+            else:
+                loading.append(str(ref))
+        return (self.preload_done and not errors and not loading, errors, loading)
 
     async def run_refresher(self) -> None:
         interval = self.settings.serving.refresh_interval_s

@@ -29,16 +29,16 @@ async def ping(request: Request) -> Response:
 async def health(request: Request) -> Response:
     """200 once every model the gateway must serve is loaded, 503 (with the reasons) until then."""
     state = _state(request)
-    ready = state.ready
+    ready, errors, loading = state.readiness()
     body: dict[str, Any] = {
         "status": "ok" if ready else "unavailable",
         "models": [str(ref) for ref in state.preload],
         "loaded": [f"models:/{m.name}/{m.version}" for m in state.pool.loaded()],
     }
-    if not state.preload_done:
-        body["reason"] = "models are still loading"
-    if state.preload_errors:
-        body["errors"] = state.preload_errors
+    if loading or not state.preload_done:
+        body["loading"] = loading
+    if errors:
+        body["errors"] = errors
     if state.store_error:
         body["store_error"] = state.store_error
     headers = {} if ready else {"Retry-After": "1"}

@@ -62,7 +62,6 @@ class ModelPool:
         *,
         max_loaded: int,
         refresh: Callable[[], Awaitable[None]] | None = None,
-        pinned: frozenset[VersionKey] = frozenset(),
     ) -> None:
         self._load = load
         self._max_loaded = max_loaded
@@ -71,14 +70,15 @@ class ModelPool:
         self._loaded: OrderedDict[VersionKey, LoadedModel] = OrderedDict()
         self._loading: dict[VersionKey, asyncio.Future[LoadedModel]] = {}
         self.failures: dict[VersionKey, str] = {}
-        self._pinned = set(pinned)
+        self._pinned: set[VersionKey] = set()
 
     def update_view(self, view: RegistryView) -> None:
         self.view = view
 
-    def pin(self, key: VersionKey) -> None:
-        """Keep a version loaded regardless of LRU (the models the gateway must serve)."""
-        self._pinned.add(key)
+    def set_pinned(self, keys: set[VersionKey]) -> None:
+        """Versions kept loaded regardless of LRU (what the preloaded references point at now);
+        a version no longer pointed at becomes evictable again."""
+        self._pinned = set(keys)
 
     def resolve_cached(self, ref: ModelRef) -> VersionKey:
         return self.view.resolve(ref)
