@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -136,6 +137,15 @@ def _redact(uri: str) -> str:
     return uri
 
 
+def configure_logging(level: str) -> None:
+    """Our loggers (gateway.*) to stderr at ``level``; uvicorn configures its own."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
 def create_app_from_environ() -> Starlette:
     """uvicorn factory for worker processes: Settings arrive as JSON in an env var."""
-    return create_app(settings_from_dict(orjson.loads(os.environ[SETTINGS_ENV])))
+    settings = settings_from_dict(orjson.loads(os.environ[SETTINGS_ENV]))
+    configure_logging(settings.log_level)  # a spawned worker starts with no logging configured
+    return create_app(settings)

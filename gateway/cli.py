@@ -98,12 +98,6 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(cli, config_file=args.config)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(
         args,
@@ -114,10 +108,11 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         **{"serving.preload": args.model, "serving.default_model": args.model[0] if args.model else None},
     )
-    _configure_logging(settings.log_level)
     import uvicorn
 
-    from gateway.app import SETTINGS_ENV, create_app
+    from gateway.app import SETTINGS_ENV, configure_logging, create_app
+
+    configure_logging(settings.log_level)
 
     loop = "uvloop" if _importable("uvloop") else "auto"
     http = "httptools" if _importable("httptools") else "auto"
