@@ -98,24 +98,21 @@ def _optional_int(minimum: int) -> Callable[[str, Any], int | None]:
     return parse
 
 
-def _float_positive(key: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a number.") from None
-    if not number > 0:
-        raise ConfigError(f"{key}: {value!r} must be a number > 0.")
-    return number
+def _float(*, minimum: float, inclusive: bool) -> Callable[[str, Any], float]:
+    def parse(key: str, value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {value!r} is not a number.") from None
+        if not (number >= minimum if inclusive else number > minimum):  # also refuses NaN
+            raise ConfigError(f"{key}: {value!r} must be a number {'>=' if inclusive else '>'} {minimum:g}.")
+        return number
+
+    return parse
 
 
-def _float_non_negative(key: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a number.") from None
-    if not number >= 0:
-        raise ConfigError(f"{key}: {value!r} must be a number >= 0.")
-    return number
+_float_positive = _float(minimum=0, inclusive=False)
+_float_non_negative = _float(minimum=0, inclusive=True)
 
 
 def _bool(key: str, value: Any) -> bool:

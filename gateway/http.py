@@ -10,14 +10,14 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 class ORJSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=_JSON_OPTIONS)
+        return orjson.dumps(content, option=JSON_OPTIONS)
 
 
 class RawJSONResponse(Response):

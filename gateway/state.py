@@ -39,6 +39,8 @@ class GatewayState:
     store_error: str | None = None
     _refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _last_refresh: float = 0.0
+    # Background loads started by alias moves; referenced here so they are not garbage-collected.
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         serving = self.settings.serving
@@ -87,9 +89,12 @@ class GatewayState:
             except GatewayError:
                 continue
         self.pool.set_pinned(keys)
+        if not self.preload_done:
+            return
         for key in keys:
-            if self.preload_done:
-                asyncio.get_running_loop().create_task(self._load_quietly(key))
+            task = asyncio.get_running_loop().create_task(self._load_quietly(key))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _load_quietly(self, key: tuple[str, int]) -> None:
         # Failures are recorded in pool.failures (shown by /models and /health).

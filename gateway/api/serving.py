@@ -5,19 +5,16 @@ from __future__ import annotations
 import logging
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError, NotFound
-from gateway.http import RawJSONResponse, error_response, read_body
+from gateway.http import JSON_OPTIONS, RawJSONResponse, error_response, read_body
 from gateway.refs import ModelRef, parse_model_ref, parse_version, validate_model_name
 from gateway.state import GatewayState
 
 logger = logging.getLogger("gateway.serving")
-
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
 
 async def _invoke(request: Request, ref: ModelRef) -> Response:
     state: GatewayState = request.app.state.gateway
@@ -38,10 +35,13 @@ async def _invoke(request: Request, ref: ModelRef) -> Response:
                 "%s on model %s version %s: %s", exc.error_code, model.name, model.version, exc.message
             )
         return error_response(exc, model.headers)
+    except ClientDisconnect:
+        # The client left before sending its whole body: nobody reads this answer.
+        return Response(status_code=499)
     finally:
         pool.release(model)
     content = prediction if unwrapped else {"predictions": prediction}
-    return RawJSONResponse(orjson.dumps(content, option=_JSON_OPTIONS), model.raw_headers)
+    return RawJSONResponse(orjson.dumps(content, option=JSON_OPTIONS), model.raw_headers)
 
 
 async def invocations(request: Request) -> Response:
