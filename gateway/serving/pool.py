@@ -71,6 +71,7 @@ class ModelPool:
         self._loading: dict[VersionKey, asyncio.Future[LoadedModel]] = {}
         self.failures: dict[VersionKey, str] = {}
         self._pinned: set[VersionKey] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # running loads, referenced until done
 
     def update_view(self, view: RegistryView) -> None:
         self.view = view
@@ -118,7 +119,9 @@ class ModelPool:
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._loading[key] = future
-            asyncio.get_running_loop().create_task(self._load_into(key, future))
+            task = asyncio.get_running_loop().create_task(self._load_into(key, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         # shield: a cancelled request must not cancel a load other requests wait for.
         return await asyncio.shield(future)
 
