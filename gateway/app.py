@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
             max_loaded=settings.serving.max_loaded_versions,
             refresh=partial(state.refresh_view, rate_limited=True),
         )
+        state.pool.set_pinned(state.preload)
         app.state.gateway = state
         await state.refresh_view()
         tasks = [

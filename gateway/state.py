@@ -81,17 +81,18 @@ class GatewayState:
         self.store_error = message
 
     def _follow_preloaded(self) -> None:
-        """Keep the versions that preloaded references point at loaded (and pinned)."""
-        keys: set[tuple[str, int]] = set()
-        for ref in self.preload:
-            try:
-                keys.add(self.pool.resolve_cached(ref))
-            except GatewayError:
-                continue
-        self.pool.set_pinned(keys)
+        """Load what preloaded references point at once they resolve (a model registered after
+        start, say); moved aliases are swapped by the pool itself."""
         if not self.preload_done:
             return
-        for key in keys:
+        loaded = {(m.name, m.version) for m in self.pool.loaded()}
+        for ref in self.preload:
+            try:
+                key = self.pool.resolve_cached(ref)
+            except GatewayError:
+                continue
+            if key in loaded:
+                continue
             task = asyncio.get_running_loop().create_task(self._load_quietly(key))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -39,6 +39,9 @@ async def health(request: Request) -> Response:
         body["loading"] = loading
     if errors:
         body["errors"] = errors
+    failed = state.pool.describe()["failed"]
+    if failed:
+        body["failed_versions"] = failed  # e.g. an alias target that failed to load: the old one serves
     if state.store_error:
         body["store_error"] = state.store_error
     headers = {} if ready else {"Retry-After": "1"}

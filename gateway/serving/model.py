@@ -61,6 +61,7 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     evicted: bool = False
+    unloading: bool = False
     run_inline: bool = False
     warm_up_us: float | None = None
     _executor: ThreadPoolExecutor = field(init=False)

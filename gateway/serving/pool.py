@@ -4,6 +4,11 @@ The request path never reads the store. Aliases are resolved from a ``RegistryVi
 in-memory copy of the registry) that the app replaces when its background refresher sees a
 change. A reference the view does not know triggers one rate-limited refresh before 404,
 so a model registered a moment ago on another replica is found at once.
+
+An alias that moves away from a loaded version keeps answering with that version while the new
+one loads and warms up beside it; requests switch once it is ready, and the old version is
+unloaded when no alias points at it and its in-flight requests are done. A new version that
+fails to load leaves the alias on the old one (``failures`` says why).
 """
 
 from __future__ import annotations
@@ -70,35 +75,105 @@ class ModelPool:
         self._loaded: OrderedDict[VersionKey, LoadedModel] = OrderedDict()
         self._loading: dict[VersionKey, asyncio.Future[LoadedModel]] = {}
         self.failures: dict[VersionKey, str] = {}
-        self._pinned: set[VersionKey] = set()
+        self._pinned_refs: tuple[ModelRef, ...] = ()
+        # Aliases still answered by the version they pointed at while their new target loads.
+        self._holds: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # running loads, referenced until done
 
     def update_view(self, view: RegistryView) -> None:
+        """Adopt a new registry view; aliases that moved away from a loaded version are held on it
+        while their new version loads in the background."""
+        holds: dict[tuple[str, str], int] = {}
+        for alias_key, new_version in view.aliases.items():
+            name = alias_key[0]
+            previous = self._holds.get(alias_key, self.view.aliases.get(alias_key))
+            if previous is None or previous == new_version:
+                continue
+            if (name, previous) in self._loaded and (name, new_version) not in self._loaded:
+                holds[alias_key] = previous
+                logger.info(
+                    "Alias %s@%s moved from version %s to %s: loading it beside the old one",
+                    name, alias_key[1], previous, new_version,
+                )
         self.view = view
+        self._holds = holds
+        for alias_key in holds:
+            self._start(self._swap(alias_key, (alias_key[0], view.aliases[alias_key])))
 
-    def set_pinned(self, keys: set[VersionKey]) -> None:
-        """Versions kept loaded regardless of LRU (what the preloaded references point at now);
-        a version no longer pointed at becomes evictable again."""
-        self._pinned = set(keys)
+    def _start(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _swap(self, alias_key: tuple[str, str], new_key: VersionKey) -> None:
+        try:
+            await self.get_version(new_key)
+        except GatewayError as exc:
+            logger.error(
+                "Alias %s@%s keeps serving version %s: version %s failed to load: %s",
+                alias_key[0], alias_key[1], self._holds.get(alias_key), new_key[1], exc.message,
+            )
+            return
+        if self.view.aliases.get(alias_key) != new_key[1]:
+            return  # moved again meanwhile; that move has its own swap
+        old_version = self._holds.pop(alias_key, None)
+        logger.info("Alias %s@%s now serves version %s", alias_key[0], alias_key[1], new_key[1])
+        if old_version is not None:
+            self._retire_if_unreferenced((alias_key[0], old_version))
+
+    def _retire_if_unreferenced(self, key: VersionKey) -> None:
+        name, version = key
+        referenced = any(
+            n == name and self._alias_version((n, a)) == version for (n, a) in self.view.aliases
+        ) or key in self._pinned_keys()
+        model = self._loaded.get(key)
+        if referenced or model is None:
+            return
+        del self._loaded[key]
+        model.evicted = True
+        logger.info("Unloading model %s version %s (no alias points at it)", name, version)
+        asyncio.get_running_loop().call_later(1.0, self._unload_if_idle, model)
+
+    def _alias_version(self, alias_key: tuple[str, str]) -> int | None:
+        held = self._holds.get(alias_key)
+        return held if held is not None else self.view.aliases.get(alias_key)
+
+    def set_pinned(self, refs: tuple[ModelRef, ...]) -> None:
+        """References whose current versions stay loaded regardless of LRU (the preloaded models)."""
+        self._pinned_refs = refs
+
+    def _pinned_keys(self) -> set[VersionKey]:
+        keys = set()
+        for ref in self._pinned_refs:
+            try:
+                keys.add(self.resolve_cached(ref))
+            except GatewayError:
+                continue
+        return keys
 
     def resolve_cached(self, ref: ModelRef) -> VersionKey:
+        """The version a reference is answered by now (an alias being swapped: its old version)."""
+        if ref.version is None:
+            held = self._holds.get((ref.name, ref.alias or LATEST))
+            if held is not None:
+                return (ref.name, held)
         return self.view.resolve(ref)
 
     async def resolve(self, ref: ModelRef) -> VersionKey:
         try:
-            return self.view.resolve(ref)
+            return self.resolve_cached(ref)
         except NotFound:
             if self._refresh is None:
                 raise
         await self._refresh()
-        return self.view.resolve(ref)
+        return self.resolve_cached(ref)
 
     def get_loaded(self, ref: ModelRef) -> LoadedModel | None:
         """The loaded model a reference points at, or None (then ``await get(ref)``): no await on the hot path."""
         if ref.version is not None:
             key = (ref.name, ref.version)
         else:
-            version = self.view.aliases.get((ref.name, ref.alias or LATEST))
+            version = self._alias_version((ref.name, ref.alias or LATEST))
             if version is None:
                 return None
             key = (ref.name, version)
@@ -155,7 +230,8 @@ class ModelPool:
                 future.exception()
 
     def _evict(self) -> None:
-        evictable = [k for k in self._loaded if k not in self._pinned]
+        pinned = self._pinned_keys() | {(n, v) for (n, _), v in self._holds.items()}
+        evictable = [k for k in self._loaded if k not in pinned]
         while len(self._loaded) > self._max_loaded and evictable:
             key = evictable.pop(0)
             model = self._loaded.pop(key)
@@ -165,8 +241,8 @@ class ModelPool:
             asyncio.get_running_loop().call_later(1.0, self._unload_if_idle, model)
 
     def _unload_if_idle(self, model: LoadedModel) -> None:
-        if model.evicted and model.in_flight == 0 and not getattr(model, "_unloading", False):
-            model._unloading = True  # type: ignore[attr-defined]
+        if model.evicted and model.in_flight == 0 and not model.unloading:
+            model.unloading = True
             asyncio.get_running_loop().run_in_executor(None, model.unload)
 
     def acquire(self, model: LoadedModel) -> None:
@@ -184,6 +260,10 @@ class ModelPool:
         return {
             "loaded": [m.describe() for m in self._loaded.values()],
             "loading": [{"name": n, "version": v} for n, v in self._loading],
+            "held_aliases": [
+                {"name": n, "alias": a, "serving": v, "target": self.view.aliases.get((n, a))}
+                for (n, a), v in self._holds.items()
+            ],
             "failed": [{"name": n, "version": v, "error": msg} for (n, v), msg in self.failures.items()],
         }
 

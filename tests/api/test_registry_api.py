@@ -3,6 +3,7 @@ and /invocations following an alias move without a restart."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,14 @@ def test_model_lifecycle_and_alias_move(served: ServedGateway) -> None:
     assert first.headers["x-model-version"] == "1"
     assert first.json() == {"predictions": [0]}
 
-    # Moving the alias is visible to the next request on this worker, no restart.
+    # Moving the alias needs no restart: version 1 answers until version 2 is loaded, then 2 does.
     assert client.put("/api/registry/models/flowers/aliases/prod", json={"version": 2}).status_code == 200
+    deadline = time.monotonic() + 15
     second = client.post("/models/flowers@prod/invocations", json=BODY)
+    while second.headers["x-model-version"] == "1" and time.monotonic() < deadline:
+        assert second.status_code == 200, second.text
+        time.sleep(0.02)
+        second = client.post("/models/flowers@prod/invocations", json=BODY)
     assert second.status_code == 200, second.text
     assert second.headers["x-model-version"] == "2"
     assert len(second.json()["predictions"][0]) == 3  # predict_proba rows
