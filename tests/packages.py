@@ -270,6 +270,34 @@ def build_pyfunc_package(dest: Path) -> Path:
     return dest
 
 
+def build_slow_pyfunc_package(dest: Path, *, delay_s: float = 0.4) -> Path:
+    """A custom pyfunc that sleeps ``delay_s`` per call (from ``model_config``), then answers
+    ``{"y": x}``: requests stay in flight long enough to test draining and overload."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    class SlowModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def load_context(self, context: Any) -> None:
+            self.delay_s = float((context.model_config or {}).get("delay_s", 0.0))
+
+        def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+            import time
+
+            time.sleep(self.delay_s)
+            return pd.DataFrame({"y": model_input["x"].to_numpy()})
+
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    mlflow.pyfunc.save_model(
+        str(dest),
+        python_model=SlowModel(),
+        signature=infer_signature(frame, pd.DataFrame({"y": [1.0]})),
+        model_config={"delay_s": delay_s},
+        pip_requirements=["mlflow", "pandas"],
+    )
+    return dest
+
+
 # --------------------------------------------------------------------------- breaking packages
 
 
@@ -318,7 +346,7 @@ def copy_package(src: Path, dest: Path) -> Path:
 PackageKind = Literal[
     "sklearn_skops", "sklearn_pickle", "sklearn_cloudpickle", "sklearn_proba",
     "onnx_classifier", "onnx_label_only", "onnx_regressor", "onnx_external", "onnx_multi_input",
-    "onnx_multi_input_2d", "pyfunc_custom",
+    "onnx_multi_input_2d", "pyfunc_custom", "pyfunc_slow",
 ]
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
@@ -333,6 +361,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "onnx_multi_input": build_onnx_multi_input_package,
     "onnx_multi_input_2d": lambda d: build_onnx_multi_input_package(d, column_shape=[None, 1]),
     "pyfunc_custom": build_pyfunc_package,
+    "pyfunc_slow": build_slow_pyfunc_package,
 }
 
 
