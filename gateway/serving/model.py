@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import GatewayError
+from gateway.serving.enforcement import enforce_input, enforce_params
 from gateway.serving.output import to_jsonable
 from gateway.serving.package import ModelPackage, read_package, read_serving_input_example, resolve_source
 from gateway.serving.payload import parse_request
 from gateway.serving.runtimes._common import predict_error
 from gateway.serving.runtimes.loading import load_runtime
-from gateway.serving.signature import Signature, enforce_input, enforce_params, parse_signature
+from gateway.serving.signature import Signature, parse_signature
 from gateway.serving.types import Frame, Runtime
 
 logger = logging.getLogger("gateway.serving")

@@ -9,7 +9,7 @@ Content types (``Content-Type`` split on ``;``; only a ``charset=utf-8`` paramet
 * ``text/csv``: a header row and rows, typed by the signature (``pandas.read_csv`` rules).
 
 Columns are converted once, here, to the signature's types (``gateway.serving.columns``), so
-``signature.enforce_input`` finds them ready and only reorders and checks. Errors are
+``enforcement.enforce_input`` finds them ready and only reorders and checks. Errors are
 ``BadRequest`` / ``UnsupportedMediaType`` with MLflow's leading words; the body is never echoed.
 """
 

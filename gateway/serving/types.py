@@ -3,8 +3,8 @@
 Pipeline of one ``/invocations`` request::
 
     payload.parse_request(body, content_type, signature)  -> ParsedRequest(data, params)
-    signature.enforce_input(data, signature.inputs)        -> ModelInput (reordered, cast, checked)
-    signature.enforce_params(params, signature.params)     -> dict of params with defaults
+    enforcement.enforce_input(data, signature.inputs)      -> ModelInput (reordered, cast, checked)
+    enforcement.enforce_params(params, signature.params)   -> dict of params with defaults
     Runtime.predict(data, params)                          -> raw prediction (ndarray, dict, Frame, list, ...)
     output.to_jsonable(prediction)                         -> what goes under "predictions"
 

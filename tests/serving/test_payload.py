@@ -37,8 +37,9 @@ from mlflow.types.schema import (
 from sklearn.datasets import load_iris
 
 from gateway.errors import BadRequest, GatewayError, InvalidParameter, UnsupportedMediaType
+from gateway.serving.enforcement import enforce_input, enforce_params
 from gateway.serving.payload import parse_request
-from gateway.serving.signature import enforce_input, enforce_params, parse_signature
+from gateway.serving.signature import parse_signature
 from gateway.serving.types import Frame
 
 JSON = "application/json"

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from gateway.errors import GatewayError
+from gateway.serving.enforcement import enforce_input
 from gateway.serving.payload import parse_request
-from gateway.serving.signature import enforce_input, parse_signature
+from gateway.serving.signature import parse_signature
 from gateway.serving.types import Frame
 
 NAMES = ["a", "b", "c"]

@@ -33,13 +33,12 @@ from mlflow.types.schema import (
 )
 
 from gateway.errors import BadRequest, InvalidPackage, InvalidParameter
+from gateway.serving.enforcement import enforce_input, enforce_params
 from gateway.serving.signature import (
     ColSpec as OurColSpec,
 )
 from gateway.serving.signature import (
     Signature,
-    enforce_input,
-    enforce_params,
     parse_signature,
     signature_to_dict,
 )
