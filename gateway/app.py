@@ -25,6 +25,7 @@ from gateway.http import ORJSONResponse
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
+from gateway.store.notify import ChangeNotifier
 from gateway.store.registry import RegistryStore
 
 logger = logging.getLogger("gateway.app")
@@ -101,6 +102,9 @@ def create_app(settings: Settings) -> Starlette:
             asyncio.create_task(state.preload_models(), name="preload"),
             asyncio.create_task(state.run_refresher(), name="registry-refresher"),
         ]
+        if settings.redis_url:
+            state.notifier = ChangeNotifier(settings.redis_url)
+            tasks.append(asyncio.create_task(state.notifier.listen(state.refresh_view), name="registry-listener"))
         logger.info(
             "Gateway ready to accept requests (store %s, %d model(s) to preload, ONNX intra-op threads %d)",
             _redact(settings.store_uri),
@@ -114,6 +118,8 @@ def create_app(settings: Settings) -> Starlette:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.pool.close()
+            if state.notifier is not None:
+                await state.notifier.close()
             await asyncio.to_thread(store.close)
 
     return Starlette(

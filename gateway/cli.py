@@ -179,7 +179,11 @@ def _models(args: argparse.Namespace) -> int:
             number = parse_version(args.version)
             store.set_alias(args.name, args.alias, number)
             print(f"Alias {args.alias!r} of {args.name!r} now points at version {number}")
-        elif args.models_command == "list":
+        if args.models_command in ("register", "alias") and settings.redis_url:
+            from gateway.store.notify import publish_change_sync
+
+            publish_change_sync(settings.redis_url, store.revision())
+        if args.models_command == "list":
             models = store.list_models()
             if args.json:
                 _print_json([m.to_dict() for m in models])

@@ -12,6 +12,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.refs import ModelRef, parse_model_ref
 from gateway.serving.pool import ModelPool, RegistryView
+from gateway.store.notify import ChangeNotifier
 from gateway.store.registry import RegistrySnapshot, RegistryStore
 
 logger = logging.getLogger("gateway.app")
@@ -37,6 +38,7 @@ class GatewayState:
     preload: tuple[ModelRef, ...] = ()
     preload_done: bool = False
     store_error: str | None = None
+    notifier: ChangeNotifier | None = None
     _refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _last_refresh: float = 0.0
     # Background loads started by alias moves; referenced here so they are not garbage-collected.
@@ -74,6 +76,12 @@ class GatewayState:
             self.store_error = None
             self.pool.update_view(view_from_snapshot(snapshot))
             self._follow_preloaded()
+
+    async def registry_changed(self) -> None:
+        """After a write through this worker: see it here at once, and tell the other replicas."""
+        await self.refresh_view()
+        if self.notifier is not None:
+            await self.notifier.publish(self.pool.view.revision)
 
     def _note_store_error(self, message: str) -> None:
         if self.store_error != message:

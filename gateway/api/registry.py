@@ -45,8 +45,9 @@ def _tags(body: dict[str, Any]) -> dict[str, str]:
 
 
 async def _after_write(request: Request) -> None:
-    # This worker sees the change at once; the others within serving.refresh_interval_s.
-    await _state(request).refresh_view()
+    # This worker sees the change at once; the others through Redis (when configured), else
+    # within serving.refresh_interval_s.
+    await _state(request).registry_changed()
 
 
 async def create_model(request: Request) -> Response:

@@ -1,0 +1,76 @@
+"""Registry change notifications over Redis pub/sub.
+
+Every gateway replica polls the store's revision every ``serving.refresh_interval_s``. With
+``redis_url`` set, a registry write also publishes the new revision on ``CHANNEL``, and every
+replica (every worker process) re-reads the registry as soon as the message arrives, so an alias
+move reaches all of them within a second. Redis is an accelerator here, never a dependency of
+correctness: when it is down, polling still converges and the failure is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis
+import redis.asyncio as aioredis
+
+logger = logging.getLogger("gateway.store")
+
+CHANNEL = "gateway:registry:changed"
+_RECONNECT_DELAY_S = 1.0
+
+
+def publish_change_sync(redis_url: str, revision: int) -> None:
+    """Publish from a command-line process; a Redis failure is logged, never raised."""
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.publish(CHANNEL, str(revision))
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        logger.warning("Could not notify replicas through Redis (%s); they will see the change by polling", exc)
+
+
+class ChangeNotifier:
+    """Publishes registry changes and listens for other replicas' changes (one per worker)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
+        self._failing = False
+
+    async def publish(self, revision: int) -> None:
+        try:
+            await self._client.publish(CHANNEL, str(revision))
+        except (redis.RedisError, OSError) as exc:
+            self._log_failure(exc)
+
+    async def listen(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        """Call ``on_change`` for every message, reconnecting after failures, until cancelled."""
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                if self._failing:
+                    logger.info("Redis notifications are back")
+                self._failing = False
+                # Changes made while we were not subscribed would be missed: catch up once.
+                await on_change()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await on_change()
+            except (redis.RedisError, OSError) as exc:
+                self._log_failure(exc)
+                await asyncio.sleep(_RECONNECT_DELAY_S)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _log_failure(self, exc: BaseException) -> None:
+        if not self._failing:
+            logger.warning("Redis notifications unavailable (%s); replicas fall back to polling", exc)
+        self._failing = True
+
+    async def close(self) -> None:
+        await self._client.aclose()
