@@ -78,10 +78,8 @@ class LoadedModel:
         """Parse, check and predict; returns (jsonable prediction, unwrapped)."""
         signature = self.signature
         parsed = parse_request(body, content_type, signature)
-        if parsed.unwrapped:
-            data = parsed.data
-        else:
-            data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
+        # MLflow enforces the schema on unified-LLM bodies (a dict) too.
+        data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
         params = enforce_params(parsed.params, signature.params if signature is not None else None)
         if self.run_inline and _rows(data) <= INLINE_MAX_ROWS:
             prediction = self._predict(data, params)
@@ -111,9 +109,7 @@ class LoadedModel:
         timings: list[float] = []
         try:
             parsed = parse_request(body, "application/json", signature)
-            data = parsed.data
-            if not parsed.unwrapped:
-                data = enforce_input(data, signature.inputs if signature is not None else None)
+            data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
             params = enforce_params(parsed.params, signature.params if signature is not None else None)
             for _ in range(_WARM_UP_RUNS):
                 started = time.perf_counter()
