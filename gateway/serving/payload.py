@@ -78,7 +78,7 @@ def parse_request(body: bytes, content_type: str | None, signature: Signature | 
 
 def _media_type(content_type: str | None) -> str:
     # No header: MLflow crashes with a 500 (None.split); JSON is the only sensible reading.
-    if content_type is None or not content_type.strip():
+    if content_type is None or content_type == CONTENT_TYPE_JSON or not content_type.strip():
         return CONTENT_TYPE_JSON
     mime, *pairs = (part.strip() for part in content_type.split(";"))
     params = {}
@@ -220,6 +220,11 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
                 raise BadRequest(
                     f"Invalid input. Dataframe split row {i} has {len(row)} values but {other} {width}."
                 )
+        if schema is not None and columns is not None:
+            block = _double_block(data, columns, schema)
+            if block is not None:
+                _check_index(index, data)
+                return Frame({k: block[:, i] for i, k in enumerate(columns)}, len(data), block)
         cols: list[Any] = list(zip(*data, strict=True))
     elif data and not any(type(row) in (list, dict) for row in data):
         width = 1  # a flat list is one column, as pandas reads it
@@ -235,17 +240,17 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
     else:
         width = len(columns) if columns is not None else 0
         cols = [[] for _ in range(width)]
+    _check_index(index, data)
+    names = columns if columns is not None else list(range(width))
+    return _frame(names, cols, len(data), schema)
+
+
+def _check_index(index: Any, data: list[Any]) -> None:
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
         size = len(index) if isinstance(index, list) else _json_type(index)
         raise BadRequest(
             f"Invalid input. Dataframe split 'index' has {size} entries but 'data' has {len(data)} rows."
         )
-    names = columns if columns is not None else list(range(width))
-    if schema is not None and columns is not None and data and type(data[0]) is list:
-        block = _double_block(data, names, schema)
-        if block is not None:
-            return Frame({k: block[:, i] for i, k in enumerate(names)}, len(data), block)
-    return _frame(names, cols, len(data), schema)
 
 
 def _double_block(data: list[Any], names: list[Any], schema: Schema) -> np.ndarray | None:
