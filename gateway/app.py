@@ -21,7 +21,7 @@ from starlette.responses import Response
 from gateway.api import ops, registry, serving
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
-from gateway.http import ORJSONResponse
+from gateway.http import ORJSONResponse, error_response
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
@@ -52,7 +52,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return ORJSONResponse({"error_code": exc.error_code, "message": exc.message}, status_code=exc.status)
+    return error_response(exc)
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
