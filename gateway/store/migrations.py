@@ -74,7 +74,79 @@ def _m0001_registry(conn: Connection) -> None:
     conn.execute(revision.insert().values(id=1, revision=0))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m0001_registry,)
+def _m0002_prompts(conn: Connection) -> None:
+    """Prompt registry: prompts, their immutable numbered versions, and aliases."""
+    md = sa.MetaData()
+    sa.Table(
+        "registered_prompts",
+        md,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("description", sa.Text, nullable=True),
+        sa.Column("tags", sa.Text, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "prompt_versions",
+        md,
+        sa.Column("name", sa.String(255), sa.ForeignKey("registered_prompts.name"), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("template_type", sa.String(16), nullable=False),
+        sa.Column("template", sa.Text, nullable=False),
+        sa.Column("variables", sa.Text, nullable=False),
+        sa.Column("commit_message", sa.Text, nullable=True),
+        sa.Column("tags", sa.Text, nullable=False),
+        sa.Column("response_format", sa.Text, nullable=True),
+        sa.Column("model_config", sa.Text, nullable=True),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "prompt_aliases",
+        md,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("alias", sa.String(255), primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.ForeignKeyConstraint(["name", "version"], ["prompt_versions.name", "prompt_versions.version"]),
+    )
+    md.create_all(conn)
+
+
+def _m0003_trace_summaries(conn: Connection) -> None:
+    """One summary row per LLM call, written in batches by the trace sink."""
+    md = sa.MetaData()
+    sa.Table(
+        "trace_summaries",
+        md,
+        sa.Column("trace_id", sa.String(32), primary_key=True),
+        sa.Column("span_id", sa.String(16), primary_key=True),
+        sa.Column("started_at", sa.BigInteger, nullable=False),
+        sa.Column("duration_ms", sa.Float, nullable=False),
+        sa.Column("time_to_first_chunk_ms", sa.Float, nullable=True),
+        sa.Column("operation", sa.String(64), nullable=False),
+        sa.Column("route", sa.String(255), nullable=True),
+        sa.Column("target", sa.Text, nullable=True),
+        sa.Column("provider", sa.String(64), nullable=True),
+        sa.Column("request_model", sa.String(255), nullable=True),
+        sa.Column("response_model", sa.String(255), nullable=True),
+        sa.Column("status_code", sa.Integer, nullable=True),
+        sa.Column("error_type", sa.String(255), nullable=True),
+        sa.Column("stream", sa.Boolean, nullable=False),
+        sa.Column("input_tokens", sa.Integer, nullable=True),
+        sa.Column("output_tokens", sa.Integer, nullable=True),
+        sa.Column("key_id", sa.String(64), nullable=True),
+        sa.Column("prompt_name", sa.String(255), nullable=True),
+        sa.Column("prompt_version", sa.Integer, nullable=True),
+        sa.Column("input_content", sa.Text, nullable=True),
+        sa.Column("output_content", sa.Text, nullable=True),
+        sa.Column("attributes", sa.Text, nullable=False),
+        sa.Index("ix_trace_summaries_started_at", "started_at"),
+        sa.Index("ix_trace_summaries_route_started_at", "route", "started_at"),
+        sa.Index("ix_trace_summaries_prompt", "prompt_name", "prompt_version"),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m0001_registry, _m0002_prompts, _m0003_trace_summaries)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _schema_version = sa.table("schema_version", sa.column("id", sa.Integer), sa.column("version", sa.Integer))

@@ -63,3 +63,72 @@ model_aliases = sa.Table(
     # Pointing at (name, version) rather than name alone: an alias can never name a missing version.
     sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
 )
+
+# --- prompt registry (migration 2) ----------------------------------------------------------------
+
+registered_prompts = sa.Table(
+    "registered_prompts",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+prompt_versions = sa.Table(
+    "prompt_versions",
+    metadata,
+    sa.Column("name", sa.String(255), sa.ForeignKey("registered_prompts.name"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    # "text" (template is a JSON string) or "chat" (a JSON list of {role, content} messages).
+    sa.Column("template_type", sa.String(16), nullable=False),
+    sa.Column("template", sa.Text, nullable=False),
+    sa.Column("variables", sa.Text, nullable=False),  # JSON list of names, in first-use order
+    sa.Column("commit_message", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("response_format", sa.Text, nullable=True),  # JSON
+    sa.Column("model_config", sa.Text, nullable=True),  # JSON
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+prompt_aliases = sa.Table(
+    "prompt_aliases",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("alias", sa.String(255), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.ForeignKeyConstraint(["name", "version"], ["prompt_versions.name", "prompt_versions.version"]),
+)
+
+# --- trace summaries (migration 3): one row per LLM call, written by the trace sink ---------------
+
+trace_summaries = sa.Table(
+    "trace_summaries",
+    metadata,
+    sa.Column("trace_id", sa.String(32), primary_key=True),  # hex, as in traceparent
+    sa.Column("span_id", sa.String(16), primary_key=True),  # the request's SERVER span
+    sa.Column("started_at", sa.BigInteger, nullable=False),  # epoch ms
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("time_to_first_chunk_ms", sa.Float, nullable=True),
+    sa.Column("operation", sa.String(64), nullable=False),  # gen_ai.operation.name
+    sa.Column("route", sa.String(255), nullable=True),
+    sa.Column("target", sa.Text, nullable=True),
+    sa.Column("provider", sa.String(64), nullable=True),
+    sa.Column("request_model", sa.String(255), nullable=True),
+    sa.Column("response_model", sa.String(255), nullable=True),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error_type", sa.String(255), nullable=True),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=True),
+    sa.Column("output_tokens", sa.Integer, nullable=True),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("prompt_name", sa.String(255), nullable=True),
+    sa.Column("prompt_version", sa.Integer, nullable=True),
+    sa.Column("input_content", sa.Text, nullable=True),  # only when content capture is on
+    sa.Column("output_content", sa.Text, nullable=True),
+    sa.Column("attributes", sa.Text, nullable=False),  # JSON: the rest of the span's attributes
+    sa.Index("ix_trace_summaries_started_at", "started_at"),
+    sa.Index("ix_trace_summaries_route_started_at", "route", "started_at"),
+    sa.Index("ix_trace_summaries_prompt", "prompt_name", "prompt_version"),
+)
