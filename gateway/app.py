@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import metrics
 from gateway.api import ops, registry, serving
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
@@ -105,6 +106,9 @@ def create_app(settings: Settings) -> Starlette:
         if settings.redis_url:
             state.notifier = ChangeNotifier(settings.redis_url)
             tasks.append(asyncio.create_task(state.notifier.listen(state.refresh_view), name="registry-listener"))
+        metrics_directory = metrics.metrics_dir()
+        if metrics_directory is not None:  # several workers: share this one's counts with the others
+            tasks.append(asyncio.create_task(metrics.run_snapshot_writer(metrics_directory), name="metrics-snapshots"))
         logger.info(
             "Gateway ready to accept requests (store %s, %d model(s) to preload, ONNX intra-op threads %d)",
             _redact(settings.store_uri),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +143,28 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(create_app(settings), **common)
     else:
         os.environ[SETTINGS_ENV] = orjson.dumps(settings_to_dict(settings)).decode()
-        uvicorn.run("gateway.app:create_app_from_environ", factory=True, workers=settings.workers, **common)
+        with _shared_metrics_dir():
+            uvicorn.run("gateway.app:create_app_from_environ", factory=True, workers=settings.workers, **common)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Where the workers leave their metrics snapshots, so /metrics on any worker counts them all:
+    GATEWAY_METRICS_DIR when set (old snapshots removed), else a temporary directory removed at exit."""
+    from gateway.metrics import METRICS_DIR_ENV, prepare_metrics_dir
+
+    given = os.environ.get(METRICS_DIR_ENV)
+    if given:
+        prepare_metrics_dir(Path(given))
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[METRICS_DIR_ENV] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _importable(module: str) -> bool:

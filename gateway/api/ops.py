@@ -1,7 +1,8 @@
-"""Operational endpoints: /ping, /health, /version, /models, /openapi.json."""
+"""Operational endpoints: /ping, /health, /version, /models, /metrics, /openapi.json."""
 
 from __future__ import annotations
 
+import asyncio
 import platform
 from typing import Any
 
@@ -9,11 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import __version__
+from gateway import __version__, metrics
 from gateway.api.openapi import OPENAPI_SPEC
 from gateway.http import ORJSONResponse
 from gateway.serving.signature import signature_to_dict
 from gateway.state import GatewayState
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _state(request: Request) -> GatewayState:
@@ -104,6 +107,12 @@ def _resolves_to(state: GatewayState, name: str, version: int) -> bool:
         return False
 
 
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format; with several workers, the sum over all of them (see gateway.metrics)."""
+    body = await asyncio.to_thread(metrics.exposition, metrics.metrics_dir())
+    return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)
+
+
 async def openapi(request: Request) -> Response:
     return ORJSONResponse(OPENAPI_SPEC)
 
@@ -113,5 +122,6 @@ routes = [
     Route("/health", health, methods=["GET"]),
     Route("/version", version, methods=["GET"]),
     Route("/models", models, methods=["GET"]),
+    Route("/metrics", prometheus_metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]
