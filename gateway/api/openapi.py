@@ -66,6 +66,7 @@ OPENAPI_SPEC: dict[str, Any] = {
         "/health": {"get": _op("Readiness", {"200": "Every preloaded model is loaded", "503": "Not yet"})},
         "/version": {"get": _op("Versions of the gateway and its runtimes", {"200": "Versions"})},
         "/models": {"get": _op("Loaded models and their versions", {"200": "Loaded models"})},
+        "/metrics": {"get": _op("Prometheus metrics, summed over every worker", {"200": "Text exposition format"})},
         "/api/registry/models": {
             "get": _op("List registered models", {"200": "Models"}),
             "post": _op(
