@@ -9,7 +9,8 @@ GatewayError(message)                  500 INTERNAL_ERROR
  ├── AlreadyExists                     409 RESOURCE_ALREADY_EXISTS
  ├── UnsupportedMediaType              415 UNSUPPORTED_MEDIA_TYPE
  ├── ServiceUnavailable                503 TEMPORARILY_UNAVAILABLE  (carries retry_after_s)
- └── DependencyError                   503 TEMPORARILY_UNAVAILABLE  (a dependency failed: names which)
+ │    └── DependencyError              503 TEMPORARILY_UNAVAILABLE  (a dependency failed: names which)
+ └── DeadlineExceeded                  504 DEADLINE_EXCEEDED        (a request's deadline passed before it ran)
 
 This module imports nothing of ours, so every layer can raise these.
 """
@@ -82,3 +83,10 @@ class ServiceUnavailable(GatewayError):
 
 class DependencyError(ServiceUnavailable):
     """A dependency (the store, Redis, an upstream) failed; the message names it."""
+
+
+class DeadlineExceeded(GatewayError):
+    """A request's deadline passed while it waited for the model (it was never run)."""
+
+    status = 504
+    error_code = "DEADLINE_EXCEEDED"

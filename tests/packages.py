@@ -298,6 +298,54 @@ def build_slow_pyfunc_package(dest: Path, *, delay_s: float = 0.4) -> Path:
     return dest
 
 
+# A row value that makes the gated model raise, and one that makes it wait for its gate file to go.
+POISON_X = -1.0
+HOLD_X = 1000.0
+
+
+def build_gated_pyfunc_package(dest: Path, *, gate_path: Path | None = None) -> Path:
+    """A custom pyfunc answering ``{"y": 2 * x}``, for batching tests that must not depend on timing.
+
+    A request with a row ``x == POISON_X`` makes it raise ``ValueError("poisoned row ...")`` (whatever
+    else is in the call); a call with a row ``x == HOLD_X`` waits (at most 60 s) while the file
+    ``gate_path`` exists, so a test can keep the model busy, queue requests behind it, and release it.
+    """
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    class GatedModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def load_context(self, context: Any) -> None:
+            config = context.model_config or {}
+            self.gate = config.get("gate_path")
+            self.poison = float(config["poison_x"])
+            self.hold = float(config["hold_x"])
+
+        def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+            import os
+            import time
+
+            x = model_input["x"].to_numpy()
+            if (x == self.poison).any():
+                raise ValueError(f"poisoned row x={self.poison}")
+            if self.gate and (x == self.hold).any():
+                deadline = time.monotonic() + 60
+                while os.path.exists(self.gate) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            return pd.DataFrame({"y": x * 2.0})
+
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    mlflow.pyfunc.save_model(
+        str(dest),
+        python_model=GatedModel(),
+        signature=infer_signature(frame, pd.DataFrame({"y": [1.0]})),
+        input_example=frame,
+        model_config={"gate_path": str(gate_path) if gate_path else None, "poison_x": POISON_X, "hold_x": HOLD_X},
+        pip_requirements=["mlflow", "pandas"],
+    )
+    return dest
+
+
 # --------------------------------------------------------------------------- breaking packages
 
 
@@ -346,7 +394,7 @@ def copy_package(src: Path, dest: Path) -> Path:
 PackageKind = Literal[
     "sklearn_skops", "sklearn_pickle", "sklearn_cloudpickle", "sklearn_proba",
     "onnx_classifier", "onnx_label_only", "onnx_regressor", "onnx_external", "onnx_multi_input",
-    "onnx_multi_input_2d", "pyfunc_custom", "pyfunc_slow",
+    "onnx_multi_input_2d", "pyfunc_custom", "pyfunc_slow", "pyfunc_gated",
 ]
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
@@ -362,6 +410,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "onnx_multi_input_2d": lambda d: build_onnx_multi_input_package(d, column_shape=[None, 1]),
     "pyfunc_custom": build_pyfunc_package,
     "pyfunc_slow": build_slow_pyfunc_package,
+    "pyfunc_gated": build_gated_pyfunc_package,  # no gate: poison only; build with gate_path to hold
 }
 
 

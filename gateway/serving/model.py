@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from gateway.config import ServingSettings
 from gateway.errors import GatewayError
+from gateway.serving.batch_settings import BatchSettings, resolve_batch_settings
+from gateway.serving.batcher import Batcher
 from gateway.serving.enforcement import enforce_input, enforce_params
 from gateway.serving.output import to_jsonable
 from gateway.serving.package import ModelPackage, read_package, read_serving_input_example, resolve_source
@@ -47,9 +49,10 @@ class LoadedModel:
     """One model version with its runtime, ready to answer requests.
 
     The runtime runs in a single executor thread of its own, so a slow model never stalls the
-    event loop. The exception is a model whose warm-up calls took at most ``inline_max_us``:
-    for such a model (the iris demo takes about 10 us) the hop to a thread and back costs more
-    than the call, so requests of up to ``INLINE_MAX_ROWS`` rows run inline on the loop.
+    event loop; its ``Batcher`` queues requests for that thread and joins concurrent ones into one
+    call. The exception is a model whose warm-up calls took at most ``inline_max_us``: for such a
+    model (the iris demo takes about 10 us) the hop to a thread and back costs more than the call,
+    so requests of up to ``INLINE_MAX_ROWS`` rows run inline on the loop and never queue.
     ``in_flight`` counts requests using it, so an evicted model is unloaded only once idle.
     """
 
@@ -65,17 +68,33 @@ class LoadedModel:
     unloading: bool = False
     run_inline: bool = False
     warm_up_us: float | None = None
+    batch: BatchSettings = field(default_factory=BatchSettings)
     _executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"model-{self.name}-{self.version}"
         )
+        self.batcher = Batcher(self._predict, self._executor, self.batch, name=self.name, version=self.version)
         self.headers = {"X-Model-Name": self.name, "X-Model-Version": str(self.version)}
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        # Metric labels, built once (the request path only looks them up).
+        self.metric_labels = (self.name, str(self.version))
+        self.ok_labels = (self.name, str(self.version), "200")
 
-    async def invoke(self, body: bytes, content_type: str | None) -> tuple[Any, bool]:
-        """Parse, check and predict; returns (jsonable prediction, unwrapped)."""
+    async def invoke(
+        self,
+        body: bytes,
+        content_type: str | None,
+        *,
+        started: float | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[Any, bool]:
+        """Parse, check and predict; returns (jsonable prediction, unwrapped).
+
+        ``started`` (``time.monotonic()`` when the request arrived) and ``timeout_s`` (the client's
+        deadline) matter only to a request that queues: an inline one runs at once.
+        """
         signature = self.signature
         parsed = parse_request(body, content_type, signature)
         # MLflow enforces the schema on unified-LLM bodies (a dict) too.
@@ -84,8 +103,9 @@ class LoadedModel:
         if self.run_inline and _rows(data) <= INLINE_MAX_ROWS:
             prediction = self._predict(data, params)
         else:
-            loop = asyncio.get_running_loop()
-            prediction = await loop.run_in_executor(self._executor, self._predict, data, params)
+            prediction = await self.batcher.submit(
+                data, params, started=time.monotonic() if started is None else started, timeout_s=timeout_s
+            )
         return to_jsonable(prediction), parsed.unwrapped
 
     def _predict(self, data: Any, params: dict[str, Any] | None) -> Any:
@@ -132,6 +152,7 @@ class LoadedModel:
     def unload(self) -> None:
         self._executor.shutdown(wait=True)
         self.runtime.unload()
+        self.batcher.close()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -142,6 +163,8 @@ class LoadedModel:
             "loaded_at": self.loaded_at,
             "warm_up_us": None if self.warm_up_us is None else round(self.warm_up_us, 1),
             "execution": "inline" if self.run_inline else "thread",
+            "batching": self.batch.describe(),
+            **self.batcher.describe(),
         }
 
 
@@ -149,18 +172,25 @@ def load_model(
     name: str,
     version: int,
     source: str,
+    tags: Mapping[str, str] | None = None,
     *,
     artifact_roots: Sequence[Path],
     intra_op_num_threads: int | None,
     inline_max_us: float = 0.0,
+    serving: ServingSettings | None = None,
+    allow_spinning: bool | None = None,
 ) -> LoadedModel:
-    """Blocking: resolve the package, build the runtime, warm it up. Raises InvalidPackage on a bad package."""
+    """Blocking: resolve the package, build the runtime, warm it up. Raises InvalidPackage on a bad
+    package or a bad ``gateway.*`` batching tag. ``serving`` holds the batching defaults and per-model
+    overrides (none: the built-in defaults); ``allow_spinning=False`` stops onnxruntime's idle spin."""
+    batch = resolve_batch_settings(name, version, tags or {}, serving or ServingSettings())
     path = resolve_source(source, artifact_roots)
     package = read_package(path)
     signature = parse_signature(package.signature)
-    runtime = load_runtime(package, intra_op_num_threads=intra_op_num_threads)
+    runtime = load_runtime(package, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning)
     model = LoadedModel(
-        name=name, version=version, source=source, package=package, signature=signature, runtime=runtime
+        name=name, version=version, source=source, package=package, signature=signature, runtime=runtime,
+        batch=batch,
     )
     model.warm_up(inline_max_us)
     return model

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import metrics
 from gateway.errors import GatewayError, NotFound, ServiceUnavailable
 from gateway.refs import LATEST, ModelRef
 from gateway.serving.model import LoadedModel
@@ -28,14 +29,22 @@ logger = logging.getLogger("gateway.serving")
 
 VersionKey = tuple[str, int]
 
+MODEL_LOADS = metrics.counter(
+    "gateway_model_loads_total", "Model version loads by outcome (loaded or failed).", ("model", "outcome")
+)
+ALIAS_SWAPS = metrics.counter(
+    "gateway_alias_swaps_total", "Aliases switched to a newly loaded version.", ("model",)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RegistryView:
-    """What the pool knows of the registry: aliases (``latest`` included) and version sources."""
+    """What the pool knows of the registry: aliases (``latest`` included), version sources and tags."""
 
     revision: int = -1
     aliases: Mapping[tuple[str, str], int] = field(default_factory=dict)
     sources: Mapping[VersionKey, str] = field(default_factory=dict)
+    tags: Mapping[VersionKey, Mapping[str, str]] = field(default_factory=dict)
 
     def resolve(self, ref: ModelRef) -> VersionKey:
         if ref.version is not None:
@@ -54,7 +63,8 @@ class RegistryView:
         return (ref.name, version)
 
 
-Loader = Callable[[str, int, str], LoadedModel]
+# (name, version, source, version tags) -> a loaded, warmed model; blocking.
+Loader = Callable[[str, int, str, Mapping[str, str]], LoadedModel]
 
 
 class ModelPool:
@@ -117,6 +127,7 @@ class ModelPool:
         if self.view.aliases.get(alias_key) != new_key[1]:
             return  # moved again meanwhile; that move has its own swap
         old_version = self._holds.pop(alias_key, None)
+        ALIAS_SWAPS.inc((alias_key[0],))
         logger.info("Alias %s@%s now serves version %s", alias_key[0], alias_key[1], new_key[1])
         if old_version is not None:
             self._retire_if_unreferenced((alias_key[0], old_version))
@@ -207,17 +218,20 @@ class ModelPool:
             if source is None:
                 raise NotFound(f"Registered model {name!r} has no version {version}.")
             logger.info("Loading model %s version %s from %s", name, version, source)
-            model = await asyncio.to_thread(self._load, name, version, source)
+            model = await asyncio.to_thread(self._load, name, version, source, self.view.tags.get(key, {}))
         except GatewayError as exc:
+            MODEL_LOADS.inc((name, "failed"))
             self.failures[key] = exc.message
             logger.error("Model %s version %s failed to load: %s", name, version, exc.message)
             future.set_exception(exc)
         except Exception as exc:
             message = f"Model {name!r} version {version} failed to load: {type(exc).__name__}: {exc}"
+            MODEL_LOADS.inc((name, "failed"))
             self.failures[key] = message
             logger.exception("Model %s version %s failed to load", name, version)
             future.set_exception(ServiceUnavailable(message, retry_after_s=5))
         else:
+            MODEL_LOADS.inc((name, "loaded"))
             self.failures.pop(key, None)
             self._loaded[key] = model
             logger.info("Loaded model %s version %s (%s)", name, version, model.package.flavor)

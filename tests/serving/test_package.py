@@ -41,6 +41,7 @@ EXPECTED = {
     "onnx_multi_input_2d": ("onnx", "mlflow.onnx", "model.onnx"),
     "pyfunc_custom": ("python_function", "mlflow.pyfunc.model", "python_model.pkl"),
     "pyfunc_slow": ("python_function", "mlflow.pyfunc.model", "python_model.pkl"),
+    "pyfunc_gated": ("python_function", "mlflow.pyfunc.model", "python_model.pkl"),
 }
 
 

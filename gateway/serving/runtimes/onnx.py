@@ -50,6 +50,7 @@ _ORT_DTYPES: dict[str, np.dtype[Any]] = {
 }
 # Which input kinds may be cast to a graph dtype of each kind without losing meaning.
 _CASTABLE_FROM = {"f": "fiub", "i": "iub", "u": "ub", "b": "b", "O": "OUS"}
+SPINNING_ENTRIES = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 _EXECUTION_MODES = {
     "SEQUENTIAL": ort.ExecutionMode.ORT_SEQUENTIAL,
     "PARALLEL": ort.ExecutionMode.ORT_PARALLEL,
@@ -86,11 +87,15 @@ class InputSpec:
 class OnnxRuntime:
     """An ``onnxruntime.InferenceSession`` over one package; ``predict`` is thread-safe."""
 
-    def __init__(self, pkg: ModelPackage, *, intra_op_num_threads: int | None = None) -> None:
+    def __init__(
+        self, pkg: ModelPackage, *, intra_op_num_threads: int | None = None, allow_spinning: bool | None = None
+    ) -> None:
         if pkg.model_file is None:  # read_package always sets it for onnx; guard the type
             raise InvalidPackage(f"Model package at '{pkg.path}' names no ONNX model file.")
         self.package = pkg
-        options = build_session_options(pkg, intra_op_num_threads=intra_op_num_threads)
+        options = build_session_options(
+            pkg, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning
+        )
         providers = select_providers(pkg.flavor_conf.get("providers"))
         self._session: ort.InferenceSession | None = _create_session(str(pkg.model_file), providers, options)
         self.inputs = [
@@ -220,10 +225,14 @@ def select_providers(declared: Any) -> list[Any]:
 
 
 def build_session_options(
-    pkg: ModelPackage, *, intra_op_num_threads: int | None = None
+    pkg: ModelPackage, *, intra_op_num_threads: int | None = None, allow_spinning: bool | None = None
 ) -> ort.SessionOptions:
     """SessionOptions from the flavor's ``onnx_session_options``; ``intra_op_num_threads`` applies when
-    the package does not set it (onnxruntime's default pool would take every core, trap 4)."""
+    the package does not set it (onnxruntime's default pool would take every core, trap 4).
+
+    ``allow_spinning=False`` (several workers share the cores) sets ``session.intra_op.allow_spinning``
+    and ``session.inter_op.allow_spinning`` to "0" unless the package's ``extra_session_config`` sets
+    them: a spinning pool thread burns a core between small runs that another worker needs."""
     raw = pkg.flavor_conf.get("onnx_session_options") or {}
     if not isinstance(raw, Mapping):
         raise InvalidPackage(f"onnx_session_options in '{pkg.path}/MLmodel' must be a mapping, not {raw!r}.")
@@ -249,6 +258,11 @@ def build_session_options(
         ) from exc
     if not raw.get("intra_op_num_threads") and intra_op_num_threads is not None:
         options.intra_op_num_threads = intra_op_num_threads
+    if allow_spinning is False:
+        extra = raw.get("extra_session_config") or {}
+        for entry in SPINNING_ENTRIES:
+            if entry not in extra:
+                options.add_session_config_entry(entry, "0")
     return options
 
 
