@@ -1,0 +1,177 @@
+"""One OpenTelemetry ``TracerProvider`` per app, built from Settings and the standard ``OTEL_*`` variables.
+
+The provider is never installed as the global one: tests build many apps in one process, and the
+app hands its provider to whatever records spans (the LLM proxy, ``/invocations``). Its processors:
+
+- ``BoundedBatchSpanProcessor`` → OTLP (http/protobuf; grpc when its package is installed), only when
+  an endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)
+  or ``OTEL_TRACES_EXPORTER`` asks for one;
+- ``TraceSummarySink`` → the trace store, always.
+
+The SDK itself reads ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER(_ARG)``,
+``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` (headers, timeout, compression, certificates); we only add
+the defaults (``service.name=gateway``) and refuse values we cannot honour, at start, naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+from collections.abc import Mapping
+
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Tracer
+from sqlalchemy.engine import Engine
+
+from gateway import __version__
+from gateway.config import ConfigError, TelemetrySettings
+from gateway.store.traces import TraceStore
+from gateway.telemetry.export import BoundedBatchSpanProcessor, max_queue_size_from_env
+from gateway.telemetry.store_sink import TraceSummarySink
+
+logger = logging.getLogger("gateway.telemetry")
+
+DEFAULT_SERVICE_NAME = "gateway"
+_EXPORTERS = ("otlp", "console", "none")
+
+
+@dataclasses.dataclass(eq=False)
+class Telemetry:
+    """What an app's telemetry consists of; built once in the lifespan, shut down at its end.
+
+    ``export_enabled`` says whether spans leave the process: the cheap check a hot path makes
+    before doing any span work of its own (``/invocations`` spans are only made when it is true).
+    """
+
+    provider: TracerProvider
+    sink: TraceSummarySink
+    traces: TraceStore
+    exporters: tuple[BoundedBatchSpanProcessor, ...]
+    shutdown_timeout_s: float
+
+    @property
+    def export_enabled(self) -> bool:
+        return bool(self.exporters)
+
+    def tracer(self, name: str) -> Tracer:
+        return self.provider.get_tracer(name, __version__)
+
+    def shutdown(self) -> None:
+        """Flush spans and summaries (each for at most ``shutdown_timeout_s``), then stop. Blocking."""
+        for processor in self.exporters:
+            processor.shutdown(self.shutdown_timeout_s)
+        self.sink.shutdown(self.shutdown_timeout_s)
+        self.provider.shutdown()  # the processors above are already stopped: this returns at once
+
+
+def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mapping[str, str] | None = None) -> Telemetry:
+    """The provider with its processors. Raises ``ConfigError`` for an ``OTEL_*`` value it cannot honour.
+
+    ``environ`` is where the gateway's own decisions read (default ``os.environ``); the SDK and the
+    OTLP exporter always read ``os.environ``.
+    """
+    env = os.environ if environ is None else environ
+    exporters = tuple(
+        BoundedBatchSpanProcessor(exporter, max_queue_size=max_queue_size_from_env(env))
+        for exporter in span_exporters(env)
+    )
+    traces = TraceStore(engine)
+    sink = TraceSummarySink(
+        traces,
+        buffer_size=settings.summary_buffer,
+        batch_size=settings.summary_batch,
+        flush_interval_s=settings.summary_flush_interval_s,
+    )
+    provider = TracerProvider(resource=build_resource(), shutdown_on_exit=False)
+    for processor in exporters:
+        provider.add_span_processor(processor)
+    provider.add_span_processor(sink)
+    return Telemetry(
+        provider=provider,
+        sink=sink,
+        traces=traces,
+        exporters=exporters,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
+
+
+def build_resource() -> Resource:
+    """The SDK's resource (``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``) with our defaults under it."""
+    detected = Resource.create()
+    defaults: dict[str, str] = {}
+    if str(detected.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        defaults[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+    if SERVICE_VERSION not in detected.attributes:
+        defaults[SERVICE_VERSION] = __version__
+    return detected.merge(Resource(defaults))
+
+
+def check_otel_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse, before the server binds, ``OTEL_*`` choices the gateway cannot honour (``ConfigError``
+    naming the variable); builds nothing. The lifespan checks the rest (the SDK's own combinations)."""
+    env = os.environ if environ is None else environ
+    names = _exporter_names(env)
+    if "otlp" in names and "none" not in names:
+        _otlp_protocol(env)
+    max_queue_size_from_env(env)
+
+
+def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
+    """The exporters ``OTEL_TRACES_EXPORTER`` names; unset means ``otlp`` when an OTLP endpoint is set,
+    else none (the embedded default exports nothing)."""
+    names = _exporter_names(environ)
+    if "none" in names:
+        return []
+    exporters: list[SpanExporter] = []
+    if "otlp" in names:
+        exporters.append(_otlp_exporter(environ))
+    if "console" in names:
+        exporters.append(ConsoleSpanExporter())
+    return exporters
+
+
+def _exporter_names(environ: Mapping[str, str]) -> list[str]:
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    names_text = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() or ("otlp" if endpoint else "none")
+    names = [name.strip() for name in names_text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in _EXPORTERS]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER (environment): {names_text!r} names unsupported exporter(s) "
+            f"{', '.join(unknown)}; expected a comma-separated list of {', '.join(_EXPORTERS)}."
+        )
+    return names
+
+
+def _otlp_protocol(environ: Mapping[str, str]) -> str:
+    """``http/protobuf`` or ``grpc`` (only when its exporter package is installed)."""
+    variable = (
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+        if environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    protocol = environ.get(variable, "").strip().lower() or "http/protobuf"
+    if protocol == "grpc":
+        if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
+            raise ConfigError(
+                f"{variable} (environment): 'grpc' needs the package opentelemetry-exporter-otlp-proto-grpc, "
+                "which is not installed; install it or use http/protobuf."
+            )
+    elif protocol != "http/protobuf":
+        raise ConfigError(f"{variable} (environment): {protocol!r} is not supported; expected http/protobuf or grpc.")
+    return protocol
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    if _otlp_protocol(environ) == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+        exporter: SpanExporter = GrpcSpanExporter()
+        return exporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
