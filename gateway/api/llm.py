@@ -1,0 +1,39 @@
+"""The OpenAI-compatible endpoints: thin handlers over ``LlmProxy`` (gateway/llm/proxy.py)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.llm.proxy import LlmProxy
+from gateway.llm.request_body import CHAT, COMPLETIONS, EMBEDDINGS
+
+
+def _proxy(request: Request) -> LlmProxy:
+    proxy: LlmProxy = request.app.state.llm_proxy
+    return proxy
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _proxy(request).handle(request, CHAT)
+
+
+async def completions(request: Request) -> Response:
+    return await _proxy(request).handle(request, COMPLETIONS)
+
+
+async def embeddings(request: Request) -> Response:
+    return await _proxy(request).handle(request, EMBEDDINGS)
+
+
+async def models(request: Request) -> Response:
+    return _proxy(request).list_models(request)
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+]

@@ -1,0 +1,1 @@
+"""OpenAI-compatible LLM proxy: routes, upstream calls, streaming, spans and metrics."""

@@ -1,0 +1,85 @@
+"""Opt-in message content for spans: OpenAI bodies -> ``gen_ai.input.messages`` / ``gen_ai.output.messages``.
+
+The GenAI conventions describe messages as ``{"role", "parts": [{"type": "text", "content"}, {"type":
+"tool_call", "id", "name", "arguments"}, {"type": "tool_call_response", "id", "response"}]}`` (output
+messages add ``finish_reason``). On spans they are JSON strings, cut to ``capture_max_chars``.
+Only called when capture is on, so none of this runs on the default hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def _text_parts(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append({"type": "text", "content": part.get("text", "")})
+            elif isinstance(part, dict):
+                parts.append({"type": str(part.get("type", "unknown"))})
+            else:
+                parts.append({"type": "text", "content": str(part)})
+    return parts
+
+
+def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
+    parts = []
+    for call in tool_calls if isinstance(tool_calls, list) else []:
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") or {}
+        name, arguments = function.get("name"), function.get("arguments")
+        parts.append({"type": "tool_call", "id": call.get("id"), "name": name, "arguments": arguments})
+    return parts
+
+
+def input_messages(operation: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's input as GenAI messages (chat messages, a completion prompt or embedding inputs)."""
+    if operation == "chat":
+        messages = []
+        for message in data.get("messages") or []:
+            if not isinstance(message, dict):
+                continue
+            role = message.get("role", "user")
+            if role == "tool":
+                response = message.get("content")
+                parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"), "response": response}]
+            else:
+                parts = _text_parts(message.get("content")) + _tool_call_parts(message.get("tool_calls"))
+            messages.append({"role": role, "parts": parts})
+        return messages
+    key = "prompt" if operation == "text_completion" else "input"
+    value = data.get(key)
+    texts = value if isinstance(value, list) else [value]
+    parts = [{"type": "text", "content": t if isinstance(t, str) else orjson.dumps(t).decode()} for t in texts]
+    return [{"role": "user", "parts": parts}]
+
+
+def output_messages_from_response(operation: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A non-streamed answer's choices as GenAI output messages."""
+    messages = []
+    for choice in data.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        if operation == "chat":
+            message = choice.get("message") or {}
+            parts = _text_parts(message.get("content")) + _tool_call_parts(message.get("tool_calls"))
+            role = message.get("role", "assistant")
+        else:
+            parts = _text_parts(choice.get("text"))
+            role = "assistant"
+        messages.append({"role": role, "parts": parts, "finish_reason": choice.get("finish_reason")})
+    return messages
+
+
+def to_attribute(messages: list[dict[str, Any]], max_chars: int) -> str:
+    text = orjson.dumps(messages).decode()
+    return text if len(text) <= max_chars else text[:max_chars]

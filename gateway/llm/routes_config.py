@@ -1,0 +1,346 @@
+"""The ``llm`` and ``auth`` config sections, validated into frozen value objects at start.
+
+``Settings.llm`` and ``Settings.auth`` arrive as raw mappings (from YAML or the JSON env vars);
+this module checks every key and raises :class:`gateway.config.ConfigError` naming the key path,
+e.g. ``llm.routes[0].targets[1].base_url``, so a bad route stops the server before it binds.
+
+Example (the keys of design.md plus ours; every route key but ``name`` and ``targets`` is optional)::
+
+    llm:
+      capture_content: false        # default: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+      capture_max_chars: 8192
+      routes:
+        - name: gpt-4o-mini         # what clients send as "model"
+          timeout_s: 60             # total, retries included, until the answer (or a stream's first chunk)
+          connect_timeout_s: 5
+          read_timeout_s: 60        # longest silence between two bytes of one answer
+          retries: 2                # per target, on 429, 5xx and connection errors
+          backoff_initial_s: 0.25
+          backoff_max_s: 8
+          targets:
+            - base_url: https://api.openai.com/v1
+              model: gpt-4o-mini
+              api_key_env: OPENAI_API_KEY
+              provider: openai      # gen_ai.provider.name
+              weight: 3             # any weight given: the first target is drawn by weight
+    auth:
+      keys: [<sha256 hex of a gateway key>, ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.config import ConfigError, Settings
+from gateway.telemetry.semconv import OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, PROVIDER_OPENAI
+
+logger = logging.getLogger("gateway.llm")
+
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_RETRIES = 2
+DEFAULT_BACKOFF_INITIAL_S = 0.25
+DEFAULT_BACKOFF_MAX_S = 8.0
+DEFAULT_CAPTURE_MAX_CHARS = 8192
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+_LLM_KEYS = ("routes", "capture_content", "capture_max_chars", "max_body_bytes")
+_ROUTE_KEYS = (
+    "name",
+    "targets",
+    "timeout_s",
+    "connect_timeout_s",
+    "read_timeout_s",
+    "retries",
+    "backoff_initial_s",
+    "backoff_max_s",
+    "provider",
+    "capture_content",
+    "capture_max_chars",
+)
+_TARGET_KEYS = ("base_url", "model", "api_key_env", "weight", "provider")
+_AUTH_KEYS = ("keys",)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROVIDER_NAME = re.compile(r"^[a-z0-9_.]+$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+_CAPTURE_ON = {"1", "true", "yes", "on", "span_only", "span_and_event"}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One OpenAI-compatible upstream for a route: where, which model, whose key."""
+
+    base_url: str  # without a trailing slash, e.g. https://api.openai.com/v1
+    model: str
+    api_key_env: str | None
+    weight: float | None
+    provider: str
+    host: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        """``"<base_url> <model>"``: how spans, logs and the store name this target."""
+        return f"{self.base_url} {self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A model name clients ask for, with its targets (tried in order) and its timeouts and retries."""
+
+    name: str
+    targets: tuple[Target, ...]
+    timeout_s: float
+    connect_timeout_s: float
+    read_timeout_s: float
+    retries: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    capture_content: bool
+    capture_max_chars: int
+
+    @property
+    def weighted(self) -> bool:
+        return any(t.weight is not None for t in self.targets)
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    routes: Mapping[str, Route]
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    key_hashes: frozenset[str] = frozenset()
+
+
+# --- small parsers that name the key ---------------------------------------------------------------
+
+
+def _mapping(key: str, value: Any, known: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}.")
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}.")
+    return value
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: {value!r} must be a non-empty string.")
+    return value.strip()
+
+
+def _number(key: str, value: Any, *, minimum: float, inclusive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{key}: {value!r} is not a number.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not a number.") from None
+    if not (number >= minimum if inclusive else number > minimum):  # also refuses NaN
+        raise ConfigError(f"{key}: {value!r} must be a number {'>=' if inclusive else '>'} {minimum:g}.")
+    return number
+
+
+def _int(key: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{key}: {value!r} is not an integer.")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an integer.") from None
+    if number < minimum:
+        raise ConfigError(f"{key}: {value!r} must be an integer >= {minimum}.")
+    return number
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{key}: {value!r} is not a boolean (use true or false).")
+
+
+def _provider(key: str, value: Any) -> str:
+    name = _str(key, value)
+    if not _PROVIDER_NAME.match(name):
+        raise ConfigError(
+            f"{key}: {value!r} is not a gen_ai.provider.name (lower case, e.g. openai, azure.ai.openai, groq)."
+        )
+    return name
+
+
+def _base_url(key: str, value: Any) -> tuple[str, str, int]:
+    url = _str(key, value).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{key}: {value!r} is not an http(s) URL such as https://api.openai.com/v1.")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{key}: {value!r} must not carry credentials, a query or a fragment (keys go in api_key_env)."
+        )
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} has an invalid port.") from None
+    return url, parts.hostname, port
+
+
+# --- sections ---------------------------------------------------------------------------------------
+
+
+def capture_from_environ(environ: Mapping[str, str]) -> bool:
+    """``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: true/false, or the contrib enum
+    (SPAN_ONLY and SPAN_AND_EVENT put content on spans; NO_CONTENT and EVENT_ONLY do not)."""
+    return environ.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower() in _CAPTURE_ON
+
+
+def _target(key: str, raw: Any, route_provider: str) -> Target:
+    data = _mapping(key, raw, _TARGET_KEYS)
+    if "base_url" not in data:
+        raise ConfigError(f"{key}.base_url: required (an OpenAI-compatible URL such as https://api.openai.com/v1).")
+    if "model" not in data:
+        raise ConfigError(f"{key}.model: required (the model name the upstream knows).")
+    base_url, host, port = _base_url(f"{key}.base_url", data["base_url"])
+    api_key_env = None
+    if data.get("api_key_env") not in (None, ""):
+        api_key_env = _str(f"{key}.api_key_env", data["api_key_env"])
+        if not _ENV_NAME.match(api_key_env):
+            raise ConfigError(
+                f"{key}.api_key_env: {api_key_env!r} is not an environment variable name "
+                "(it names the variable holding the key, never the key itself)."
+            )
+    weight = None
+    if data.get("weight") is not None:
+        weight = _number(f"{key}.weight", data["weight"], minimum=0, inclusive=True)
+    provider = _provider(f"{key}.provider", data["provider"]) if "provider" in data else route_provider
+    return Target(
+        base_url=base_url,
+        model=_str(f"{key}.model", data["model"]),
+        api_key_env=api_key_env,
+        weight=weight,
+        provider=provider,
+        host=host,
+        port=port,
+    )
+
+
+def _route(key: str, raw: Any, capture_default: bool, capture_max_default: int) -> Route:
+    data = _mapping(key, raw, _ROUTE_KEYS)
+    if "name" not in data:
+        raise ConfigError(f"{key}.name: required (the model name clients ask for).")
+    name = _str(f"{key}.name", data["name"])
+    route_provider = _provider(f"{key}.provider", data["provider"]) if "provider" in data else PROVIDER_OPENAI
+    raw_targets = data.get("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise ConfigError(f"{key}.targets: expected a non-empty list of targets, got {raw_targets!r}.")
+    targets = tuple(_target(f"{key}.targets[{i}]", t, route_provider) for i, t in enumerate(raw_targets))
+    if any(t.weight is not None for t in targets) and not any(t.weight for t in targets):
+        raise ConfigError(f"{key}.targets: at least one weight must be > 0.")
+    timeout_s = _number(f"{key}.timeout_s", data.get("timeout_s", DEFAULT_TIMEOUT_S), minimum=0)
+    connect_default = min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s)
+    backoff_initial_s = _number(
+        f"{key}.backoff_initial_s", data.get("backoff_initial_s", DEFAULT_BACKOFF_INITIAL_S), minimum=0, inclusive=True
+    )
+    backoff_max_s = _number(
+        f"{key}.backoff_max_s", data.get("backoff_max_s", DEFAULT_BACKOFF_MAX_S), minimum=0, inclusive=True
+    )
+    if backoff_max_s < backoff_initial_s:
+        raise ConfigError(f"{key}.backoff_max_s: {backoff_max_s:g} is below backoff_initial_s ({backoff_initial_s:g}).")
+    return Route(
+        name=name,
+        targets=targets,
+        timeout_s=timeout_s,
+        connect_timeout_s=_number(
+            f"{key}.connect_timeout_s", data.get("connect_timeout_s", connect_default), minimum=0
+        ),
+        read_timeout_s=_number(f"{key}.read_timeout_s", data.get("read_timeout_s", timeout_s), minimum=0),
+        retries=_int(f"{key}.retries", data.get("retries", DEFAULT_RETRIES), minimum=0),
+        backoff_initial_s=backoff_initial_s,
+        backoff_max_s=backoff_max_s,
+        capture_content=_bool(f"{key}.capture_content", data["capture_content"])
+        if "capture_content" in data
+        else capture_default,
+        capture_max_chars=_int(f"{key}.capture_max_chars", data["capture_max_chars"], minimum=1)
+        if "capture_max_chars" in data
+        else capture_max_default,
+    )
+
+
+def parse_llm_settings(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> LlmSettings:
+    """The ``llm`` section as :class:`LlmSettings`; ConfigError naming the key otherwise."""
+    env = os.environ if environ is None else environ
+    data = _mapping("llm", raw or {}, _LLM_KEYS)
+    capture = _bool("llm.capture_content", data["capture_content"]) if "capture_content" in data else None
+    if capture is None:
+        capture = capture_from_environ(env)
+    capture_max = _int("llm.capture_max_chars", data.get("capture_max_chars", DEFAULT_CAPTURE_MAX_CHARS), minimum=1)
+    raw_routes = data.get("routes") or []
+    if not isinstance(raw_routes, list):
+        raise ConfigError(f"llm.routes: expected a list of routes, got {type(raw_routes).__name__}.")
+    routes: dict[str, Route] = {}
+    for i, raw_route in enumerate(raw_routes):
+        route = _route(f"llm.routes[{i}]", raw_route, capture, capture_max)
+        if route.name in routes:
+            raise ConfigError(f"llm.routes[{i}].name: {route.name!r} is already the name of another route.")
+        routes[route.name] = route
+    max_body_bytes = _int("llm.max_body_bytes", data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), minimum=1)
+    return LlmSettings(routes=routes, max_body_bytes=max_body_bytes)
+
+
+def parse_auth_settings(raw: Mapping[str, Any]) -> AuthSettings:
+    """The ``auth`` section: ``keys`` is a list of sha256 hex digests of the gateway keys."""
+    data = _mapping("auth", raw or {}, _AUTH_KEYS)
+    keys = data.get("keys") or []
+    if isinstance(keys, str):  # GATEWAY_AUTH='{"keys": "a,b"}' style
+        keys = [k for k in keys.split(",") if k.strip()]
+    if not isinstance(keys, list):
+        raise ConfigError(f"auth.keys: expected a list of sha256 hex digests, got {type(keys).__name__}.")
+    hashes = []
+    for i, value in enumerate(keys):
+        digest = _str(f"auth.keys[{i}]", value).lower()
+        if not _SHA256_HEX.match(digest):
+            raise ConfigError(
+                f"auth.keys[{i}]: expected the sha256 hex digest of a key (64 hex characters), not the key "
+                f'itself; make one with: printf %s "$KEY" | sha256sum'
+            )
+        hashes.append(digest)
+    return AuthSettings(key_hashes=frozenset(hashes))
+
+
+def check_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Validate the llm and auth sections once at start (``gateway serve``), and warn about what is
+    allowed but risky: an open gateway bound beyond loopback, a provider key variable that is unset."""
+    env = os.environ if environ is None else environ
+    llm = parse_llm_settings(settings.llm, env)
+    auth = parse_auth_settings(settings.auth)
+    if not auth.key_hashes and settings.host not in _LOOPBACK_HOSTS:
+        logger.warning(
+            "auth.keys is empty: the /v1 LLM endpoints are open to anyone who can reach %s:%d; "
+            "configure gateway key hashes under auth.keys",
+            settings.host,
+            settings.port,
+        )
+    for route in llm.routes.values():
+        for target in route.targets:
+            if target.api_key_env and not env.get(target.api_key_env):
+                logger.warning(
+                    "Route %r target %s: environment variable %s is not set; calls go without a provider key",
+                    route.name,
+                    target.label,
+                    target.api_key_env,
+                )

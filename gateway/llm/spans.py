@@ -1,0 +1,126 @@
+"""Spans of a proxied call: one SERVER span per request, one CLIENT span per upstream attempt.
+
+The SERVER span continues the client's W3C ``traceparent`` and, at its end, carries the call's
+summary (route, final target, attempts, usage, ...): the trace store's sink reads only SERVER spans
+that have ``gateway.llm.route``. CLIENT spans follow the GenAI inference span conventions, and
+their context is what the upstream receives as ``traceparent``.
+
+The tracer comes from the provider ``create_app`` hands the proxy (never the global one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway.llm.answer import AnswerSummary
+from gateway.llm.request_body import Operation
+from gateway.llm.routes_config import Target
+from gateway.telemetry import semconv as sc
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class ProxySpans:
+    """Starts and ends the proxy's spans; every attribute name comes from ``semconv``."""
+
+    def __init__(self, tracer_provider: TracerProvider) -> None:
+        self._tracer = tracer_provider.get_tracer("gateway.llm")
+
+    def start_server(self, operation: Operation, path: str, headers: Mapping[str, str]) -> Span:
+        parent: Context | None = None
+        if "traceparent" in headers:
+            parent = _PROPAGATOR.extract(headers)
+        return self._tracer.start_span(
+            operation.span_name,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={sc.HTTP_REQUEST_METHOD: "POST", sc.URL_PATH: path},
+        )
+
+    def start_client(
+        self,
+        server_span: Span,
+        operation: Operation,
+        target: Target,
+        attempt: int,
+        fallback: bool,
+        request_attributes: Mapping[str, Any],
+    ) -> Span:
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: operation.name,
+            sc.GEN_AI_PROVIDER_NAME: target.provider,
+            sc.GEN_AI_REQUEST_MODEL: target.model,
+            sc.SERVER_ADDRESS: target.host,
+            sc.SERVER_PORT: target.port,
+            sc.GATEWAY_LLM_ATTEMPT: attempt,
+            sc.GATEWAY_LLM_FALLBACK: fallback,
+        }
+        attributes.update(request_attributes)
+        return self._tracer.start_span(
+            f"{operation.name} {target.model}",
+            context=set_span_in_context(server_span),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+
+
+def trace_headers(span: Span) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) naming ``span`` as the parent, for the upstream request."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return {}
+    headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"}
+    if context.trace_state:
+        headers["tracestate"] = context.trace_state.to_header()
+    return headers
+
+
+def end_failed(span: Span, error_type: str, message: str) -> None:
+    span.set_attribute(sc.ERROR_TYPE, error_type)
+    span.set_status(Status(StatusCode.ERROR, message))
+    span.end()
+
+
+def end_answered(
+    span: Span,
+    summary: AnswerSummary,
+    *,
+    time_to_first_chunk_s: float | None,
+    error_type: str | None,
+    error_message: str | None = None,
+    content: Mapping[str, str] | None = None,
+) -> None:
+    """End a CLIENT span whose upstream answered (successfully, or with a status the client gets as is)."""
+    attributes = summary.attributes()
+    if time_to_first_chunk_s is not None:
+        attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk_s
+    if content:
+        attributes.update(content)
+    span.set_attributes(attributes)
+    if error_type is not None:
+        span.set_attribute(sc.ERROR_TYPE, error_type)
+        span.set_status(Status(StatusCode.ERROR, error_message or error_type))
+    span.end()
+
+
+def end_server(
+    span: Span,
+    status: int,
+    summary_attributes: Mapping[str, Any],
+    *,
+    error_type: str | None,
+    error_message: str | None = None,
+) -> None:
+    """End the SERVER span with the call's summary; 5xx answers mark it as an error."""
+    span.set_attributes(summary_attributes)
+    span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, status)
+    if error_type is not None:
+        span.set_attribute(sc.ERROR_TYPE, error_type)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR, error_message or error_type))
+    span.end()

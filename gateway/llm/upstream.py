@@ -1,0 +1,330 @@
+"""Upstream calls: one shared httpx connection pool per base URL, retries, backoff and fallback.
+
+Per route: targets in order (or the first drawn by weight), each tried up to ``1 + retries`` times on
+429, 408, 5xx and connection errors, waiting an exponential backoff with jitter or the upstream's
+``Retry-After``, whichever is longer; then the next target. 401/403/404/3xx mean the target itself is
+unusable (bad key, wrong model or URL): no retry, straight to the next target. Other 4xx are the
+client's to see and pass through as they are. ``timeout_s`` bounds the whole call, waits included,
+until the answer (or a stream's first event) has arrived.
+
+The pools are ``httpx.AsyncHTTPTransport`` objects called directly (``handle_async_request``): the
+same keep-alive pool an ``AsyncClient`` wraps, without the per-request work of the client layer
+(URL merging, default headers, auth and redirect hooks, a cookie jar shared by all callers), which
+costs about as much as the rest of the proxy's own work per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+import orjson
+from opentelemetry.trace import Span
+
+from gateway import __version__
+from gateway.llm import metrics
+from gateway.llm.errors import TIMEOUT, UPSTREAM, ProxyError
+from gateway.llm.request_body import OPERATION_PATHS, ParsedCall
+from gateway.llm.routes_config import LlmSettings, Route, Target
+from gateway.llm.spans import ProxySpans, end_failed, trace_headers
+from gateway.llm.streaming import SSESplitter
+
+logger = logging.getLogger("gateway.llm")
+
+_MAX_ERROR_MESSAGE_CHARS = 300
+_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30.0)
+_USER_AGENT = f"gateway/{__version__}"
+
+
+@dataclass(slots=True)
+class Completed:
+    """A whole answer: a success, or a 4xx that the client gets as the upstream sent it."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass(slots=True)
+class Opened:
+    """A stream whose first complete events have arrived; the rest is still upstream."""
+
+    response: httpx.Response
+    chunks: AsyncIterator[bytes]
+    splitter: SSESplitter
+    first_events: bytes
+    first_event_at: float  # perf_counter
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The attempt that produced the answer; its CLIENT span is still open for the caller to finish."""
+
+    target: Target
+    span: Span
+    number: int
+    started: float  # perf_counter
+    outcome: Completed | Opened
+
+
+class CallProgress:
+    """How far a call got (updated per attempt): what the SERVER span reports, failures included."""
+
+    __slots__ = ("attempts", "target")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.target: Target | None = None
+
+
+@dataclass(slots=True)
+class _Failure:
+    kind: str  # "status" | "timeout" | "transport"
+    error_type: str
+    message: str
+    retryable: bool
+    status: int | None = None
+    retry_after_s: float | None = None
+
+
+class Upstreams:
+    """The HTTP side of the proxy: clients, per-target headers and URLs, and the retry loop."""
+
+    def __init__(self, settings: LlmSettings, spans: ProxySpans, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self._spans = spans
+        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._headers: dict[Target, dict[str, str]] = {}
+        self._urls: dict[tuple[Target, str], httpx.URL] = {}
+        self._secrets: dict[Target, str] = {}
+        self._timeouts: dict[str, dict[str, float]] = {}
+        for route in settings.routes.values():
+            self._timeouts[route.name] = {
+                "connect": route.connect_timeout_s,
+                "read": route.read_timeout_s,
+                "write": route.read_timeout_s,
+                "pool": route.connect_timeout_s,
+            }
+            for target in route.targets:
+                for path in OPERATION_PATHS:
+                    self._urls[(target, path)] = httpx.URL(target.base_url + path)
+                headers = {"content-type": "application/json", "user-agent": _USER_AGENT}
+                key = env.get(target.api_key_env) if target.api_key_env else None
+                if key:
+                    headers["authorization"] = f"Bearer {key}"
+                    self._secrets[target] = key
+                self._headers[target] = headers
+
+    async def start(self) -> None:
+        for target in self._headers:
+            if target.base_url not in self._pools:
+                self._pools[target.base_url] = httpx.AsyncHTTPTransport(limits=_LIMITS)
+
+    async def close(self) -> None:
+        pools, self._pools = self._pools, {}
+        await asyncio.gather(*(pool.aclose() for pool in pools.values()), return_exceptions=True)
+
+    def redact(self, target: Target, text: str) -> str:
+        secret = self._secrets.get(target)
+        return text.replace(secret, "[redacted]") if secret and secret in text else text
+
+    async def dispatch(self, call: ParsedCall, route: Route, server_span: Span, progress: CallProgress) -> Attempt:
+        """Try the route's targets until one answers; ProxyError (502/504) when none does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + route.timeout_s
+        request_attributes = call.request_attributes()
+        failures: list[tuple[Target, _Failure]] = []
+        number = 0
+        for position, target in enumerate(_target_order(route)):
+            if position:
+                metrics.record_fallback(route.name)
+            for retry in range(route.retries + 1):
+                number += 1
+                progress.attempts = number
+                progress.target = target
+                span = self._spans.start_client(
+                    server_span, call.operation, target, number, position > 0, request_attributes
+                )
+                started = time.perf_counter()
+                failure: _Failure
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        outcome = await self._send(call, route, target, span)
+                except TimeoutError:
+                    message = f"Route {route.name!r} gave no answer within timeout_s={route.timeout_s:g} s"
+                    self._record_failure(call, route, target, span, started, "timeout", message)
+                    raise ProxyError(
+                        504,
+                        f"{message} ({number} attempt(s); last target {target.label}).",
+                        type=TIMEOUT,
+                        code="upstream_timeout",
+                        error_type="timeout",
+                    ) from None
+                except httpx.TimeoutException as exc:
+                    failure = _Failure("timeout", type(exc).__name__, f"{type(exc).__name__}", retryable=True)
+                except httpx.HTTPError as exc:
+                    failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)), retryable=True)
+                else:
+                    if not isinstance(outcome, _Failure):
+                        return Attempt(target, span, number, started, outcome)
+                    failure = outcome
+                self._record_failure(call, route, target, span, started, failure.error_type, failure.message)
+                failures.append((target, failure))
+                logger.debug("Upstream %s failed (attempt %d): %s", target.label, number, failure.message)
+                if not failure.retryable or retry == route.retries:
+                    break
+                wait = max(_backoff_s(route, retry), failure.retry_after_s or 0.0)
+                if loop.time() + wait >= deadline:
+                    break  # the wait would outlast the budget: try the next target now
+                metrics.record_retry(route.name)
+                await asyncio.sleep(wait)
+        raise _final_error(route, failures, number)
+
+    def _record_failure(
+        self, call: ParsedCall, route: Route, target: Target, span: Span, started: float, error_type: str, message: str
+    ) -> None:
+        end_failed(span, error_type, message)
+        labels = (call.operation.name, target.provider, target.model, route.name)
+        metrics.record_attempt(labels, time.perf_counter() - started, error_type, None)
+
+    async def _send(self, call: ParsedCall, route: Route, target: Target, span: Span) -> Completed | Opened | _Failure:
+        headers = self._headers[target]
+        propagation = trace_headers(span)
+        if propagation:
+            headers = {**headers, **propagation}
+        request = httpx.Request(
+            "POST",
+            self._urls[(target, call.operation.path)],
+            content=call.body_for(target.model),
+            headers=headers,
+            extensions={"timeout": self._timeouts[route.name]},
+        )
+        response = await self._pools[target.base_url].handle_async_request(request)
+        opened = False
+        try:
+            status = response.status_code
+            if not 200 <= status < 300:
+                return self._classify(target, status, await response.aread(), response.headers)
+            content_type = response.headers.get("content-type", "application/json")
+            if call.stream and content_type.startswith("text/event-stream"):
+                chunks = response.aiter_bytes()
+                splitter = SSESplitter()
+                async for chunk in chunks:
+                    events = splitter.feed(chunk)
+                    if events:
+                        opened = True
+                        return Opened(response, chunks, splitter, events, time.perf_counter())
+                return _Failure(
+                    "transport", "empty_stream", "closed the stream before sending an event", retryable=True
+                )
+            return Completed(status, await response.aread(), content_type)
+        finally:
+            if not opened:
+                await response.aclose()
+
+    def _classify(self, target: Target, status: int, body: bytes, headers: httpx.Headers) -> Completed | _Failure:
+        if status in (408, 429) or status >= 500 or status in (401, 403, 404, 405) or status < 400:
+            message = self.redact(target, _error_message(body))
+            retryable = status in (408, 429) or status >= 500
+            return _Failure(
+                "status", str(status), message, retryable, status=status, retry_after_s=_retry_after_s(headers)
+            )
+        # Any other 4xx is about the request itself: the client sees the upstream's answer as it is.
+        return Completed(status, self.redact(target, body.decode("utf-8", "replace")).encode(), _json_type(headers))
+
+
+def _json_type(headers: httpx.Headers) -> str:
+    return str(headers.get("content-type", "application/json"))
+
+
+def _target_order(route: Route) -> tuple[Target, ...]:
+    """Targets in config order; with weights, the first is drawn by weight and the rest follow in order."""
+    targets = route.targets
+    if len(targets) == 1 or not route.weighted:
+        return targets
+    candidates = [t for t in targets if t.weight]
+    first = random.choices(candidates, weights=[t.weight or 0.0 for t in candidates])[0]
+    return (first, *(t for t in targets if t is not first))
+
+
+def _backoff_s(route: Route, retry: int) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random."""
+    ceiling: float = min(route.backoff_max_s, route.backoff_initial_s * 2.0**retry)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _retry_after_s(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_message(body: bytes) -> str:
+    """The upstream's own error message (OpenAI shape when it has one), shortened for our message."""
+    text = ""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+    else:
+        error = data.get("error") if isinstance(data, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        if isinstance(message, str):
+            text = message
+        elif isinstance(error, str):
+            text = error
+        else:
+            text = body.decode("utf-8", "replace").strip()
+    if len(text) > _MAX_ERROR_MESSAGE_CHARS:
+        text = text[:_MAX_ERROR_MESSAGE_CHARS] + "..."
+    return text
+
+
+def _final_error(route: Route, failures: list[tuple[Target, _Failure]], attempts: int) -> ProxyError:
+    target, last = failures[-1]
+    tried = len({t for t, _ in failures})
+    prefix = f"Route {route.name!r}: {tried} target(s) failed after {attempts} attempt(s); last, {target.label}"
+    if last.kind == "timeout":
+        return ProxyError(
+            504, f"{prefix} timed out ({last.error_type}).", type=TIMEOUT, code="upstream_timeout",
+            error_type=last.error_type,
+        )  # fmt: skip
+    if last.kind == "status":
+        detail = f": {last.message}" if last.message else ""
+        return ProxyError(
+            502,
+            f"{prefix} answered HTTP {last.status}{detail}",
+            type=UPSTREAM,
+            code=f"upstream_{last.status}",
+            error_type=last.error_type,
+            retry_after_s=last.retry_after_s if last.status == 429 else None,
+        )
+    return ProxyError(
+        502,
+        f"{prefix} could not be reached ({last.error_type}: {last.message}).",
+        type=UPSTREAM,
+        code="upstream_unreachable",
+        error_type=last.error_type,
+    )
