@@ -1,3 +1,3 @@
-"""Versioned prompt registry (not built yet: see the open issues)."""
+"""Versioned prompt registry: templates, versions, aliases, an in-memory cache, the API, a client and the CLI."""
 
 __all__: list[str] = []
