@@ -19,15 +19,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import metrics
-from gateway.api import ops, registry, serving
+from gateway.api import llm as llm_api
+from gateway.api import ops, registry, serving, traces
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
 from gateway.http import ORJSONResponse, error_response
+from gateway.llm.proxy import LlmProxy
+from gateway.llm.routes_config import parse_auth_settings, parse_llm_settings
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
 from gateway.store.notify import ChangeNotifier
 from gateway.store.registry import RegistryStore
+from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
+from gateway.telemetry.setup import build_telemetry, check_otel_environment
+from prompts import api as prompts_api
+from prompts.cache import PromptCache
+from prompts.linking import make_renderer
+from prompts.store import PromptStore
 
 logger = logging.getLogger("gateway.app")
 
@@ -81,15 +90,29 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # A bad llm or auth section raises ConfigError here, before the server binds (exit 2 from the CLI).
+    llm_settings = parse_llm_settings(settings.llm)
+    auth_settings = parse_auth_settings(settings.auth)
+    check_otel_environment()  # likewise an OTEL_* choice we cannot honour
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await asyncio.to_thread(RegistryStore.open, settings.store_uri)
+        # One TracerProvider per app (never the global one): the LLM proxy reads app.state.tracer_provider;
+        # /invocations makes spans only when app.state.trace_invocations (spans are exported somewhere).
+        telemetry = build_telemetry(settings.telemetry, store.engine)
+        app.state.telemetry = telemetry
+        app.state.tracer_provider = telemetry.provider
+        app.state.trace_invocations = telemetry.export_enabled
+        app.state.invocation_tracer = telemetry.tracer(INVOCATION_TRACER_NAME)
         state = GatewayState(settings=settings, store=store)
         loader = partial(
             load_model,
             artifact_roots=settings.artifact_roots,
             intra_op_num_threads=settings.resolved_intra_op_threads(),
             inline_max_us=settings.serving.inline_max_us,
+            serving=settings.serving,
+            allow_spinning=settings.onnx_allow_spinning(),
         )
         state.pool = ModelPool(
             loader,
@@ -99,13 +122,30 @@ def create_app(settings: Settings) -> Starlette:
         state.pool.set_pinned(state.preload)
         app.state.gateway = state
         await state.refresh_view()
+        # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
+        prompt_cache = PromptCache(PromptStore(store.engine))
+        await asyncio.to_thread(prompt_cache.refresh_sync)
+        app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
+        app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
+        # The LLM proxy: one shared httpx client per upstream base URL, spans on this app's provider.
+        llm_proxy = LlmProxy(llm_settings, auth_settings, telemetry.provider, app.state.prompt_renderer)
+        await llm_proxy.start()
+        app.state.llm_proxy = llm_proxy
+
+        async def on_store_change() -> None:
+            await state.refresh_view()
+            await prompt_cache.refresh()
+
         tasks = [
+            asyncio.create_task(
+                prompt_cache.run_refresher(settings.serving.refresh_interval_s), name="prompt-refresher"
+            ),
             asyncio.create_task(state.preload_models(), name="preload"),
             asyncio.create_task(state.run_refresher(), name="registry-refresher"),
         ]
         if settings.redis_url:
             state.notifier = ChangeNotifier(settings.redis_url)
-            tasks.append(asyncio.create_task(state.notifier.listen(state.refresh_view), name="registry-listener"))
+            tasks.append(asyncio.create_task(state.notifier.listen(on_store_change), name="registry-listener"))
         metrics_directory = metrics.metrics_dir()
         if metrics_directory is not None:  # several workers: share this one's counts with the others
             tasks.append(asyncio.create_task(metrics.run_snapshot_writer(metrics_directory), name="metrics-snapshots"))
@@ -115,6 +155,17 @@ def create_app(settings: Settings) -> Starlette:
             len(state.preload),
             settings.resolved_intra_op_threads(),
         )
+        serving_settings = settings.serving
+        logger.info(
+            "Serving plan (worker %d): %d worker(s) on %d core(s); ONNX intra-op threads %d per session, "
+            "spinning %s; models faster than %.0f us run inline; batching %s (max_batch_rows %d, "
+            "max_wait_ms %g), queue bounds %d requests / %d rows, request timeout %g s",
+            os.getpid(), settings.workers, os.cpu_count() or 1, settings.resolved_intra_op_threads(),
+            "on" if settings.onnx_allow_spinning() else "off", serving_settings.inline_max_us,
+            "on" if serving_settings.batching else "off", serving_settings.max_batch_rows,
+            serving_settings.max_wait_ms, serving_settings.max_queue_requests, serving_settings.max_queue_rows,
+            serving_settings.request_timeout_s,
+        )  # fmt: skip
         try:
             yield
         finally:
@@ -122,12 +173,14 @@ def create_app(settings: Settings) -> Starlette:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.pool.close()
+            await llm_proxy.close()
             if state.notifier is not None:
                 await state.notifier.close()
+            await asyncio.to_thread(telemetry.shutdown)  # bounded: telemetry.shutdown_timeout_s per part
             await asyncio.to_thread(store.close)
 
     return Starlette(
-        routes=[*serving.routes, *registry.routes, *ops.routes],
+        routes=[*serving.routes, *prompts_api.routes, *registry.routes, *ops.routes, *traces.routes, *llm_api.routes],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,

@@ -1,4 +1,4 @@
-"""The ``gateway`` command: ``serve`` and the ``models`` registry commands."""
+"""The ``gateway`` command: ``serve``, the ``models`` registry commands and ``prompts`` (prompts/cli.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ from gateway.errors import GatewayError
 logger = logging.getLogger("gateway.cli")
 
 _CONFIG_HELP = "\n".join(f"  {p.env_var:<40} {p.key}: {p.help}" for p in PARAMS)
+_OTEL_HELP = (
+    "\nTracing: the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT to export spans over OTLP/HTTP,\n"
+    "OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_BSP_*, ...); see docs/configuration.md."
+)
 
 
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
         description="Model-serving and GenAI observability gateway.",
-        epilog="Settings: command-line flag > GATEWAY_* variable > config file > default.\n" + _CONFIG_HELP,
+        epilog="Settings: command-line flag > GATEWAY_* variable > config file > default.\n"
+        + _CONFIG_HELP
+        + _OTEL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -48,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="Start the gateway (uvicorn, one worker per core).",
-        description="Serve registered models at /invocations and the registry API.",
+        description="Serve registered models at /invocations, the registry and prompt APIs, and the "
+        "OpenAI-compatible LLM proxy at /v1 (routes: the llm section of the config file).",
+        epilog=_OTEL_HELP.strip(),
     )
     _add_store_options(serve)
     serve.add_argument("--host", help="Address to bind (default 127.0.0.1).")
@@ -75,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("path", metavar="PATH", help="Model package directory or file:// URI.")
     register.add_argument("--alias", metavar="ALIAS", help="Point this alias at the new version.")
     register.add_argument("--description")
+    register.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_tag,
+        default=[],
+        help="Version tag (repeatable), e.g. gateway.max_batch_rows=64 (see docs/configuration.md).",
+    )
     _add_store_options(register)
 
     alias = model_commands.add_parser("alias", help="Point ALIAS of NAME at VERSION.")
@@ -91,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", metavar="NAME")
     show.add_argument("--json", action="store_true", help="Print JSON.")
     _add_store_options(show)
+
+    from prompts.cli import add_commands as add_prompt_commands
+
+    add_prompt_commands(commands, _add_store_options)
     return parser
 
 
@@ -114,8 +134,12 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import SETTINGS_ENV, configure_logging, create_app
+    from gateway.llm.routes_config import check_settings
+    from gateway.telemetry.setup import check_otel_environment
 
     configure_logging(settings.log_level)
+    check_settings(settings)  # llm routes and auth keys: a bad one exits 2 before any worker starts
+    check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 likewise
 
     loop = "uvloop" if _importable("uvloop") else "auto"
     http = "httptools" if _importable("httptools") else "auto"
@@ -173,6 +197,13 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -193,6 +224,7 @@ def _models(args: argparse.Namespace) -> int:
                 source,
                 artifact_roots=settings.artifact_roots,
                 description=args.description,
+                tags=dict(args.tag),
                 alias=args.alias,
                 create_model=True,
             )
@@ -235,6 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "prompts":
+            from prompts.cli import run as run_prompts
+
+            settings = _settings(args)
+            return run_prompts(args, settings.store_uri, settings.redis_url)
         return _models(args)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)

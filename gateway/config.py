@@ -40,6 +40,25 @@ class ServingSettings:
     intra_op_num_threads: int | None = None
     max_body_bytes: int = 100 * 1024 * 1024
     inline_max_us: float = 100.0
+    # Batching, queue bounds and deadlines (gateway.serving.batcher); ``models`` overrides them per
+    # model name, version tags ``gateway.<key>`` sit between the two (see batch_settings.py).
+    batching: bool = True
+    max_batch_rows: int = 256
+    max_wait_ms: float = 0.0
+    max_queue_rows: int = 8192
+    max_queue_requests: int = 1024
+    request_timeout_s: float = 60.0
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """The trace-summary writer (gateway.telemetry.store_sink); span export follows the OTEL_* variables."""
+
+    summary_buffer: int = 10_000
+    summary_batch: int = 500
+    summary_flush_interval_s: float = 1.0
+    shutdown_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,7 @@ class Settings:
     access_log: bool = False
     artifact_roots: tuple[Path, ...] = (Path("./models"),)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     # Sections that later features read; kept as validated-to-be-mappings raw dicts for now.
     llm: Mapping[str, Any] = field(default_factory=dict)
     auth: Mapping[str, Any] = field(default_factory=dict)
@@ -66,6 +86,10 @@ class Settings:
         if self.serving.intra_op_num_threads is not None:
             return self.serving.intra_op_num_threads
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
+    def onnx_allow_spinning(self) -> bool:
+        """onnxruntime's idle threads spin (burning a core) only when one worker has the cores to itself."""
+        return self.workers <= 1
 
 
 # --- parsers: each takes (key, raw value) and raises ConfigError with the key -------------------
@@ -222,6 +246,36 @@ def _mapping(key: str, value: Any) -> Mapping[str, Any]:
     return dict(value)
 
 
+# The settings a model may override (``serving.models.<name>``); version tags ``gateway.<key>`` may set
+# all but the deadline. One parser per key, shared with the tag reader in gateway/serving/batch_settings.py.
+BATCH_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "batching": _bool,
+    "max_batch_rows": _int(1),
+    "max_wait_ms": _float_non_negative,
+    "max_queue_rows": _int(1),
+    "max_queue_requests": _int(1),
+    "request_timeout_s": _float_positive,
+}
+
+
+def _model_overrides(key: str, value: Any) -> Mapping[str, Mapping[str, Any]]:
+    models = _mapping(key, value)
+    result: dict[str, Mapping[str, Any]] = {}
+    for name, overrides in models.items():
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"{key}: model {name!r}: expected a mapping of settings, got {overrides!r}.")
+        unknown = sorted(str(k) for k in overrides if k not in BATCH_PARSERS)
+        if unknown:
+            raise ConfigError(
+                f"{key}: model {name!r}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(BATCH_PARSERS)}."
+            )
+        result[str(name)] = {
+            setting: BATCH_PARSERS[setting](f"{key}: model {name!r}: {setting}", raw)
+            for setting, raw in overrides.items()
+        }
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     """One setting: dotted config-file key, parser, help text. Its env var is derived from the key."""
@@ -262,11 +316,47 @@ PARAMS: tuple[Param, ...] = (
         "Models whose warm-up call takes at most this many microseconds run small requests on the event loop "
         "(0: always in the model's thread).",
     ),
+    Param(
+        "serving.batching",
+        _bool,
+        "Run concurrent requests to a model as one call (false: each request runs alone, queued FIFO).",
+    ),
+    Param("serving.max_batch_rows", _int(1), "Most rows in one model call; a larger request is split."),
+    Param(
+        "serving.max_wait_ms",
+        _float_non_negative,
+        "Once the model is free, wait up to this long for more rows while a batch is not full (0: never wait).",
+    ),
+    Param("serving.max_queue_rows", _int(1), "Rows queued per model version before 503 + Retry-After."),
+    Param("serving.max_queue_requests", _int(1), "Requests queued per model version before 503 + Retry-After."),
+    Param(
+        "serving.request_timeout_s",
+        _float_positive,
+        "Request deadline (header X-Request-Timeout-Ms may shorten it): 504 if it passes before the model runs it.",
+    ),
+    Param(
+        "serving.models",
+        _model_overrides,
+        "Per-model overrides {NAME: {batching, max_batch_rows, max_wait_ms, max_queue_rows, max_queue_requests, "
+        "request_timeout_s}} (env: JSON or YAML text).",
+    ),
+    Param(
+        "telemetry.summary_buffer",
+        _int(1),
+        "LLM call summaries held in memory for the trace-store writer; beyond it they are dropped (counted).",
+    ),
+    Param("telemetry.summary_batch", _int(1), "Most trace summaries written per insert."),
+    Param("telemetry.summary_flush_interval_s", _float_positive, "How often a partial batch of summaries is written."),
+    Param(
+        "telemetry.shutdown_timeout_s",
+        _float_non_negative,
+        "At shutdown, how long span export and the summary writer may each take to flush.",
+    ),
     Param("llm", _mapping, "LLM proxy routes (see docs/configuration.md)."),
-    Param("auth", _mapping, "Gateway keys (see docs/configuration.md)."),
+    Param("auth", _mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
 )
 _PARAMS_BY_KEY = {param.key: param for param in PARAMS}
-_SECTIONS = {"serving"}
+_SECTIONS = {"serving", "telemetry"}
 
 
 def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -336,6 +426,8 @@ def load_settings(
 
     serving_values = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("serving.")}
     top_values = {k: v for k, v in values.items() if "." not in k}
+    telemetry_values = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("telemetry.")}
+    top_values["telemetry"] = TelemetrySettings(**telemetry_values)
     serving = ServingSettings(**serving_values)
     if serving.default_model is None and serving.preload:
         serving = _replace(serving, default_model=serving.preload[0])
@@ -366,5 +458,6 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     serving = dict(data["serving"])
     serving["preload"] = tuple(serving.get("preload") or ())
     top = {k: v for k, v in data.items() if k != "serving"}
+    top["telemetry"] = TelemetrySettings(**data.get("telemetry", {}))
     top["artifact_roots"] = tuple(Path(p) for p in top.get("artifact_roots", ()))
     return Settings(serving=ServingSettings(**serving), **top)

@@ -26,6 +26,7 @@ def view_from_snapshot(snapshot: RegistrySnapshot) -> RegistryView:
         revision=snapshot.revision,
         aliases=dict(snapshot.aliases),
         sources={key: version.source for key, version in snapshot.versions.items()},
+        tags={key: version.tags for key, version in snapshot.versions.items() if version.tags},
     )
 
 

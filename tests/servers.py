@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from uvicorn._types import ASGIApplication
 
 from gateway.app import create_app
 from gateway.config import Settings
@@ -52,9 +53,17 @@ def wait_until_up(
 @contextmanager
 def run_gateway_in_thread(settings: Settings) -> Iterator[str]:
     """The gateway app under a real uvicorn server on a free loopback port; yields its base URL."""
+    with run_app_in_thread(create_app(settings)) as base_url:
+        yield base_url
+
+
+@contextmanager
+def run_app_in_thread(app: ASGIApplication) -> Iterator[str]:
+    """Any ASGI app (the gateway's, a fake upstream) under a real uvicorn server on a free loopback port,
+    lifespan included; yields its base URL and stops the server when the block ends."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",

@@ -43,11 +43,12 @@ _SCORING_BODY = {
 }
 _SCORING_RESPONSES = {
     "200": '{"predictions": ...}; headers X-Model-Name and X-Model-Version',
-    "400": "Malformed body, schema mismatch, bad params, or the model raised",
+    "400": "Malformed body, schema mismatch, bad params, bad X-Request-Timeout-Ms header, or the model raised",
     "404": "Unknown model, version or alias",
     "413": "Body larger than serving.max_body_bytes",
     "415": "Unsupported content type or charset",
-    "503": "The model failed to load (Retry-After)",
+    "503": "The model failed to load, or its queue is full (Retry-After)",
+    "504": "DEADLINE_EXCEEDED: the deadline (serving.request_timeout_s or X-Request-Timeout-Ms) passed while queued",
 }
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
@@ -95,6 +96,78 @@ OPENAPI_SPEC: dict[str, Any] = {
         "/api/registry/models/{name}/aliases/{alias}": {
             "put": _op(
                 "Point an alias at a version",
+                {"200": "Set", "400": "Reserved or bad alias", "404": "No such version"},
+                _JSON_OBJECT,
+            ),
+            "delete": _op("Delete an alias", {"204": "Deleted", "404": "No such alias"}),
+        },
+        "/api/traces": {
+            "get": _op(
+                "Search LLM call summaries, newest first (query: route, model, status=ok|error|CODE, prompt_name, "
+                "prompt_version, from, to (epoch ms or ISO 8601), limit, page_token)",
+                {"200": "{traces, next_page_token}", "400": "Bad filter", "503": "Trace store unavailable"},
+            )
+        },
+        "/api/traces/{trace_id}": {
+            "get": _op("The summaries of one trace", {"200": "{trace_id, summaries}", "404": "Unknown trace"})
+        },
+        # Prompt registry (prompts/api.py). GET answers carry an ETag; If-None-Match gives 304.
+        "/api/prompts": {
+            "get": _op(
+                "List prompts by name (query: name_prefix, tag=KEY=VALUE or tag=KEY (repeatable), max_results "
+                "(1-1000, default 100), page_token)",
+                {"200": "{prompts, next_page_token}", "304": "Not modified", "400": "Bad query parameter"},
+            ),
+            "post": _op(
+                "Create a prompt {name, description?, tags?}",
+                {"201": "Created", "400": "Bad name or field", "409": "Exists"},
+                _JSON_OBJECT,
+            ),
+        },
+        "/api/prompts/{name}": {
+            "get": _op(
+                "A prompt with its versions and aliases, or, for NAME@ALIAS (@latest built in), that version",
+                {"200": "Prompt or version", "304": "Not modified", "404": "Unknown prompt or alias"},
+            ),
+            "patch": _op(
+                "Change a prompt's description or tags {description?, tags?}",
+                {"200": "Updated", "400": "Bad field", "404": "Unknown prompt"},
+                _JSON_OBJECT,
+            ),
+        },
+        "/api/prompts/{name}/versions": {
+            "get": _op("The prompt's versions", {"200": "{versions}", "304": "Not modified", "404": "Unknown prompt"}),
+            "post": _op(
+                "Register the next version {template (text or [{role, content}]), commit_message?, tags?, "
+                "response_format?, model_config?} -> {name, version, variables, ...}",
+                {"201": "Registered", "400": "Bad template or field"},
+                _JSON_OBJECT,
+            ),
+        },
+        "/api/prompts/{name}/versions/{version}": {
+            "get": _op("A prompt version", {"200": "Version", "304": "Not modified", "404": "Not found"}),
+            "put": _op("Refused: versions are immutable", {"405": "Versions are immutable"}),
+            "patch": _op("Refused: versions are immutable", {"405": "Versions are immutable"}),
+            "delete": _op("Refused: versions are immutable", {"405": "Versions are immutable"}),
+        },
+        "/api/prompts/{name}/versions/{version}/render": {
+            "post": _op(
+                "Render a version {variables} -> {name, version, template_type, text | messages, model_config, "
+                "response_format}",
+                {"200": "Rendered", "400": "Missing variables (all named) or bad body", "404": "Not found"},
+                _JSON_OBJECT,
+            )
+        },
+        "/api/prompts/{name}@{alias}/render": {
+            "post": _op(
+                "Render the version an alias names (@latest built in)",
+                {"200": "Rendered", "400": "Missing variables (all named) or bad body", "404": "Not found"},
+                _JSON_OBJECT,
+            )
+        },
+        "/api/prompts/{name}/aliases/{alias}": {
+            "put": _op(
+                "Point an alias at a version {version}",
                 {"200": "Set", "400": "Reserved or bad alias", "404": "No such version"},
                 _JSON_OBJECT,
             ),
