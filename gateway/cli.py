@@ -39,13 +39,16 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_SETTINGS_HELP = (
+    "Settings: command-line flag > GATEWAY_* variable > config file > default.\n" + _CONFIG_HELP + "\n" + _OTEL_HELP
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
         description="Model-serving and GenAI observability gateway.",
-        epilog="Settings: command-line flag > GATEWAY_* variable > config file > default.\n"
-        + _CONFIG_HELP
-        + _OTEL_HELP,
+        epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -56,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Start the gateway (uvicorn, one worker per core).",
         description="Serve registered models at /invocations, the registry and prompt APIs, and the "
         "OpenAI-compatible LLM proxy at /v1 (routes: the llm section of the config file).",
-        epilog=_OTEL_HELP.strip(),
+        epilog=_SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_store_options(serve)
     serve.add_argument("--host", help="Address to bind (default 127.0.0.1).")
