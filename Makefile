@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := models/iris
 
-.PHONY: serve test bench lint typecheck clean
+.PHONY: serve test bench bench-llm bench-prompts lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,22 @@ serve: $(VENV)/.serve-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
 
-## bench: the load-test harness (gateway vs bare starlette+onnxruntime vs mlflow models serve)
+## bench: the load-test harness, ~7 min (gateway batching on/off vs bare onnxruntime, hello-world, mlflow serve;
+## iris and an MLP, 1 and 100 rows, 1/16/64 conns); flags via BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
+BENCH_ARGS ?=
 bench: $(VENV)/.dev-installed
-	$(BIN)/python loadtest/bench.py
+	$(BIN)/python loadtest/bench.py $(BENCH_ARGS)
+
+## bench-llm: the LLM proxy bench, ~4 min (gateway vs the fake upstream direct, a bare starlette+httpx passthrough and,
+## with LITELLM_PYTHON=<a python with litellm[proxy]>, LiteLLM proxy); flags via BENCH_LLM_ARGS, e.g. --quick
+LITELLM_PYTHON ?=
+BENCH_LLM_ARGS ?=
+bench-llm: $(VENV)/.dev-installed
+	$(BIN)/python loadtest/bench_llm.py $(if $(LITELLM_PYTHON),--litellm-python $(LITELLM_PYTHON)) $(BENCH_LLM_ARGS)
+
+## bench-prompts: cached prompt reads vs a bare constant-JSON route, prompt-linked chat vs literal messages, ~2 min
+bench-prompts: $(VENV)/.dev-installed
+	$(BIN)/python loadtest/bench_prompts.py $(BENCH_PROMPTS_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check gateway prompts judges loadtest tests
