@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api import llm as llm_api
@@ -89,6 +92,39 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    HTTPException: _http_exception,
+    GatewayError: _gateway_error,
+    SQLAlchemyError: _store_error,
+    Exception: _unexpected_error,
+}
+
+
+class GatewayApp(Starlette):
+    """Starlette, except that a POST to ``/invocations`` (or a per-model variant) goes straight to its
+    endpoint: the router, the request wrapper and both exception middlewares cost about as much CPU as
+    an iris prediction. Errors the endpoint raises get the same handlers and answers as elsewhere;
+    with user middleware or a ``root_path`` every request takes the usual way."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            route = None if self.user_middleware else serving.match_invocation(scope)
+            if route is not None:
+                scope["app"] = self
+                request = Request(scope, receive, send)
+                try:
+                    response = await route.endpoint(request)
+                except Exception as exc:
+                    handler = next(_EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in _EXCEPTION_HANDLERS)
+                    await (await handler(request, exc))(scope, receive, send)
+                    if handler is _unexpected_error:
+                        raise  # as Starlette's ServerErrorMiddleware does: the server logs it too
+                    return
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Starlette:
     # A bad llm or auth section raises ConfigError here, before the server binds (exit 2 from the CLI).
     llm_settings = parse_llm_settings(settings.llm)
@@ -127,7 +163,7 @@ def create_app(settings: Settings) -> Starlette:
         await asyncio.to_thread(prompt_cache.refresh_sync)
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
-        # The LLM proxy: one shared httpx client per upstream base URL, spans on this app's provider.
+        # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider.
         llm_proxy = LlmProxy(llm_settings, auth_settings, telemetry.provider, app.state.prompt_renderer)
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
@@ -136,6 +172,10 @@ def create_app(settings: Settings) -> Starlette:
             await state.refresh_view()
             await prompt_cache.refresh()
 
+        # What exists now (imported modules, this app) lives as long as the worker: frozen, it leaves the
+        # collector's full passes, which otherwise stop every request for 50-110 ms now and then under load
+        # (docs/benchmarks.md). Unfrozen at shutdown, so a process that runs several apps can collect them.
+        gc.freeze()
         tasks = [
             asyncio.create_task(
                 prompt_cache.run_refresher(settings.serving.refresh_interval_s), name="prompt-refresher"
@@ -178,16 +218,12 @@ def create_app(settings: Settings) -> Starlette:
                 await state.notifier.close()
             await asyncio.to_thread(telemetry.shutdown)  # bounded: telemetry.shutdown_timeout_s per part
             await asyncio.to_thread(store.close)
+            gc.unfreeze()
 
-    return Starlette(
+    return GatewayApp(
         routes=[*serving.routes, *prompts_api.routes, *registry.routes, *ops.routes, *traces.routes, *llm_api.routes],
         lifespan=lifespan,
-        exception_handlers={
-            HTTPException: _http_exception,
-            GatewayError: _gateway_error,
-            SQLAlchemyError: _store_error,
-            Exception: _unexpected_error,
-        },
+        exception_handlers=dict(_EXCEPTION_HANDLERS),
     )
 
 

@@ -10,10 +10,11 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from gateway import metrics
 from gateway.errors import BadRequest, GatewayError, ModelPredictError, NotFound
-from gateway.http import JSON_OPTIONS, RawJSONResponse, error_response, read_body
+from gateway.http import JSON_OPTIONS, RawJSONResponse, error_response, read_raw_body
 from gateway.refs import ModelRef, parse_model_ref, parse_version, validate_model_name
 from gateway.serving.batcher import REJECTIONS
 from gateway.serving.model import LoadedModel
@@ -51,18 +52,21 @@ async def _invoke_model(request: Request, ref: ModelRef) -> Response:
             model = await pool.get(ref)
         except GatewayError as exc:
             return error_response(exc)
-    # One pass over the raw headers (ASGI lowercases their names) finds both headers we read.
-    content_type = timeout_header = None
+    # One pass over the raw headers (ASGI lowercases their names) finds the three headers we read.
+    content_type = timeout_header = content_length = None
     for key, value in request.scope["headers"]:
         if key == b"content-type":
             if content_type is None:
                 content_type = value.decode("latin-1")
+        elif key == b"content-length":
+            if content_length is None:
+                content_length = value
         elif key == _TIMEOUT_HEADER_KEY:
             timeout_header = value
     pool.acquire(model)
     try:
         timeout_s = None if timeout_header is None else _timeout_s(timeout_header)
-        body = await read_body(request, state.settings.serving.max_body_bytes)
+        body = await read_raw_body(request.receive, content_length, state.settings.serving.max_body_bytes)
         prediction, unwrapped = await model.invoke(body, content_type, started=started, timeout_s=timeout_s)
     except GatewayError as exc:
         if exc.status >= 500 and exc.status not in (503, 504):
@@ -138,8 +142,35 @@ async def invocations_by_version(request: Request) -> Response:
     return await _invoke(request, ref)
 
 
-routes = [
-    Route("/invocations", invocations, methods=["POST"]),
-    Route("/models/{ref}/invocations", invocations_by_ref, methods=["POST"]),
-    Route("/models/{name}/versions/{version}/invocations", invocations_by_version, methods=["POST"]),
-]
+_DEFAULT_ROUTE = Route("/invocations", invocations, methods=["POST"])
+_BY_REF_ROUTE = Route("/models/{ref}/invocations", invocations_by_ref, methods=["POST"])
+_BY_VERSION_ROUTE = Route("/models/{name}/versions/{version}/invocations", invocations_by_version, methods=["POST"])
+routes = [_DEFAULT_ROUTE, _BY_REF_ROUTE, _BY_VERSION_ROUTE]
+
+
+def match_invocation(scope: Scope) -> Route | None:
+    """The route a POST to ``scope``'s path takes when it is one of ours, with ``route`` and
+    ``path_params`` set in ``scope`` as Starlette's router sets them; None for any other path.
+
+    Lets ``gateway.app`` answer the hottest requests without the router and middleware layers. These
+    routes come first in the app, so for a POST the first full match is always the one found here.
+    """
+    path: str = scope["path"]
+    if path == "/invocations":
+        route = _DEFAULT_ROUTE
+        params: dict[str, str] = {}
+    elif path.startswith("/models/") and path.endswith("/invocations"):
+        match = _BY_REF_ROUTE.path_regex.match(path)
+        route = _BY_REF_ROUTE
+        if match is None:
+            match = _BY_VERSION_ROUTE.path_regex.match(path)
+            route = _BY_VERSION_ROUTE
+            if match is None:
+                return None
+        params = match.groupdict()  # {ref}, {name} and {version} are plain strings (no convertor)
+    else:
+        return None
+    scope["route"] = route
+    scope["endpoint"] = route.endpoint
+    scope["path_params"] = params
+    return route

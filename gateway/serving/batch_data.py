@@ -25,6 +25,11 @@ def batch_key(data: Any) -> tuple[Hashable, int] | None:
         rows = data.nrows
         if rows < 1:
             return None
+        block = data.block
+        if block is not None and block.ndim == 2 and block.shape[0] == rows:
+            # Columns that are views of one matrix: the same key as below, without looking at each.
+            dtype = block.dtype
+            return ("frame", tuple([(name, dtype, ()) for name in data.columns])), rows
         spec = []
         for name, col in data.columns.items():
             if not isinstance(col, np.ndarray) or col.ndim < 1 or col.shape[0] != rows:

@@ -23,6 +23,7 @@ from gateway.serving.payload import parse_request
 from gateway.serving.runtimes._common import predict_error
 from gateway.serving.runtimes.loading import load_runtime
 from gateway.serving.signature import Signature, parse_signature
+from gateway.serving.tick_batcher import TickBatcher
 from gateway.serving.types import Frame, Runtime
 
 logger = logging.getLogger("gateway.serving")
@@ -76,6 +77,10 @@ class LoadedModel:
             max_workers=1, thread_name_prefix=f"model-{self.name}-{self.version}"
         )
         self.batcher = Batcher(self._predict, self._executor, self.batch, name=self.name, version=self.version)
+        # Inline requests of one loop iteration share a call when batching is on (see tick_batcher).
+        self.tick_batcher = (
+            TickBatcher(self._predict, to_jsonable, self.batch.max_batch_rows) if self.batch.batching else None
+        )
         self.headers = {"X-Model-Name": self.name, "X-Model-Version": str(self.version)}
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         # Metric labels, built once (the request path only looks them up).
@@ -101,6 +106,9 @@ class LoadedModel:
         data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
         params = enforce_params(parsed.params, signature.params if signature is not None else None)
         if self.run_inline and _rows(data) <= INLINE_MAX_ROWS:
+            tick = self.tick_batcher
+            if tick is not None and params is None and tick.should_wait():
+                return await tick.submit(data), parsed.unwrapped  # shaped for JSON already
             prediction = self._predict(data, params)
         else:
             prediction = await self.batcher.submit(
@@ -163,6 +171,9 @@ class LoadedModel:
             "loaded_at": self.loaded_at,
             "warm_up_us": None if self.warm_up_us is None else round(self.warm_up_us, 1),
             "execution": "inline" if self.run_inline else "thread",
+            "inline_batching": (
+                self.tick_batcher.stats.as_dict() if self.tick_batcher is not None and self.run_inline else None
+            ),
             "batching": self.batch.describe(),
             **self.batcher.describe(),
         }

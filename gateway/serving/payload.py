@@ -210,8 +210,8 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
         raise BadRequest(
             f"Invalid input. Dataframe split 'data' must be a list of rows. Got {_json_type(data)}."
         )
-    if columns is not None:
-        _check_column_names(columns)
+    if columns is not None and (schema is None or columns != schema.plan.unique_name_list):
+        _check_column_names(columns)  # (the schema's own names, in order, are known to be valid)
     if data and all(type(row) is list for row in data):
         width = len(columns) if columns is not None else len(data[0])
         for i, row in enumerate(data):
@@ -224,7 +224,7 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
             block = _double_block(data, columns, schema)
             if block is not None:
                 _check_index(index, data)
-                return Frame({k: block[:, i] for i, k in enumerate(columns)}, len(data), block)
+                return Frame(dict(zip(columns, block.T, strict=True)), len(data), block)  # column views
         cols: list[Any] = list(zip(*data, strict=True))
     elif data and not any(type(row) in (list, dict) for row in data):
         width = 1  # a flat list is one column, as pandas reads it

@@ -122,6 +122,8 @@ class _ColumnPlan:
     # Every column named and ``double`` (iris-like tables): the names, for the block fast path.
     double_names: frozenset[str] | None = None
     ordered_names: tuple[str, ...] = ()
+    # The same names as a list when they are unique: a request's ``columns`` equal to it need no checks.
+    unique_name_list: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class Schema:
     def plan(self) -> _ColumnPlan:
         """The compiled column plan (column schemas only), cached on the schema."""
         specs = tuple(s for s in self.inputs if isinstance(s, ColSpec))
+        names = [s.name for s in specs if s.name is not None]
         return _ColumnPlan(
             specs=specs,
             by_name={s.name: s for s in specs if s.name is not None},
@@ -180,7 +183,8 @@ class Schema:
             double_names=frozenset(s.name for s in specs)  # type: ignore[misc]
             if specs and all(s.type == "double" and s.name is not None for s in specs)
             else None,
-            ordered_names=tuple(s.name for s in specs if s.name is not None),
+            ordered_names=tuple(names),
+            unique_name_list=names if names and len(set(names)) == len(names) else None,
         )
 
 

@@ -1,0 +1,186 @@
+"""``POST /invocations`` skips Starlette's router and middleware layers (``GatewayApp`` in gateway/app.py):
+every answer must be what the usual path gives, byte for byte, errors included.
+
+Two real gateways over one store: the app as built, and the same app with a pass-through middleware,
+which makes every request take Starlette's usual path. Each request goes to both; status, body and the
+headers a client reads must match.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.app import create_app
+from gateway.config import load_settings
+from tests.api.batching_gateway import register, sample
+from tests.packages import IRIS_COLUMNS, PackageCache
+from tests.servers import run_app_in_thread
+
+MAX_BODY_BYTES = 4096
+HEADERS_COMPARED = ("content-type", "content-length", "x-model-name", "x-model-version", "retry-after", "allow")
+
+
+def build_unserializable_pyfunc_package(dest: Path) -> Path:
+    """A pyfunc whose answer is a Python ``set``, which no JSON writer takes: the gateway's 500 path."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    class SetModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+            return {float(v) for v in model_input["x"]}
+
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    mlflow.pyfunc.save_model(
+        str(dest),
+        python_model=SetModel(),
+        signature=infer_signature(frame, pd.DataFrame({"y": [1.0]})),
+        input_example=frame,
+        pip_requirements=["mlflow", "pandas"],
+    )
+    return dest
+
+
+class SeenPaths:
+    """A pass-through middleware that notes each HTTP path (proof that the usual path was taken)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen_paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+seen_paths: list[str] = []
+
+
+@dataclass
+class Pair:
+    fast: httpx.Client
+    usual: httpx.Client
+    fast_url: str
+
+
+@pytest.fixture(scope="module")
+def pair(packages: PackageCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    root = tmp_path_factory.mktemp("fastpath")
+    roots = [packages.root, root]
+    store_uri = f"sqlite:///{root}/store.db"
+    register(store_uri, "iris", packages.get("onnx_classifier"), roots)
+    register(store_uri, "sets", build_unserializable_pyfunc_package(root / "sets"), roots)
+    settings = load_settings(
+        {
+            "store_uri": store_uri,
+            "artifact_roots": [str(r) for r in roots],
+            "workers": 1,
+            "serving.default_model": "models:/iris@prod",
+            "serving.preload": ["models:/iris@prod", "models:/sets@prod"],
+            "serving.max_body_bytes": MAX_BODY_BYTES,
+        },
+        environ={},
+    )
+    usual_app = create_app(settings)
+    usual_app.add_middleware(SeenPaths)
+    with (
+        run_app_in_thread(create_app(settings)) as fast_url,
+        run_app_in_thread(usual_app) as usual_url,
+        httpx.Client(base_url=fast_url, timeout=60) as fast,
+        httpx.Client(base_url=usual_url, timeout=60) as usual,
+    ):
+        for client in (fast, usual):
+            deadline = time.monotonic() + 60
+            while client.get("/health").status_code != 200:
+                assert time.monotonic() < deadline, client.get("/health").text
+                time.sleep(0.05)
+        yield Pair(fast, usual, fast_url)
+
+
+GOOD = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}
+JSON = {"Content-Type": "application/json"}
+CASES: dict[str, tuple[str, str, bytes, dict[str, str]]] = {
+    "default model": ("POST", "/invocations", orjson.dumps(GOOD), JSON),
+    "by alias": ("POST", "/models/iris@prod/invocations", orjson.dumps(GOOD), JSON),
+    "by version": ("POST", "/models/iris/versions/1/invocations", orjson.dumps({"inputs": [[1.0, 2, 3, 4]]}), JSON),
+    "no content type": ("POST", "/invocations", orjson.dumps(GOOD), {}),
+    "deadline header": ("POST", "/invocations", orjson.dumps(GOOD), {**JSON, "X-Request-Timeout-Ms": "5000"}),
+    "bad deadline header": ("POST", "/invocations", orjson.dumps(GOOD), {**JSON, "X-Request-Timeout-Ms": "soon"}),
+    "not json": ("POST", "/invocations", b"{not json", JSON),
+    "wrong content type": ("POST", "/invocations", orjson.dumps(GOOD), {"Content-Type": "application/xml"}),
+    "too large": ("POST", "/invocations", b" " * (MAX_BODY_BYTES + 1) + orjson.dumps(GOOD), JSON),
+    "missing column": (
+        "POST", "/invocations", orjson.dumps({"dataframe_split": {"columns": ["a"], "data": [[1.0]]}}), JSON,
+    ),
+    "unknown model": ("POST", "/models/nosuch@prod/invocations", orjson.dumps(GOOD), JSON),
+    "unknown alias": ("POST", "/models/iris@nosuch/invocations", orjson.dumps(GOOD), JSON),
+    "bad version": ("POST", "/models/iris/versions/x/invocations", orjson.dumps(GOOD), JSON),
+    "no alias": ("POST", "/models/iris/invocations", orjson.dumps(GOOD), JSON),
+    "other path": ("POST", "/models/iris@prod/invocations/more", orjson.dumps(GOOD), JSON),
+    "GET": ("GET", "/invocations", b"", {}),
+    "unserializable answer": (
+        "POST", "/models/sets@prod/invocations", orjson.dumps({"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}),
+        JSON,
+    ),
+}  # fmt: skip
+STATUSES = {"default model": 200, "by alias": 200, "by version": 200, "no content type": 200, "deadline header": 200,
+            "bad deadline header": 400, "not json": 400, "wrong content type": 415, "too large": 413,
+            "missing column": 400, "unknown model": 404, "unknown alias": 404, "bad version": 400, "no alias": 404,
+            "other path": 404, "GET": 405, "unserializable answer": 500}  # fmt: skip
+RESOLVED = {"default model", "by alias", "by version", "no content type", "deadline header", "bad deadline header",
+            "not json", "wrong content type", "too large", "missing column"}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fast_path_answers_as_the_usual_path(pair: Pair, case: str) -> None:
+    method, path, body, headers = CASES[case]
+    seen_paths.clear()
+    fast = pair.fast.request(method, path, content=body, headers=headers)
+    usual = pair.usual.request(method, path, content=body, headers=headers)
+    assert seen_paths == [path]  # the usual path went through the middleware; the fast one has none
+    assert fast.status_code == usual.status_code == STATUSES[case], (fast.text, usual.text)
+    assert fast.content == usual.content
+    for name in HEADERS_COMPARED:
+        assert fast.headers.get(name) == usual.headers.get(name), name
+    if fast.status_code >= 400:
+        error = fast.json()
+        assert error["error_code"] and error["message"], error  # MLflow's error body, saying what was wrong
+    if case in RESOLVED:  # the model was found: the answer says which version answered, errors included
+        assert fast.headers["x-model-name"] == "iris" and fast.headers["x-model-version"] == "1"
+
+
+def test_a_client_that_leaves_mid_body_is_counted_499(pair: Pair) -> None:
+    def count() -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = pair.fast.get("/metrics").text
+        samples = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        return sample(samples, "gateway_requests_total", model="iris", version="1", status="499")
+
+    before = count()
+    host, port = pair.fast_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"inputs": [[1.0,'
+        )
+        time.sleep(0.2)  # let the server start reading the body before the connection goes
+    deadline = time.monotonic() + 10
+    while count() != before + 1:
+        assert time.monotonic() < deadline, "the abandoned request was never counted as 499"
+        time.sleep(0.05)
+    assert pair.fast.post("/invocations", json=GOOD).status_code == 200  # and the server is fine
