@@ -19,7 +19,7 @@ from gateway.refs import ModelRef, parse_model_ref, parse_version, validate_mode
 from gateway.serving.batcher import REJECTIONS
 from gateway.serving.model import LoadedModel
 from gateway.state import GatewayState
-from gateway.telemetry.invocations import trace_invocation
+from gateway.telemetry.invocations import SPAN_SCOPE_KEY, trace_invocation
 
 logger = logging.getLogger("gateway.serving")
 
@@ -67,7 +67,9 @@ async def _invoke_model(request: Request, ref: ModelRef) -> Response:
     try:
         timeout_s = None if timeout_header is None else _timeout_s(timeout_header)
         body = await read_raw_body(request.receive, content_length, state.settings.serving.max_body_bytes)
-        prediction, unwrapped = await model.invoke(body, content_type, started=started, timeout_s=timeout_s)
+        prediction, unwrapped = await model.invoke(
+            body, content_type, started=started, timeout_s=timeout_s, span=request.scope.get(SPAN_SCOPE_KEY)
+        )
     except GatewayError as exc:
         if exc.status >= 500 and exc.status not in (503, 504):
             logger.error(

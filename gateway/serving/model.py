@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from opentelemetry.trace import Span
 
 from gateway.config import ServingSettings
 from gateway.errors import GatewayError
@@ -25,6 +26,7 @@ from gateway.serving.runtimes.loading import load_runtime
 from gateway.serving.signature import Signature, parse_signature
 from gateway.serving.tick_batcher import TickBatcher
 from gateway.serving.types import Frame, Runtime
+from gateway.telemetry.semconv import GATEWAY_REQUEST_ROWS
 
 logger = logging.getLogger("gateway.serving")
 
@@ -94,18 +96,23 @@ class LoadedModel:
         *,
         started: float | None = None,
         timeout_s: float | None = None,
+        span: Span | None = None,
     ) -> tuple[Any, bool]:
         """Parse, check and predict; returns (jsonable prediction, unwrapped).
 
         ``started`` (``time.monotonic()`` when the request arrived) and ``timeout_s`` (the client's
-        deadline) matter only to a request that queues: an inline one runs at once.
+        deadline) matter only to a request that queues: an inline one runs at once. ``span``, the
+        request's SERVER span when spans are exported, learns how many rows the request holds.
         """
         signature = self.signature
         parsed = parse_request(body, content_type, signature)
         # MLflow enforces the schema on unified-LLM bodies (a dict) too.
         data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
         params = enforce_params(parsed.params, signature.params if signature is not None else None)
-        if self.run_inline and _rows(data) <= INLINE_MAX_ROWS:
+        rows = _rows(data)
+        if span is not None:
+            span.set_attribute(GATEWAY_REQUEST_ROWS, rows)
+        if self.run_inline and rows <= INLINE_MAX_ROWS:
             tick = self.tick_batcher
             if tick is not None and params is None and tick.should_wait():
                 return await tick.submit(data), parsed.unwrapped  # shaped for JSON already

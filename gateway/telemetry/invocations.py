@@ -5,18 +5,15 @@ endpoint only calls ``trace_invocation`` when ``app.state.trace_invocations`` is
 only when spans are exported somewhere: with no OTLP endpoint a request does no span work at all.
 
 Attributes: ``gateway.model.name``, ``gateway.model.version`` (from the answer's ``X-Model-*``
-headers, once the reference is resolved), ``gateway.request.rows`` (the number of predictions in a
-JSON answer of up to ``_MAX_ROWS_BODY_BYTES``), the HTTP method, route and status, and
-``error.type`` (the status code) for a 5xx. The span is the current span while the model runs, so
-a batcher can add ``gateway.batch.rows`` to it (``opentelemetry.trace.get_current_span()``).
+headers, once the reference is resolved), ``gateway.request.rows`` (set by the model once the body
+is parsed: the span is handed over in the ASGI scope under :data:`SPAN_SCOPE_KEY`), the HTTP method,
+route and status, and ``error.type`` (the status code) for a 5xx.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -28,9 +25,9 @@ from gateway.refs import ModelRef
 from gateway.telemetry import semconv as sc
 
 TRACER_NAME = "gateway.serving"
+# Where the request's SERVER span waits in the ASGI scope for the endpoint to describe the request.
+SPAN_SCOPE_KEY = "gateway.span"
 _PROPAGATOR = TraceContextTextMapPropagator()
-# Larger answers are not parsed again just to count their rows.
-_MAX_ROWS_BODY_BYTES = 1 << 20
 
 Invoke = Callable[[Request, ModelRef], Awaitable[Response]]
 
@@ -53,6 +50,7 @@ async def trace_invocation(request: Request, ref: ModelRef, invoke: Invoke) -> R
         },
     )
     token = otel_context.attach(trace.set_span_in_context(span, parent))
+    request.scope[SPAN_SCOPE_KEY] = span
     try:
         response = await invoke(request, ref)
     except BaseException as exc:
@@ -78,24 +76,4 @@ def _describe_response(span: trace.Span, response: Response, ref: ModelRef) -> N
     if status >= 500:
         span.set_attribute(sc.ERROR_TYPE, str(status))
         span.set_status(Status(StatusCode.ERROR))
-    elif status == 200:
-        rows = _prediction_rows(getattr(response, "body", b""))
-        if rows is not None:
-            span.set_attribute(sc.GATEWAY_REQUEST_ROWS, rows)
 
-
-def _prediction_rows(body: Any) -> int | None:
-    """How many predictions a ``{"predictions": ...}`` answer holds (one per input row)."""
-    if not isinstance(body, bytes | memoryview) or not body or len(body) > _MAX_ROWS_BODY_BYTES:
-        return None
-    try:
-        content = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    predictions = content.get("predictions") if isinstance(content, dict) else None
-    if isinstance(predictions, list):
-        return len(predictions)
-    if isinstance(predictions, dict) and predictions:
-        first = next(iter(predictions.values()))
-        return len(first) if isinstance(first, list) else 1
-    return None
