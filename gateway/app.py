@@ -101,14 +101,21 @@ _EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response
 
 
 class GatewayApp(Starlette):
-    """Starlette, except that a POST to ``/invocations`` (or a per-model variant) goes straight to its
-    endpoint: the router, the request wrapper and both exception middlewares cost about as much CPU as
-    an iris prediction. Errors the endpoint raises get the same handlers and answers as elsewhere;
-    with user middleware or a ``root_path`` every request takes the usual way."""
+    """Starlette, except that a POST to ``/invocations`` (or a per-model variant) and a cached prompt
+    read (``GET /api/prompts/{name}[@alias]``) go straight to their endpoint: the router, the request
+    wrapper and both exception middlewares cost about as much CPU as an iris prediction. Errors the
+    endpoint raises get the same handlers and answers as elsewhere; with user middleware or a
+    ``root_path`` every request takes the usual way."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            route = None if self.user_middleware else serving.match_invocation(scope)
+        if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
+            method = scope["method"]
+            if method == "POST":
+                route = serving.match_invocation(scope)
+            elif method == "GET":
+                route = prompts_api.match_read(scope)
+            else:
+                route = None
             if route is not None:
                 scope["app"] = self
                 request = Request(scope, receive, send)

@@ -1,5 +1,5 @@
-"""``POST /invocations`` skips Starlette's router and middleware layers (``GatewayApp`` in gateway/app.py):
-every answer must be what the usual path gives, byte for byte, errors included.
+"""``POST /invocations`` and cached prompt reads skip Starlette's router and middleware layers (``GatewayApp``
+in gateway/app.py): every answer must be what the usual path gives, byte for byte, errors included.
 
 Two real gateways over one store: the app as built, and the same app with a pass-through middleware,
 which makes every request take Starlette's usual path. Each request goes to both; status, body and the
@@ -22,12 +22,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import create_app
 from gateway.config import load_settings
+from prompts.store import PromptStore
 from tests.api.batching_gateway import register, sample
 from tests.packages import IRIS_COLUMNS, PackageCache
 from tests.servers import run_app_in_thread
 
 MAX_BODY_BYTES = 4096
-HEADERS_COMPARED = ("content-type", "content-length", "x-model-name", "x-model-version", "retry-after", "allow")
+HEADERS_COMPARED = (
+    "content-type", "content-length", "x-model-name", "x-model-version", "retry-after", "allow", "etag",
+)  # fmt: skip
 
 
 def build_unserializable_pyfunc_package(dest: Path) -> Path:
@@ -80,6 +83,11 @@ def pair(packages: PackageCache, tmp_path_factory: pytest.TempPathFactory) -> It
     store_uri = f"sqlite:///{root}/store.db"
     register(store_uri, "iris", packages.get("onnx_classifier"), roots)
     register(store_uri, "sets", build_unserializable_pyfunc_package(root / "sets"), roots)
+    prompts = PromptStore.open(store_uri)
+    prompts.create_version("qa", "Answer {{ question }}")
+    prompts.create_version("qa", [{"role": "user", "content": "Answer {{ question }} briefly"}])
+    prompts.set_alias("qa", "production", 1)
+    prompts.close()
     settings = load_settings(
         {
             "store_uri": store_uri,
@@ -104,9 +112,12 @@ def pair(packages: PackageCache, tmp_path_factory: pytest.TempPathFactory) -> It
             while client.get("/health").status_code != 200:
                 assert time.monotonic() < deadline, client.get("/health").text
                 time.sleep(0.05)
+        CASES["prompt not modified"][3]["If-None-Match"] = fast.get("/api/prompts/qa@production").headers["etag"]
         yield Pair(fast, usual, fast_url)
 
 
+# Filled in by the fixture once the store holds the prompt (ETags are content hashes).
+PROMPT_V1_ETAG = "filled-in-by-the-pair-fixture"
 GOOD = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}
 JSON = {"Content-Type": "application/json"}
 CASES: dict[str, tuple[str, str, bytes, dict[str, str]]] = {
@@ -132,11 +143,21 @@ CASES: dict[str, tuple[str, str, bytes, dict[str, str]]] = {
         "POST", "/models/sets@prod/invocations", orjson.dumps({"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}),
         JSON,
     ),
+    "prompt by alias": ("GET", "/api/prompts/qa@production", b"", {}),
+    "prompt latest": ("GET", "/api/prompts/qa@latest", b"", {}),
+    "prompt by name": ("GET", "/api/prompts/qa", b"", {}),
+    "prompt not modified": ("GET", "/api/prompts/qa@production", b"", {"If-None-Match": PROMPT_V1_ETAG}),
+    "prompt unknown": ("GET", "/api/prompts/nosuch@production", b"", {}),
+    "prompt unknown alias": ("GET", "/api/prompts/qa@nosuch", b"", {}),
+    "prompt bad name": ("GET", "/api/prompts/bad name@production", b"", {}),
+    "prompt versions": ("GET", "/api/prompts/qa/versions", b"", {}),
 }  # fmt: skip
 STATUSES = {"default model": 200, "by alias": 200, "by version": 200, "no content type": 200, "deadline header": 200,
             "bad deadline header": 400, "not json": 400, "wrong content type": 415, "too large": 413,
             "missing column": 400, "unknown model": 404, "unknown alias": 404, "bad version": 400, "no alias": 404,
-            "other path": 404, "GET": 405, "unserializable answer": 500}  # fmt: skip
+            "other path": 404, "GET": 405, "unserializable answer": 500, "prompt by alias": 200,
+            "prompt latest": 200, "prompt by name": 200, "prompt not modified": 304, "prompt unknown": 404,
+            "prompt unknown alias": 404, "prompt bad name": 400, "prompt versions": 200}  # fmt: skip
 RESOLVED = {"default model", "by alias", "by version", "no content type", "deadline header", "bad deadline header",
             "not json", "wrong content type", "too large", "missing column"}  # fmt: skip
 
@@ -152,6 +173,8 @@ def test_fast_path_answers_as_the_usual_path(pair: Pair, case: str) -> None:
     assert fast.content == usual.content
     for name in HEADERS_COMPARED:
         assert fast.headers.get(name) == usual.headers.get(name), name
+    if case == "prompt not modified":
+        assert fast.content == b"" and fast.headers["etag"]
     if fast.status_code >= 400:
         error = fast.json()
         assert error["error_code"] and error["message"], error  # MLflow's error body, saying what was wrong
