@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -156,7 +156,7 @@ class StreamingAnswer(Response):
 
     def __init__(
         self,
-        response: httpx.Response,
+        response: aiohttp.ClientResponse,
         chunks: AsyncIterator[bytes],
         splitter: SSESplitter,
         first_events: bytes,
@@ -198,6 +198,7 @@ class StreamingAnswer(Response):
     async def _pump(self, send: Send) -> None:
         state = self._state
         error: ProxyError | None = None
+        complete = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             state.feed(self._first)
@@ -208,23 +209,27 @@ class StreamingAnswer(Response):
                 if events:
                     state.feed(events)
                     await send({"type": "http.response.body", "body": events, "more_body": True})
+            complete = True
             tail = splitter.rest()
             if tail:  # an unterminated last event: relayed as it came (clients discard it, as without us)
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:  # before OSError: some aiohttp errors are OSErrors too
             error = self._interrupted(exc)
             await self._send_quietly(send, sse_error_event(error))
         except OSError:  # the client went away (servers speaking ASGI spec 2.4 raise on send)
             self._disconnected = True
         finally:
-            await self._response.aclose()  # unread: closes the connection, so the upstream stops generating
+            if complete:
+                self._response.release()  # read to the end: the connection goes back to the pool
+            else:
+                self._response.close()  # closes the connection, so the upstream stops generating
             self._on_end(state.finish(), error, self._disconnected)
         await self._send_quietly(send, b"", more_body=False)
 
-    def _interrupted(self, exc: httpx.HTTPError) -> ProxyError:
+    def _interrupted(self, exc: aiohttp.ClientError) -> ProxyError:
         name = type(exc).__name__
         logger.warning("Upstream %s failed after the stream started: %s: %s", self._target, name, exc)
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, aiohttp.ServerTimeoutError):
             return ProxyError(
                 504,
                 f"Upstream {self._target} went silent mid-stream ({name}); the stream ends here.",

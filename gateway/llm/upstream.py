@@ -1,4 +1,4 @@
-"""Upstream calls: one shared httpx connection pool per base URL, retries, backoff and fallback.
+"""Upstream calls: one shared aiohttp connection pool per base URL, retries, backoff and fallback.
 
 Per route: targets in order (or the first drawn by weight), each tried up to ``1 + retries`` times on
 429, 408, 5xx and connection errors, waiting an exponential backoff with jitter or the upstream's
@@ -7,10 +7,11 @@ unusable (bad key, wrong model or URL): no retry, straight to the next target. O
 client's to see and pass through as they are. ``timeout_s`` bounds the whole call, waits included,
 until the answer (or a stream's first event) has arrived.
 
-The pools are ``httpx.AsyncHTTPTransport`` objects called directly (``handle_async_request``): the
-same keep-alive pool an ``AsyncClient`` wraps, without the per-request work of the client layer
-(URL merging, default headers, auth and redirect hooks, a cookie jar shared by all callers), which
-costs about as much as the rest of the proxy's own work per call.
+The pools are ``aiohttp.ClientSession`` objects, one per base URL: measured on the bench's fake
+upstream at 32 concurrent calls, an aiohttp call costs about a tenth of the CPU of an httpx one
+(httpcore's pool scans every pooled connection, with a ``poll()`` each, on every request). Each session
+is set up to add nothing of its own: no cookie jar, no redirects, no ``Accept``/``Accept-Encoding``
+headers; a request carries our headers and the body bytes only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import orjson
 from opentelemetry.trace import Span
+from yarl import URL
 
 from gateway import __version__
 from gateway.llm import metrics
@@ -39,7 +41,8 @@ from gateway.llm.streaming import SSESplitter
 logger = logging.getLogger("gateway.llm")
 
 _MAX_ERROR_MESSAGE_CHARS = 300
-_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30.0)
+_MAX_CONNECTIONS = 512  # per base URL
+_KEEPALIVE_S = 30.0
 _USER_AGENT = f"gateway/{__version__}"
 
 
@@ -56,7 +59,7 @@ class Completed:
 class Opened:
     """A stream whose first complete events have arrived; the rest is still upstream."""
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     chunks: AsyncIterator[bytes]
     splitter: SSESplitter
     first_events: bytes
@@ -100,21 +103,22 @@ class Upstreams:
     def __init__(self, settings: LlmSettings, spans: ProxySpans, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self._spans = spans
-        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._pools: dict[str, aiohttp.ClientSession] = {}
         self._headers: dict[Target, dict[str, str]] = {}
-        self._urls: dict[tuple[Target, str], httpx.URL] = {}
+        self._urls: dict[tuple[Target, str], URL] = {}
         self._secrets: dict[Target, str] = {}
-        self._timeouts: dict[str, dict[str, float]] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         for route in settings.routes.values():
-            self._timeouts[route.name] = {
-                "connect": route.connect_timeout_s,
-                "read": route.read_timeout_s,
-                "write": route.read_timeout_s,
-                "pool": route.connect_timeout_s,
-            }
+            # connect: waiting for a pooled connection plus opening one; sock_read: between two reads.
+            self._timeouts[route.name] = aiohttp.ClientTimeout(
+                total=None,
+                connect=route.connect_timeout_s,
+                sock_connect=route.connect_timeout_s,
+                sock_read=route.read_timeout_s,
+            )
             for target in route.targets:
                 for path in OPERATION_PATHS:
-                    self._urls[(target, path)] = httpx.URL(target.base_url + path)
+                    self._urls[(target, path)] = URL(target.base_url + path)
                 headers = {"content-type": "application/json", "user-agent": _USER_AGENT}
                 key = env.get(target.api_key_env) if target.api_key_env else None
                 if key:
@@ -125,11 +129,16 @@ class Upstreams:
     async def start(self) -> None:
         for target in self._headers:
             if target.base_url not in self._pools:
-                self._pools[target.base_url] = httpx.AsyncHTTPTransport(limits=_LIMITS)
+                self._pools[target.base_url] = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_S),
+                    cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every client: keep no cookies
+                    skip_auto_headers=("Accept", "Accept-Encoding"),
+                    raise_for_status=False,
+                )
 
     async def close(self) -> None:
         pools, self._pools = self._pools, {}
-        await asyncio.gather(*(pool.aclose() for pool in pools.values()), return_exceptions=True)
+        await asyncio.gather(*(pool.close() for pool in pools.values()), return_exceptions=True)
 
     def redact(self, target: Target, text: str) -> str:
         secret = self._secrets.get(target)
@@ -157,7 +166,11 @@ class Upstreams:
                 try:
                     async with asyncio.timeout_at(deadline):
                         outcome = await self._send(call, route, target, span)
-                except TimeoutError:
+                except aiohttp.ServerTimeoutError as exc:  # this attempt's connect or read timeout (a TimeoutError)
+                    failure = _Failure("timeout", type(exc).__name__, f"{type(exc).__name__}", retryable=True)
+                except aiohttp.ClientError as exc:
+                    failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)), retryable=True)
+                except TimeoutError:  # the route's timeout_s
                     message = f"Route {route.name!r} gave no answer within timeout_s={route.timeout_s:g} s"
                     self._record_failure(call, route, target, span, started, "timeout", message)
                     raise ProxyError(
@@ -167,10 +180,6 @@ class Upstreams:
                         code="upstream_timeout",
                         error_type="timeout",
                     ) from None
-                except httpx.TimeoutException as exc:
-                    failure = _Failure("timeout", type(exc).__name__, f"{type(exc).__name__}", retryable=True)
-                except httpx.HTTPError as exc:
-                    failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)), retryable=True)
                 else:
                     if not isinstance(outcome, _Failure):
                         return Attempt(target, span, number, started, outcome)
@@ -199,22 +208,21 @@ class Upstreams:
         propagation = trace_headers(span)
         if propagation:
             headers = {**headers, **propagation}
-        request = httpx.Request(
-            "POST",
+        response = await self._pools[target.base_url].post(
             self._urls[(target, call.operation.path)],
-            content=call.body_for(target.model),
+            data=call.body_for(target.model),
             headers=headers,
-            extensions={"timeout": self._timeouts[route.name]},
+            timeout=self._timeouts[route.name],
+            allow_redirects=False,
         )
-        response = await self._pools[target.base_url].handle_async_request(request)
         opened = False
         try:
-            status = response.status_code
+            status = response.status
             if not 200 <= status < 300:
-                return self._classify(target, status, await response.aread(), response.headers)
+                return self._classify(target, status, await response.read(), response.headers)
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and content_type.startswith("text/event-stream"):
-                chunks = response.aiter_bytes()
+                chunks = response.content.iter_any()
                 splitter = SSESplitter()
                 async for chunk in chunks:
                     events = splitter.feed(chunk)
@@ -224,12 +232,12 @@ class Upstreams:
                 return _Failure(
                     "transport", "empty_stream", "closed the stream before sending an event", retryable=True
                 )
-            return Completed(status, await response.aread(), content_type)
+            return Completed(status, await response.read(), content_type)
         finally:
             if not opened:
-                await response.aclose()
+                response.release()  # back to the pool when read to the end, else the connection is closed
 
-    def _classify(self, target: Target, status: int, body: bytes, headers: httpx.Headers) -> Completed | _Failure:
+    def _classify(self, target: Target, status: int, body: bytes, headers: Mapping[str, str]) -> Completed | _Failure:
         if status in (408, 429) or status >= 500 or status in (401, 403, 404, 405) or status < 400:
             message = self.redact(target, _error_message(body))
             retryable = status in (408, 429) or status >= 500
@@ -240,7 +248,7 @@ class Upstreams:
         return Completed(status, self.redact(target, body.decode("utf-8", "replace")).encode(), _json_type(headers))
 
 
-def _json_type(headers: httpx.Headers) -> str:
+def _json_type(headers: Mapping[str, str]) -> str:
     return str(headers.get("content-type", "application/json"))
 
 
@@ -260,7 +268,7 @@ def _backoff_s(route: Route, retry: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _retry_after_s(headers: httpx.Headers) -> float | None:
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after-ms")
     if value:
         try:

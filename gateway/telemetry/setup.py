@@ -10,7 +10,8 @@ app hands its provider to whatever records spans (the LLM proxy, ``/invocations`
 
 The SDK itself reads ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER(_ARG)``,
 ``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` (headers, timeout, compression, certificates); we only add
-the defaults (``service.name=gateway``) and refuse values we cannot honour, at start, naming them.
+defaults (``service.name=gateway``, export batches of 32 spans: see ``export.DEFAULT_MAX_EXPORT_BATCH_SIZE``)
+and refuse values we cannot honour, at start, naming them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy.engine import Engine
 from gateway import __version__
 from gateway.config import ConfigError, TelemetrySettings
 from gateway.store.traces import TraceStore
-from gateway.telemetry.export import BoundedBatchSpanProcessor, max_queue_size_from_env
+from gateway.telemetry.export import BoundedBatchSpanProcessor, export_batch_size_from_env, max_queue_size_from_env
 from gateway.telemetry.store_sink import TraceSummarySink
 
 logger = logging.getLogger("gateway.telemetry")
@@ -75,8 +76,10 @@ def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mappin
     OTLP exporter always read ``os.environ``.
     """
     env = os.environ if environ is None else environ
+    queue_size = max_queue_size_from_env(env)
+    batch_size = export_batch_size_from_env(queue_size, env)
     exporters = tuple(
-        BoundedBatchSpanProcessor(exporter, max_queue_size=max_queue_size_from_env(env))
+        BoundedBatchSpanProcessor(exporter, max_queue_size=queue_size, max_export_batch_size=batch_size)
         for exporter in span_exporters(env)
     )
     traces = TraceStore(engine)

@@ -173,3 +173,20 @@ def test_slow_exporter_never_blocks_requests(
         assert _accounted() - accounted_before == requests
         # What was exported reached the (slow) receiver.
         assert 0 < len(receiver.received()) < requests
+
+
+def test_spans_leave_in_batches_of_32_unless_the_environment_says_otherwise(
+    iris_settings: Callable[..., Settings], otel_env: Callable[..., None]
+) -> None:
+    # Only a full batch wakes the exporter (the schedule delay is a minute); shutdown sends the rest.
+    requests = 70
+    for batch_size, posts in ((None, 3), ("512", 1)):  # ours: 32 + 32 + 6; the SDK's default: all 70 at once
+        with otlp_receiver() as receiver:
+            otel_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="60000")
+            if batch_size is not None:
+                otel_env(OTEL_BSP_MAX_EXPORT_BATCH_SIZE=batch_size)
+            with run_app(iris_settings()) as gw:
+                for _ in range(requests):
+                    assert gw.client.post("/invocations", json={"inputs": IRIS_ROWS}).status_code == 200
+            assert len(receiver.wait_for(lambda got: len(got) >= requests)) == requests
+            assert receiver.requests == posts
