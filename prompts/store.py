@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.errors import AlreadyExists, InvalidParameter, NotFound
-from gateway.store.engine import begin_read, begin_write, open_engine
-from gateway.store.migrations import migrate
+from gateway.store.engine import begin_read, begin_write
+from gateway.store.migrations import open_migrated_engine
 from gateway.store.schema import prompt_aliases, prompt_versions, registered_prompts, store_revision
 from prompts.catalog import Catalog, Prompt, PromptVersion
 from prompts.refs import validate_alias, validate_prompt_name
@@ -62,13 +62,7 @@ class PromptStore:
     @classmethod
     def open(cls, uri: str) -> PromptStore:
         """Open the store at ``uri`` and bring its schema up to date (the CLI; the app shares its engine)."""
-        engine = open_engine(uri)
-        try:
-            migrate(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-        return cls(engine)
+        return cls(open_migrated_engine(uri))
 
     def close(self) -> None:
         self.engine.dispose()

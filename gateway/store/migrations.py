@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.errors import DependencyError
-from gateway.store.engine import begin_write
+from gateway.store.engine import begin_write, open_engine
 
 Migration = Callable[[Connection], None]
 
@@ -171,6 +171,17 @@ def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> int
             migrations[number - 1](conn)
             _record_version(conn, number)
         return len(migrations)
+
+
+def open_migrated_engine(uri: str) -> Engine:
+    """The engine for ``uri`` with its schema brought up to date (disposed again if migrating fails)."""
+    engine = open_engine(uri)
+    try:
+        migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def current_version(conn: Connection) -> int:

@@ -19,8 +19,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from gateway.errors import AlreadyExists, InvalidParameter, NotFound
 from gateway.refs import LATEST, ModelRef, validate_alias, validate_model_name
-from gateway.store.engine import begin_read, begin_write, open_engine
-from gateway.store.migrations import migrate
+from gateway.store.engine import begin_read, begin_write
+from gateway.store.migrations import open_migrated_engine
 from gateway.store.schema import model_aliases, model_versions, registered_models, store_revision
 
 _rm, _mv, _ma = registered_models, model_versions, model_aliases
@@ -91,13 +91,7 @@ class RegistryStore:
     @classmethod
     def open(cls, uri: str) -> RegistryStore:
         """Open the store at ``uri`` and bring its schema up to date."""
-        engine = open_engine(uri)
-        try:
-            migrate(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-        return cls(engine)
+        return cls(open_migrated_engine(uri))
 
     def close(self) -> None:
         self.engine.dispose()
