@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
@@ -101,17 +102,27 @@ _EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response
 
 
 class GatewayApp(Starlette):
-    """Starlette, except that a POST to ``/invocations`` (or a per-model variant) and a cached prompt
+    """Starlette, except that a POST to ``/invocations`` (or a per-model variant), a proxied LLM call
+    (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``) and a cached prompt
     read (``GET /api/prompts/{name}[@alias]``) go straight to their endpoint: the router, the request
     wrapper and both exception middlewares cost about as much CPU as an iris prediction. Errors the
     endpoint raises get the same handlers and answers as elsewhere; with user middleware or a
     ``root_path`` every request takes the usual way."""
+
+    # What the /invocations fast path reads on every request, set by the lifespan beside app.state.gateway
+    # and app.state.trace_invocations: plain attributes, as a lookup in app.state costs about 0.5 us.
+    gateway: GatewayState | None = None
+    trace_invocations: bool = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
             method = scope["method"]
             if method == "POST":
                 route = serving.match_invocation(scope)
+                if route is not None:
+                    await self._invocation(route, scope, receive, send)
+                    return
+                route = llm_api.match_post(scope)  # a proxied LLM call (gateway/api/llm.py)
             elif method == "GET":
                 route = prompts_api.match_read(scope)
             else:
@@ -130,6 +141,25 @@ class GatewayApp(Starlette):
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _invocation(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """An ``/invocations`` POST without a Request or Response object for a prediction (the hottest
+        path: see gateway/api/serving.py); what ``answer`` raises gets the same handlers as above."""
+        state = self.gateway
+        if state is None:  # no lifespan ran: the usual way answers (a 500, as before)
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        try:
+            result = await serving.answer(state, self.trace_invocations, route, scope, receive)
+        except Exception as exc:
+            request = Request(scope, receive, send)
+            handler = next(_EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in _EXCEPTION_HANDLERS)
+            await (await handler(request, exc))(scope, receive, send)
+            if handler is _unexpected_error:
+                raise  # as Starlette's ServerErrorMiddleware does: the server logs it too
+            return
+        await serving.send_answer(result, scope, receive, send)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -164,6 +194,8 @@ def create_app(settings: Settings) -> Starlette:
         )
         state.pool.set_pinned(state.preload)
         app.state.gateway = state
+        if isinstance(app, GatewayApp):  # always (create_app builds one); mypy wants to know
+            app.gateway, app.trace_invocations = state, telemetry.export_enabled
         await state.refresh_view()
         # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
         prompt_cache = PromptCache(PromptStore(store.engine))

@@ -1,16 +1,25 @@
-"""The MLflow scoring protocol: POST /invocations and the per-model variants."""
+"""The MLflow scoring protocol: POST /invocations and the per-model variants.
+
+Two ways in, one answer. ``GatewayApp`` (gateway/app.py) takes the hot one: ``match_invocation`` finds
+the route from the raw scope, ``answer`` reads the body from ``receive`` and returns the prediction's
+JSON bytes with the model that made it, and ``send_answer`` sends them with the model's prebuilt header
+list; no Starlette Request or Response object is made for a prediction. The routes below are the usual
+Starlette endpoints over the same core (``_answer``), taken when the app has middleware or a root path.
+Errors are ``Response`` objects either way (``error_response``), so their bytes are the same.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable, Mapping
 from time import monotonic
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import BadRequest, GatewayError, ModelPredictError, NotFound
@@ -34,17 +43,83 @@ DURATION = metrics.histogram(
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 _TIMEOUT_HEADER_KEY = TIMEOUT_HEADER.lower().encode("latin-1")
 
-
-async def _invoke(request: Request, ref: ModelRef) -> Response:
-    # A SERVER span only when spans are exported (app.state.trace_invocations); else no span work at all.
-    if request.app.state.trace_invocations:
-        return await trace_invocation(request, ref, _invoke_model)
-    return await _invoke_model(request, ref)
+# A 200 answer: the JSON body, already dumped, and the model version that made it (its headers).
+Prediction = tuple[bytes, LoadedModel]
+# The model a route's path parameters name (raises a GatewayError for a bad or unknown reference).
+RefOf = Callable[[GatewayState, Mapping[str, str]], ModelRef]
 
 
-async def _invoke_model(request: Request, ref: ModelRef) -> Response:
+# --------------------------------------------------------------------------- which model
+
+
+def _default_ref(state: GatewayState, params: Mapping[str, str]) -> ModelRef:
+    if state.default_ref is None:
+        raise NotFound(
+            "No default model: start the gateway with --model models:/NAME@ALIAS (or set "
+            "serving.default_model), or POST to /models/NAME@ALIAS/invocations."
+        )
+    return state.default_ref
+
+
+def _alias_ref(state: GatewayState, params: Mapping[str, str]) -> ModelRef:
+    text = params["ref"]
+    if "@" not in text:
+        raise NotFound(
+            f"Unknown model path /models/{text}/invocations: use /models/NAME@ALIAS/invocations "
+            "or /models/NAME/versions/VERSION/invocations."
+        )
+    return parse_model_ref(text)
+
+
+def _version_ref(state: GatewayState, params: Mapping[str, str]) -> ModelRef:
+    return ModelRef(validate_model_name(params["name"]), version=parse_version(params["version"]))
+
+
+# --------------------------------------------------------------------------- the request
+
+
+def answer(
+    state: GatewayState, traced: bool, route: Route, scope: Scope, receive: Receive
+) -> Awaitable[Response | Prediction]:
+    """The answer to a POST that ``match_invocation`` matched (``GatewayApp``'s fast path): a
+    ``Prediction`` for a 200, a ``Response`` for anything else or when spans are exported (``traced``:
+    the span describes the Response). Unexpected errors propagate, for the app's handlers.
+
+    Not a coroutine itself but the one to await: a request that waits for its batch suspends and
+    resumes through every coroutine frame above the wait, so the hottest path keeps one fewer."""
+    try:
+        ref = _REF_OF[route.path](state, scope["path_params"])
+    except GatewayError as exc:
+        return _ready(error_response(exc))
+    if traced:
+        return trace_invocation(Request(scope, receive), ref, _invoke_response)
+    return _answer(state, scope, receive, ref)
+
+
+async def _ready(response: Response) -> Response:
+    return response
+
+
+async def send_answer(result: Response | Prediction, scope: Scope, receive: Receive, send: Send) -> None:
+    if isinstance(result, Response):
+        await result(scope, receive, send)
+        return
+    body, model = result
+    # The headers RawJSONResponse sends, in its order: content-length, content-type, X-Model-*.
+    headers = [(b"content-length", str(len(body)).encode()), *model.json_headers]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _invoke_response(request: Request, ref: ModelRef) -> Response:
+    result = await _answer(request.app.state.gateway, request.scope, request.receive, ref)
+    if isinstance(result, Response):
+        return result
+    return RawJSONResponse(result[0], result[1].raw_headers)
+
+
+async def _answer(state: GatewayState, scope: Scope, receive: Receive, ref: ModelRef) -> Response | Prediction:
     started = monotonic()
-    state: GatewayState = request.app.state.gateway
     pool = state.pool
     model = pool.get_loaded(ref)
     if model is None:
@@ -54,7 +129,7 @@ async def _invoke_model(request: Request, ref: ModelRef) -> Response:
             return error_response(exc)
     # One pass over the raw headers (ASGI lowercases their names) finds the three headers we read.
     content_type = timeout_header = content_length = None
-    for key, value in request.scope["headers"]:
+    for key, value in scope["headers"]:
         if key == b"content-type":
             if content_type is None:
                 content_type = value.decode("latin-1")
@@ -66,9 +141,9 @@ async def _invoke_model(request: Request, ref: ModelRef) -> Response:
     pool.acquire(model)
     try:
         timeout_s = None if timeout_header is None else _timeout_s(timeout_header)
-        body = await read_raw_body(request.receive, content_length, state.settings.serving.max_body_bytes)
+        body = await read_raw_body(receive, content_length, state.settings.serving.max_body_bytes)
         prediction, unwrapped = await model.invoke(
-            body, content_type, started=started, timeout_s=timeout_s, span=request.scope.get(SPAN_SCOPE_KEY)
+            body, content_type, started=started, timeout_s=timeout_s, span=scope.get(SPAN_SCOPE_KEY)
         )
     except GatewayError as exc:
         if exc.status >= 500 and exc.status not in (503, 504):
@@ -84,10 +159,10 @@ async def _invoke_model(request: Request, ref: ModelRef) -> Response:
     finally:
         pool.release(model)
     content = prediction if unwrapped else {"predictions": prediction}
-    response = RawJSONResponse(orjson.dumps(content, option=JSON_OPTIONS), model.raw_headers)
+    body = orjson.dumps(content, option=JSON_OPTIONS)
     REQUESTS.inc(model.ok_labels)
     DURATION.observe(model.metric_labels, monotonic() - started)
-    return response
+    return body, model
 
 
 def _timeout_s(value: bytes) -> float:
@@ -109,45 +184,39 @@ def _count_error(model: LoadedModel, exc: GatewayError, started: float) -> None:
         REJECTIONS.inc((model.name, "bad_request"))
 
 
+# --------------------------------------------------------------------------- the usual way: routes
+
+
+async def _endpoint(request: Request, ref_of: RefOf) -> Response:
+    try:
+        ref = ref_of(request.app.state.gateway, request.path_params)
+    except GatewayError as exc:
+        return error_response(exc)
+    # A SERVER span only when spans are exported (app.state.trace_invocations); else no span work at all.
+    if request.app.state.trace_invocations:
+        return await trace_invocation(request, ref, _invoke_response)
+    return await _invoke_response(request, ref)
+
+
 async def invocations(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    if state.default_ref is None:
-        return error_response(
-            NotFound(
-                "No default model: start the gateway with --model models:/NAME@ALIAS (or set "
-                "serving.default_model), or POST to /models/NAME@ALIAS/invocations."
-            )
-        )
-    return await _invoke(request, state.default_ref)
+    return await _endpoint(request, _default_ref)
 
 
 async def invocations_by_ref(request: Request) -> Response:
-    text = request.path_params["ref"]
-    try:
-        if "@" not in text:
-            raise NotFound(
-                f"Unknown model path /models/{text}/invocations: use /models/NAME@ALIAS/invocations "
-                "or /models/NAME/versions/VERSION/invocations."
-            )
-        ref = parse_model_ref(text)
-    except GatewayError as exc:
-        return error_response(exc)
-    return await _invoke(request, ref)
+    return await _endpoint(request, _alias_ref)
 
 
 async def invocations_by_version(request: Request) -> Response:
-    try:
-        name = validate_model_name(request.path_params["name"])
-        ref = ModelRef(name, version=parse_version(request.path_params["version"]))
-    except GatewayError as exc:
-        return error_response(exc)
-    return await _invoke(request, ref)
+    return await _endpoint(request, _version_ref)
 
 
 _DEFAULT_ROUTE = Route("/invocations", invocations, methods=["POST"])
 _BY_REF_ROUTE = Route("/models/{ref}/invocations", invocations_by_ref, methods=["POST"])
 _BY_VERSION_ROUTE = Route("/models/{name}/versions/{version}/invocations", invocations_by_version, methods=["POST"])
 routes = [_DEFAULT_ROUTE, _BY_REF_ROUTE, _BY_VERSION_ROUTE]
+_REF_OF: dict[str, RefOf] = {
+    _DEFAULT_ROUTE.path: _default_ref, _BY_REF_ROUTE.path: _alias_ref, _BY_VERSION_ROUTE.path: _version_ref,
+}  # fmt: skip
 
 
 def match_invocation(scope: Scope) -> Route | None:

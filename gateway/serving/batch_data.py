@@ -29,7 +29,7 @@ def batch_key(data: Any) -> tuple[Hashable, int] | None:
         if block is not None and block.ndim == 2 and block.shape[0] == rows:
             # Columns that are views of one matrix: the same key as below, without looking at each.
             dtype = block.dtype
-            return ("frame", tuple([(name, dtype, ()) for name in data.columns])), rows
+            return ("frame", tuple([(name, dtype, ()) for name in data.names])), rows
         spec = []
         for name, col in data.columns.items():
             if not isinstance(col, np.ndarray) or col.ndim < 1 or col.shape[0] != rows:
@@ -65,7 +65,7 @@ def join_inputs(parts: Sequence[Any]) -> Any:
         if all(b is not None for b in blocks):
             # Keep the one-matrix fast path: join the matrices, columns stay views of the result.
             block = np.concatenate(blocks)
-            return Frame({k: block[:, i] for i, k in enumerate(first.columns)}, nrows, block)
+            return Frame.of_block(first.names, block)
         return Frame({k: np.concatenate([p.columns[k] for p in parts]) for k in first.columns}, nrows)
     return {k: np.concatenate([p[k] for p in parts]) for k in first}
 
@@ -81,7 +81,7 @@ def _slice(data: Any, start: int, stop: int) -> Any:
     if isinstance(data, Frame):
         block = None if data.block is None else data.block[start:stop]
         if block is not None:
-            return Frame({k: block[:, i] for i, k in enumerate(data.columns)}, stop - start, block)
+            return Frame.of_block(data.names, block)
         return Frame({k: v[start:stop] for k, v in data.columns.items()}, stop - start)
     if isinstance(data, dict):
         return {k: v[start:stop] for k, v in data.items()}

@@ -86,10 +86,10 @@ def enforce_input(data: Any, schema: Schema | None) -> ModelInput | Any:
         return _enforce_tensors(data, schema)
     frame = _as_frame(data, schema)
     plan = schema.plan
-    cols = frame.columns
-    if frame.block is not None and plan.double_names is not None and tuple(cols) == plan.ordered_names:
+    if frame.block is not None and plan.double_names is not None and frame.names == plan.ordered_names:
         # Built as one float64 matrix of exactly the schema's double columns, in order: nothing to do.
         return frame
+    cols = frame.columns
     if schema.has_names:
         missing = [name for name in plan.required if name not in cols]
         if missing:

@@ -85,6 +85,11 @@ class LoadedModel:
         )
         self.headers = {"X-Model-Name": self.name, "X-Model-Version": str(self.version)}
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        # A 200 answer's headers after content-length (the serving fast path sends them as they are).
+        self.json_headers = [(b"content-type", b"application/json"), *self.raw_headers]
+        signature = self.signature
+        self._input_schema = signature.inputs if signature is not None else None
+        self._param_specs = signature.params if signature is not None else None
         # Metric labels, built once (the request path only looks them up).
         self.metric_labels = (self.name, str(self.version))
         self.ok_labels = (self.name, str(self.version), "200")
@@ -104,18 +109,19 @@ class LoadedModel:
         deadline) matter only to a request that queues: an inline one runs at once. ``span``, the
         request's SERVER span when spans are exported, learns how many rows the request holds.
         """
-        signature = self.signature
-        parsed = parse_request(body, content_type, signature)
+        parsed = parse_request(body, content_type, self.signature)
         # MLflow enforces the schema on unified-LLM bodies (a dict) too.
-        data = enforce_input(parsed.data, signature.inputs if signature is not None else None)
-        params = enforce_params(parsed.params, signature.params if signature is not None else None)
+        data = enforce_input(parsed.data, self._input_schema)
+        params = enforce_params(parsed.params, self._param_specs)
         rows = _rows(data)
         if span is not None:
             span.set_attribute(GATEWAY_REQUEST_ROWS, rows)
         if self.run_inline and rows <= INLINE_MAX_ROWS:
             tick = self.tick_batcher
-            if tick is not None and params is None and tick.should_wait():
-                return await tick.submit(data), parsed.unwrapped  # shaped for JSON already
+            if tick is not None and params is None:
+                joined = tick.join(data)
+                if joined is not None:
+                    return await joined, parsed.unwrapped  # shaped for JSON already
             prediction = self._predict(data, params)
         else:
             prediction = await self.batcher.submit(

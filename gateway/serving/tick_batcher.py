@@ -72,21 +72,18 @@ class TickBatcher:
         self._lonely = 0
         self.stats = TickStats()
 
-    def should_wait(self) -> bool:
-        """Whether the next request should ``submit`` (wait for a flush) rather than call at once."""
-        if self._waiting or self._pending is not None:
-            return True
-        self._countdown -= 1
-        if self._countdown:
-            return False
-        self._countdown = PROBE_EVERY
-        return True
-
-    async def submit(self, data: Any) -> Any:
-        """The shaped output for ``data`` (params: none), from a call shared with this iteration's others."""
+    def join(self, data: Any) -> asyncio.Future[Any] | None:
+        """A future for ``data``'s shaped output (params: none) from the call this loop iteration's
+        requests share; None when the request should call at once: the batcher is in direct mode and this
+        is not a probe, or ``data`` cannot share a call. Not a coroutine: the caller awaits the future."""
+        if not self._waiting and self._pending is None:
+            self._countdown -= 1
+            if self._countdown:
+                return None
+            self._countdown = PROBE_EVERY
         keyed = batch_key(data)
         if keyed is None:
-            return self._shape(self._predict(data, None))
+            return None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         pending = self._pending
@@ -94,7 +91,7 @@ class TickBatcher:
             pending = self._pending = []
             loop.call_soon(self._flush)
         pending.append(_Waiter(data, keyed[1], keyed[0], future))
-        return await future
+        return future
 
     def _flush(self) -> None:
         waiters = self._pending or []

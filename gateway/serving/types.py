@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import numpy as np
 
 
-@dataclass(slots=True)
 class Frame:
     """A column-oriented table: what MLflow would have as a pandas DataFrame.
 
@@ -29,13 +28,46 @@ class Frame:
     ``dataframe_split`` without ``columns``) are keyed by their position: 0, 1, 2, ...
     A column of lists/dicts/strings is an object array. An output Frame (what a runtime returns)
     may hold an [N, ...] array as a column: row i's value is its sub-array.
+
+    ``block``: when every column is a view of one 2-D array, in order, that array: a runtime that
+    wants the whole table as a matrix (mlflow's ``df.values``) takes it without copying. A Frame made
+    with ``of_block`` makes those views only when ``columns`` is first read: the iris request path
+    reads only ``names`` and ``block``, and four views cost as much as parsing the rest of its body.
     """
 
-    columns: dict[str | int, np.ndarray]
-    nrows: int
-    # When every column is a view of one 2-D array, in order, that array: a runtime that wants
-    # the whole table as a matrix (mlflow's ``df.values``) takes it without copying.
-    block: np.ndarray | None = None
+    __slots__ = ("_columns", "_names", "nrows", "block")
+
+    def __init__(
+        self,
+        columns: dict[str | int, np.ndarray] | None,
+        nrows: int,
+        block: np.ndarray | None = None,
+        names: tuple[str | int, ...] | None = None,
+    ) -> None:
+        # columns None: ``block``'s columns named ``names``, as views made when first read (``of_block``).
+        self._columns = columns
+        self._names = names
+        self.nrows = nrows
+        self.block = block
+
+    @classmethod
+    def of_block(cls, names: tuple[str | int, ...], block: np.ndarray) -> Frame:
+        """The table whose columns are ``block``'s ([rows, len(names)]), named ``names`` in order."""
+        return cls(None, block.shape[0], block, names)
+
+    @property
+    def columns(self) -> dict[str | int, np.ndarray]:
+        columns = self._columns
+        if columns is None:
+            block = self.block
+            assert block is not None and self._names is not None  # of_block sets both
+            columns = self._columns = {name: block[:, i] for i, name in enumerate(self._names)}
+        return columns
+
+    @property
+    def names(self) -> tuple[str | int, ...]:
+        """The column names in order (without making an ``of_block`` Frame's column views)."""
+        return self._names if self._names is not None else tuple(self.columns)
 
     def same_columns_as(self, other: Frame) -> bool:
         """True when both hold the very same column arrays in the same order."""
@@ -45,6 +77,9 @@ class Frame:
             a == b and x is y
             for (a, x), (b, y) in zip(self.columns.items(), other.columns.items(), strict=True)
         )
+
+    def __repr__(self) -> str:
+        return f"Frame(columns={self.columns!r}, nrows={self.nrows!r}, block={self.block!r})"
 
 
 # What reaches a runtime: a table, one tensor, or named tensors (MLflow's dict of arrays).

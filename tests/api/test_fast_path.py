@@ -1,5 +1,5 @@
-"""``POST /invocations`` and cached prompt reads skip Starlette's router and middleware layers (``GatewayApp``
-in gateway/app.py): every answer must be what the usual path gives, byte for byte, errors included.
+"""``POST /invocations``, proxied LLM calls (``POST /v1/...``) and cached prompt reads skip Starlette's
+router and middleware layers (``GatewayApp`` in gateway/app.py): every answer must be what the usual path gives, byte for byte, errors included.
 
 Two real gateways over one store: the app as built, and the same app with a pass-through middleware,
 which makes every request take Starlette's usual path. Each request goes to both; status, body and the
@@ -8,6 +8,7 @@ headers a client reads must match.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import create_app
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from prompts.store import PromptStore
 from tests.api.batching_gateway import register, sample
 from tests.packages import IRIS_COLUMNS, PackageCache
@@ -76,6 +77,21 @@ class Pair:
     fast_url: str
 
 
+@contextlib.contextmanager
+def _fast_and_usual(settings: Settings) -> Iterator[tuple[httpx.Client, httpx.Client, str]]:
+    """Two real gateways on ``settings``: the app as built, and one whose pass-through middleware sends
+    every request Starlette's usual way; a client for each and the first one's URL."""
+    usual_app = create_app(settings)
+    usual_app.add_middleware(SeenPaths)
+    with (
+        run_app_in_thread(create_app(settings)) as fast_url,
+        run_app_in_thread(usual_app) as usual_url,
+        httpx.Client(base_url=fast_url, timeout=60) as fast,
+        httpx.Client(base_url=usual_url, timeout=60) as usual,
+    ):
+        yield fast, usual, fast_url
+
+
 @pytest.fixture(scope="module")
 def pair(packages: PackageCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("fastpath")
@@ -99,14 +115,7 @@ def pair(packages: PackageCache, tmp_path_factory: pytest.TempPathFactory) -> It
         },
         environ={},
     )
-    usual_app = create_app(settings)
-    usual_app.add_middleware(SeenPaths)
-    with (
-        run_app_in_thread(create_app(settings)) as fast_url,
-        run_app_in_thread(usual_app) as usual_url,
-        httpx.Client(base_url=fast_url, timeout=60) as fast,
-        httpx.Client(base_url=usual_url, timeout=60) as usual,
-    ):
+    with _fast_and_usual(settings) as (fast, usual, fast_url):
         for client in (fast, usual):
             deadline = time.monotonic() + 60
             while client.get("/health").status_code != 200:
@@ -125,6 +134,10 @@ CASES: dict[str, tuple[str, str, bytes, dict[str, str]]] = {
     "by alias": ("POST", "/models/iris@prod/invocations", orjson.dumps(GOOD), JSON),
     "by version": ("POST", "/models/iris/versions/1/invocations", orjson.dumps({"inputs": [[1.0, 2, 3, 4]]}), JSON),
     "no content type": ("POST", "/invocations", orjson.dumps(GOOD), {}),
+    "split with index": (
+        "POST", "/invocations", orjson.dumps({"dataframe_split": {**GOOD["dataframe_split"], "index": [7, 8]}}), JSON,
+    ),
+    "records": ("POST", "/invocations", orjson.dumps({"dataframe_records": [dict.fromkeys(IRIS_COLUMNS, 1.5)]}), JSON),
     "deadline header": ("POST", "/invocations", orjson.dumps(GOOD), {**JSON, "X-Request-Timeout-Ms": "5000"}),
     "bad deadline header": ("POST", "/invocations", orjson.dumps(GOOD), {**JSON, "X-Request-Timeout-Ms": "soon"}),
     "not json": ("POST", "/invocations", b"{not json", JSON),
@@ -157,9 +170,10 @@ STATUSES = {"default model": 200, "by alias": 200, "by version": 200, "no conten
             "missing column": 400, "unknown model": 404, "unknown alias": 404, "bad version": 400, "no alias": 404,
             "other path": 404, "GET": 405, "unserializable answer": 500, "prompt by alias": 200,
             "prompt latest": 200, "prompt by name": 200, "prompt not modified": 304, "prompt unknown": 404,
-            "prompt unknown alias": 404, "prompt bad name": 400, "prompt versions": 200}  # fmt: skip
+            "prompt unknown alias": 404, "prompt bad name": 400, "prompt versions": 200,
+            "split with index": 200, "records": 200}  # fmt: skip
 RESOLVED = {"default model", "by alias", "by version", "no content type", "deadline header", "bad deadline header",
-            "not json", "wrong content type", "too large", "missing column"}  # fmt: skip
+            "not json", "wrong content type", "too large", "missing column", "split with index", "records"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -207,3 +221,89 @@ def test_a_client_that_leaves_mid_body_is_counted_499(pair: Pair) -> None:
         assert time.monotonic() < deadline, "the abandoned request was never counted as 499"
         time.sleep(0.05)
     assert pair.fast.post("/invocations", json=GOOD).status_code == 200  # and the server is fine
+
+
+# -- the LLM proxy's calls (POST /v1/chat/completions, /v1/completions, /v1/embeddings) ------------------
+
+LLM_KEY = "gw-fast-path-key"
+LLM_MAX_BODY_BYTES = 2048
+UPSTREAM_KEY_ENV = "FAST_PATH_UPSTREAM_KEY"
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
+AUTHED = {**JSON, "Authorization": f"Bearer {LLM_KEY}"}
+LLM_CASES: dict[str, tuple[str, str, bytes, dict[str, str], int]] = {
+    "chat": ("POST", "/v1/chat/completions", orjson.dumps(CHAT), AUTHED, 200),
+    "chat streamed": ("POST", "/v1/chat/completions", orjson.dumps({**CHAT, "stream": True}), AUTHED, 200),
+    "completion": ("POST", "/v1/completions", orjson.dumps({"model": "chat", "prompt": "Say hello"}), AUTHED, 200),
+    "embedding": ("POST", "/v1/embeddings", orjson.dumps({"model": "embed", "input": "hello"}), AUTHED, 200),
+    "no key": ("POST", "/v1/chat/completions", orjson.dumps(CHAT), JSON, 401),
+    "wrong key": ("POST", "/v1/chat/completions", orjson.dumps(CHAT), {**JSON, "Authorization": "Bearer nope"}, 401),
+    "unknown model": ("POST", "/v1/chat/completions", orjson.dumps({**CHAT, "model": "nosuch"}), AUTHED, 404),
+    "not json": ("POST", "/v1/chat/completions", b"{not json", AUTHED, 400),
+    "no messages": ("POST", "/v1/chat/completions", orjson.dumps({"model": "chat"}), AUTHED, 400),
+    "too large": ("POST", "/v1/chat/completions", b" " * LLM_MAX_BODY_BYTES + orjson.dumps(CHAT), AUTHED, 413),
+    "upstream refuses": ("POST", "/v1/chat/completions", orjson.dumps({**CHAT, "model": "refused"}), AUTHED, 400),
+    "upstream fails": ("POST", "/v1/chat/completions", orjson.dumps({**CHAT, "model": "broken"}), AUTHED, 502),
+    "GET": ("GET", "/v1/chat/completions", b"", AUTHED, 405),
+    "other path": ("POST", "/v1/chat/completions/more", orjson.dumps(CHAT), AUTHED, 404),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def llm_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    import hashlib
+
+    from loadtest.fake_upstream import create_app as create_fake_upstream
+
+    root = tmp_path_factory.mktemp("fastpath-llm")
+    with run_app_in_thread(create_fake_upstream()) as upstream_url, pytest.MonkeyPatch.context() as env:
+        env.setenv(UPSTREAM_KEY_ENV, "sk-upstream-fast-path")
+
+        def target(model: str) -> dict[str, Any]:
+            return {"base_url": upstream_url + "/v1", "model": model, "api_key_env": UPSTREAM_KEY_ENV}
+
+        settings = load_settings(
+            {
+                "store_uri": f"sqlite:///{root}/store.db",
+                "workers": 1,
+                "llm": {
+                    "max_body_bytes": LLM_MAX_BODY_BYTES,
+                    "routes": [
+                        {"name": "chat", "targets": [target("fake-model")]},
+                        {"name": "embed", "targets": [target("fake-embedding")]},
+                        {"name": "refused", "targets": [target("fake-model@status=400")]},
+                        {"name": "broken", "targets": [target("fake-model@status=500")]},
+                    ],
+                },
+                "auth": {"keys": [hashlib.sha256(LLM_KEY.encode()).hexdigest()]},
+            },
+            environ={},
+        )
+        with _fast_and_usual(settings) as (fast, usual, fast_url):
+            yield Pair(fast, usual, fast_url)
+
+
+def _per_call_fields_masked(body: bytes) -> bytes:
+    """The body with the values the fake upstream makes up per call (a counter, the clock) blanked out."""
+    import re
+
+    return re.sub(rb'("id"|"created"):\s*("[^"]*"|\d+)', rb"\1:_", body)
+
+
+@pytest.mark.parametrize("case", sorted(LLM_CASES))
+def test_llm_fast_path_answers_as_the_usual_path(llm_pair: Pair, case: str) -> None:
+    method, path, body, headers, status = LLM_CASES[case]
+    seen_paths.clear()
+    fast = llm_pair.fast.request(method, path, content=body, headers=headers)
+    usual = llm_pair.usual.request(method, path, content=body, headers=headers)
+    assert seen_paths == [path]  # the usual path went through the middleware; the fast one has none
+    assert fast.status_code == usual.status_code == status, (fast.text, usual.text)
+    assert _per_call_fields_masked(fast.content) == _per_call_fields_masked(usual.content)
+    for name in (*HEADERS_COMPARED, "cache-control", "x-accel-buffering", "www-authenticate"):
+        assert fast.headers.get(name) == usual.headers.get(name), name
+    if status == 200:
+        assert b'"model"' in fast.content  # a real answer from the upstream
+    if case == "chat streamed":
+        assert fast.headers["content-type"].startswith("text/event-stream")
+        assert fast.content.rstrip().endswith(b"data: [DONE]")
+    elif fast.status_code >= 400 and method == "POST" and case != "other path":
+        assert fast.json()["error"]["message"], fast.text  # the OpenAI error body, saying what was wrong

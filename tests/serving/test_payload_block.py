@@ -68,3 +68,50 @@ def test_bad_cell_falls_back_and_names_the_column() -> None:
         _parse(DOUBLE, NAMES, [[1.0, "two", 3.0]])
     assert info.value.status == 400
     assert "b" in info.value.message
+
+
+PLAIN_CASES = [
+    [[1.5, 2, 3.25]],
+    [[1, 2, 3], [4, 5, 6]],
+    [[None, 2.0, 3.0]],
+    [["1.5", 2, 3]],
+    [[1, 2]],
+    [[1, 2, 3], [4, 5]],
+    [[[1], [2], [3]]],
+    [[1, 2, 3, 4]],
+    [[1, {"x": 1}, 3]],
+    [[1, 2, 3], 4],
+    [1, 2, 3],
+    [],
+    "rows",
+]
+
+
+def _outcome(signature: Any, split: dict[str, Any]) -> Any:
+    body = orjson.dumps({"dataframe_split": split})
+    try:
+        frame = enforce_input(parse_request(body, "application/json", signature).data, signature.inputs)
+    except GatewayError as exc:
+        return ("error", exc.status, exc.message)
+    assert isinstance(frame, Frame)
+    block = None if frame.block is None else frame.block.tolist()
+    # repr: NaN (a null cell) compares equal to itself only as text
+    return repr((frame.names, frame.nrows, block, {k: (v.dtype, v.tolist()) for k, v in frame.columns.items()}))
+
+
+@pytest.mark.parametrize("data", PLAIN_CASES)
+def test_plain_split_answers_as_the_general_path(data: Any) -> None:
+    # {"columns", "data"} alone takes the one-step path (payload._plain_double_split); an "index" key, even
+    # null, sends the same table through the general one (_frame_from_split). Same table, same errors.
+    plain = _outcome(DOUBLE, {"columns": NAMES, "data": data})
+    general = _outcome(DOUBLE, {"columns": NAMES, "data": data, "index": None})
+    assert plain == general
+
+
+def test_a_block_frame_makes_its_column_views_when_first_read() -> None:
+    block = np.arange(6, dtype=np.float64).reshape(2, 3)
+    frame = Frame.of_block(("a", "b", "c"), block)
+    assert frame.names == ("a", "b", "c") and frame.nrows == 2 and frame.block is block
+    assert [c.tolist() for c in frame.columns.values()] == [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    assert all(np.shares_memory(c, block) for c in frame.columns.values())  # views, not copies
+    assert frame.columns is frame.columns  # made once

@@ -157,7 +157,7 @@ class OnnxRuntime:
             spec = self.inputs[0]
             # One graph input gets every column as a matrix (mlflow: df.values); a lone column of
             # per-row tensors, or a 1-D graph input, takes the column itself.
-            if len(frame.columns) == 1:
+            if len(frame.names) == 1:
                 (column,) = frame.columns.values()
                 if column.dtype == object or (spec.shape is not None and len(spec.shape) == 1):
                     return {spec.name: spec.prepare(column)}
