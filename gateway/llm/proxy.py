@@ -3,7 +3,7 @@
 Order per request: SERVER span (continuing ``traceparent``) -> gateway key -> body -> prompt link ->
 route -> upstream attempts (``Upstreams.dispatch``) -> the answer as the upstream sent it, or a
 stream relayed event by event. The SERVER span ends with the call's summary when the answer (or
-the stream) is done.
+the stream) is done: a whole answer is sent first, and its spans and metrics are recorded after.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from opentelemetry.trace import Span, TracerProvider
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
 from gateway.http import read_body
@@ -35,6 +36,21 @@ from gateway.telemetry import semconv as sc
 logger = logging.getLogger("gateway.llm")
 
 CLIENT_DISCONNECTED = "client_disconnected"
+
+
+class RecordingResponse(Response):
+    """A whole answer whose call is recorded (spans, metrics) once its bytes are handed to the server,
+    so the client does not wait for that bookkeeping; recorded also when sending fails."""
+
+    def __init__(self, body: bytes, status_code: int, media_type: str, record: Callable[[], None]) -> None:
+        super().__init__(body, status_code=status_code, media_type=media_type)
+        self._record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._record()
 
 
 class LlmProxy:
@@ -137,7 +153,27 @@ class LlmProxy:
         progress: CallProgress,
         key_id: str | None,
     ) -> Response:
-        """A whole answer: the upstream's bytes go to the client unchanged."""
+        """A whole answer: the upstream's bytes go to the client unchanged, and then the call is recorded."""
+
+        def record() -> None:
+            try:
+                self._record_answer(attempt, answer, call, route, server_span, progress, key_id)
+            except Exception:  # the client has its answer: say so in the log, never in a second response
+                logger.exception("Could not record the spans and metrics of an LLM call")
+
+        return RecordingResponse(answer.body, answer.status, answer.content_type, record)
+
+    def _record_answer(
+        self,
+        attempt: Attempt,
+        answer: Completed,
+        call: ParsedCall,
+        route: Route,
+        server_span: Span,
+        progress: CallProgress,
+        key_id: str | None,
+    ) -> None:
+        """Both spans and the metrics of a whole answer (after it was sent: the client does not wait for this)."""
         operation = call.operation.name
         ok = answer.status < 300
         summary = AnswerSummary.from_body(operation, answer.body, capture=route.capture_content) if ok else None
@@ -145,14 +181,20 @@ class LlmProxy:
         error_type = None if ok else str(answer.status)
         target = attempt.target
         answered = summary or AnswerSummary()
-        spans.end_answered(attempt.span, answered, time_to_first_chunk_s=None, error_type=error_type, content=captured)
+        spans.end_answered(
+            attempt.span,
+            answered,
+            time_to_first_chunk_s=None,
+            error_type=error_type,
+            content=captured,
+            end_time=answer.answered_ns,
+        )
         labels = (operation, target.provider, target.model, route.name)
-        metrics.record_attempt(labels, time.perf_counter() - attempt.started, error_type, summary)
+        metrics.record_attempt(labels, answer.answered_at - attempt.started, error_type, summary)
         error = None
         if not ok:
             error = ProxyError(answer.status, "upstream refused the request", type=INVALID_REQUEST)
         self._end_server(server_span, answer.status, call, route, progress, key_id, summary, None, error, captured)
-        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
     def _relay(
         self,

@@ -94,8 +94,10 @@ def end_answered(
     error_type: str | None,
     error_message: str | None = None,
     content: Mapping[str, str] | None = None,
+    end_time: int | None = None,
 ) -> None:
-    """End a CLIENT span whose upstream answered (successfully, or with a status the client gets as is)."""
+    """End a CLIENT span whose upstream answered (successfully, or with a status the client gets as is);
+    ``end_time`` (ns since the epoch) when the answer arrived before this call."""
     attributes = summary.attributes()
     if time_to_first_chunk_s is not None:
         attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk_s
@@ -105,7 +107,7 @@ def end_answered(
     if error_type is not None:
         span.set_attribute(sc.ERROR_TYPE, error_type)
         span.set_status(Status(StatusCode.ERROR, error_message or error_type))
-    span.end()
+    span.end(end_time)
 
 
 def end_server(

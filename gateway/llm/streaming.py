@@ -176,6 +176,21 @@ class StreamingAnswer(Response):
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The first events go out before anything else is set up: they are what the client waits for.
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await send({"type": "http.response.body", "body": self._first, "more_body": True})
+        except OSError:  # the client went away (servers speaking ASGI spec 2.4 raise on send)
+            self._disconnected = True
+        except BaseException:  # cancelled (server shutdown): the upstream is closed and the call recorded
+            self._state.feed(self._first)
+            self._finish(complete=False, error=None)
+            raise
+        self._state.feed(self._first)
+        if self._disconnected:
+            self._finish(complete=False, error=None)
+            await self._send_quietly(send, b"", more_body=False)
+            return
         loop = asyncio.get_running_loop()
         pump = loop.create_task(self._pump(send))
         watcher = loop.create_task(self._watch_disconnect(receive))
@@ -196,13 +211,11 @@ class StreamingAnswer(Response):
                 return
 
     async def _pump(self, send: Send) -> None:
+        """Relays the events after the first ones; ``on_end`` when the stream ends, however it ends."""
         state = self._state
         error: ProxyError | None = None
         complete = False
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            state.feed(self._first)
-            await send({"type": "http.response.body", "body": self._first, "more_body": True})
             splitter = self._splitter
             async for chunk in self._chunks:
                 events = splitter.feed(chunk)
@@ -219,12 +232,15 @@ class StreamingAnswer(Response):
         except OSError:  # the client went away (servers speaking ASGI spec 2.4 raise on send)
             self._disconnected = True
         finally:
-            if complete:
-                self._response.release()  # read to the end: the connection goes back to the pool
-            else:
-                self._response.close()  # closes the connection, so the upstream stops generating
-            self._on_end(state.finish(), error, self._disconnected)
+            self._finish(complete, error)
         await self._send_quietly(send, b"", more_body=False)
+
+    def _finish(self, complete: bool, error: ProxyError | None) -> None:
+        if complete:
+            self._response.release()  # read to the end: the connection goes back to the pool
+        else:
+            self._response.close()  # closes the connection, so the upstream stops generating
+        self._on_end(self._state.finish(), error, self._disconnected)
 
     def _interrupted(self, exc: aiohttp.ClientError) -> ProxyError:
         name = type(exc).__name__

@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
@@ -53,6 +53,8 @@ class Completed:
     status: int
     body: bytes
     content_type: str
+    answered_at: float = field(default_factory=time.perf_counter)  # when it was read (perf_counter)
+    answered_ns: int = field(default_factory=time.time_ns)  # the same moment, as a span timestamp
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Mapping
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -37,6 +38,11 @@ from gateway.telemetry.store_sink import TraceSummarySink
 logger = logging.getLogger("gateway.telemetry")
 
 DEFAULT_SERVICE_NAME = "gateway"
+# The span exporter and the summary writer are threads doing pure-Python work (encoding a batch of spans
+# takes a few ms) while holding the GIL; when a request arrives meanwhile, the event loop waits for the
+# interpreter's switch interval, 5 ms by default. At most 1 ms instead: the paced stream TTFC p99
+# (loadtest/llm_paced.py) then matched OTEL_TRACES_EXPORTER=none (docs/benchmarks.md).
+MAX_SWITCH_INTERVAL_S = 0.001
 _EXPORTERS = ("otlp", "console", "none")
 
 
@@ -71,11 +77,14 @@ class Telemetry:
 
 def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mapping[str, str] | None = None) -> Telemetry:
     """The provider with its processors. Raises ``ConfigError`` for an ``OTEL_*`` value it cannot honour.
+    Lowers the process's switch interval to ``MAX_SWITCH_INTERVAL_S`` (their threads, see there).
 
     ``environ`` is where the gateway's own decisions read (default ``os.environ``); the SDK and the
     OTLP exporter always read ``os.environ``.
     """
     env = os.environ if environ is None else environ
+    if sys.getswitchinterval() > MAX_SWITCH_INTERVAL_S:  # process-wide; never raised
+        sys.setswitchinterval(MAX_SWITCH_INTERVAL_S)
     queue_size = max_queue_size_from_env(env)
     batch_size = export_batch_size_from_env(queue_size, env)
     exporters = tuple(

@@ -97,3 +97,23 @@ def test_telemetry_settings_are_read_and_validated() -> None:
     assert settings_from_dict(settings_to_dict(settings)).telemetry == settings.telemetry  # to uvicorn workers
     with pytest.raises(ConfigError, match="GATEWAY_TELEMETRY_SUMMARY_BATCH"):
         load_settings(environ={"GATEWAY_TELEMETRY_SUMMARY_BATCH": "0"})
+
+
+def test_telemetry_caps_the_switch_interval_and_never_raises_it(sqlite_url: str) -> None:
+    """The telemetry threads hold the GIL for ms at a time: the event loop must get it back within 1 ms."""
+    import sys
+
+    from gateway.telemetry.setup import MAX_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    store = RegistryStore.open(sqlite_url)
+    try:
+        sys.setswitchinterval(0.005)  # the interpreter's default
+        build_telemetry(TelemetrySettings(), store.engine, environ={}).shutdown()
+        assert sys.getswitchinterval() == pytest.approx(MAX_SWITCH_INTERVAL_S)
+        sys.setswitchinterval(0.0002)  # someone chose a shorter one: kept
+        build_telemetry(TelemetrySettings(), store.engine, environ={}).shutdown()
+        assert sys.getswitchinterval() == pytest.approx(0.0002)
+    finally:
+        sys.setswitchinterval(before)
+        store.close()
