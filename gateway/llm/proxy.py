@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -50,7 +51,10 @@ class RecordingResponse(Response):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._record()
+            try:
+                self._record()
+            except Exception:  # the client has its answer: say so in the log, never in a second response
+                logger.exception("Could not record the spans and metrics of an LLM call")
 
 
 class LlmProxy:
@@ -140,28 +144,10 @@ class LlmProxy:
             self._end_server(server_span, 500, call, route, progress, key_id, None, None, error)
             return error.response()
         if isinstance(attempt.outcome, Completed):
-            return self._answer(attempt, attempt.outcome, call, route, server_span, progress, key_id)
+            answer = attempt.outcome  # the upstream's bytes go to the client unchanged, then the call is recorded
+            record = partial(self._record_answer, attempt, answer, call, route, server_span, progress, key_id)
+            return RecordingResponse(answer.body, answer.status, answer.content_type, record)
         return self._relay(attempt, attempt.outcome, call, route, server_span, progress, key_id, started)
-
-    def _answer(
-        self,
-        attempt: Attempt,
-        answer: Completed,
-        call: ParsedCall,
-        route: Route,
-        server_span: Span,
-        progress: CallProgress,
-        key_id: str | None,
-    ) -> Response:
-        """A whole answer: the upstream's bytes go to the client unchanged, and then the call is recorded."""
-
-        def record() -> None:
-            try:
-                self._record_answer(attempt, answer, call, route, server_span, progress, key_id)
-            except Exception:  # the client has its answer: say so in the log, never in a second response
-                logger.exception("Could not record the spans and metrics of an LLM call")
-
-        return RecordingResponse(answer.body, answer.status, answer.content_type, record)
 
     def _record_answer(
         self,
