@@ -146,7 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
     check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 likewise
 
     loop = "uvloop" if _importable("uvloop") else "auto"
-    http = "httptools" if _importable("httptools") else "auto"
+    # uvicorn's httptools protocol, sending each response's headers and body in one write (gateway/http_protocol.py).
+    http = "gateway.http_protocol:CoalescingHttpToolsProtocol" if _importable("httptools") else "auto"
     if loop != "uvloop" and settings.workers > 1:
         # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY (+40 ms per request).
         logger.warning("uvloop is not installed: several workers will add latency; pip install uvloop")

@@ -19,6 +19,7 @@ from uvicorn._types import ASGIApplication
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.http_protocol import CoalescingHttpToolsProtocol
 
 VENV_BIN = Path(sys.executable).parent
 GATEWAY_BIN = str(VENV_BIN / "gateway")
@@ -60,12 +61,14 @@ def run_gateway_in_thread(settings: Settings) -> Iterator[str]:
 @contextmanager
 def run_app_in_thread(app: ASGIApplication) -> Iterator[str]:
     """Any ASGI app (the gateway's, a fake upstream) under a real uvicorn server on a free loopback port,
-    lifespan included; yields its base URL and stops the server when the block ends."""
+    lifespan included; yields its base URL and stops the server when the block ends. The HTTP protocol is
+    the one ``gateway serve`` runs (gateway/http_protocol.py)."""
     port = free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
+        http=CoalescingHttpToolsProtocol,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,

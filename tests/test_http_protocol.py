@@ -1,0 +1,125 @@
+"""gateway/http_protocol.py: uvicorn's httptools protocol with each loop iteration's writes joined.
+
+Real uvicorn on loopback (tests/servers.py runs every in-thread server with this protocol) and a raw
+socket or httpx as the client: answers arrive whole and in order on kept-alive and pipelined
+connections, a body larger than what is held back arrives whole, a malformed request still gets
+uvicorn's 400 before the connection closes, and a stream's event reaches the client before the app
+produces the next one (nothing waits for a later write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from gateway.http_protocol import FLUSH_AT
+from tests.servers import run_app_in_thread
+
+BIG = bytes(range(256)) * (3 * FLUSH_AT // 256 + 7)  # a body of several times FLUSH_AT
+first_event_seen = threading.Event()  # set by the streaming test once the client holds the first event
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    path = scope["path"]
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if path == "/echo":
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "/big":  # in chunks, each sent without yielding to the loop in between
+        length = [(b"content-length", str(len(BIG)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        for start in range(0, len(BIG), 10_000):
+            await send({"type": "http.response.body", "body": BIG[start : start + 10_000], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/events":  # the second event only once the client has the first
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        await asyncio.get_running_loop().run_in_executor(None, first_event_seen.wait, 30)
+        await send({"type": "http.response.body", "body": b"data: two\n\n", "more_body": False})
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with run_app_in_thread(app) as url:
+        yield url
+
+
+def _connect(base_url: str) -> socket.socket:
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)  # a hang fails the test, never a pass
+    return sock
+
+
+def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before {marker!r}; got {data!r}"
+        data += chunk
+    return data
+
+
+def test_kept_alive_connection_answers_every_request_whole(base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for i in range(50):
+            payload = f"request {i} ".encode() * (i + 1)
+            answer = client.post("/echo", content=payload)
+            assert answer.status_code == 200
+            assert answer.content == payload
+            assert answer.headers["content-length"] == str(len(payload))
+
+
+def test_pipelined_requests_get_their_answers_in_order(base_url: str) -> None:
+    requests = b"".join(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        for body in (b"first", b"second", b"third")
+    )
+    with _connect(base_url) as sock:
+        sock.sendall(requests)
+        data = _read_until(sock, b"third")
+    answers = data.split(b"HTTP/1.1 200 OK\r\n")
+    assert len(answers) == 4 and answers[0] == b""
+    assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers[1:]] == [b"first", b"second", b"third"]
+
+
+def test_body_larger_than_what_is_held_back_arrives_whole(base_url: str) -> None:
+    answer = httpx.get(base_url + "/big", timeout=30)
+    assert answer.status_code == 200
+    assert answer.content == BIG
+
+
+def test_malformed_request_gets_uvicorns_400_then_the_connection_closes(base_url: str) -> None:
+    with _connect(base_url) as sock:
+        sock.sendall(b"NOT A REQUEST\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert data.endswith(b"Invalid HTTP request received.")
+
+
+def test_stream_event_reaches_the_client_before_the_next_is_produced(base_url: str) -> None:
+    first_event_seen.clear()
+    with _connect(base_url) as sock:
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = _read_until(sock, b"data: one\n\n")  # the app holds "two" back until this returns
+        assert b"data: two" not in data
+        first_event_seen.set()
+        data = _read_until(sock, b"data: two\n\n", data)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
