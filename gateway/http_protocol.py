@@ -7,7 +7,7 @@ protocol's transport is wrapped so that what is written during one iteration of 
 joined and written once, at the end of that iteration (``loop.call_soon``): a prediction's headers and
 body leave together, while each event of a stream still leaves in the iteration that produced it (no
 event waits for the next one). Measured on the iris target cell (1 worker, 64 connections, 6 paired
-rounds): 45-47 instead of 47-55 us of CPU per request, about 7% more requests per second
+rounds): 44-47 instead of 47-55 us of CPU per request, about 7% more requests per second
 (docs/benchmarks.md).
 
 Nothing else changes: parsing, keep-alive, flow control and every response byte are uvicorn's. What is
