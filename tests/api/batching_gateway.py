@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -169,3 +170,18 @@ def post_concurrently(
             )
 
     return asyncio.run(run())
+
+
+def same_answer(a: Any, b: Any) -> bool:
+    """Equal structure, keys, strings and integers; floats equal to float32 precision. onnxruntime
+    takes another kernel for a 1-row MatMul than for a larger one, so a batched float32 probability
+    may differ from the unbatched one in its last bits (measured: up to 5.5e-6 relative, calling
+    onnxruntime directly on 1 row vs 150); a row answered with another row's values would differ far
+    more, and labels are compared exactly."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_answer(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_answer(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=2e-5, abs_tol=1e-9)
+    return type(a) is type(b) and a == b

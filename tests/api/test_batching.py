@@ -10,7 +10,6 @@ requests queue behind it (see tests/api/batching_gateway.py).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.api.batching_gateway import BatchingGateway, batching_gateway, post_concurrently, register, sample
+from tests.api.batching_gateway import (
+    BatchingGateway,
+    batching_gateway,
+    post_concurrently,
+    register,
+    same_answer,
+    sample,
+)
 from tests.packages import IRIS_COLUMNS, POISON_X, PackageCache, iris_arrays
 
 # Row counts of the concurrent requests: different sizes, 40 requests.
@@ -84,21 +90,6 @@ BODIES = {"onnx": (_onnx_body, {"inputs": [[1.0, 2.0, 3.0]]}),  # one column sho
           "pair": (_pair_body, {"dataframe_split": {"columns": ["a", "b"], "data": [[0.5, "two"]]}})}  # fmt: skip
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal structure, keys, strings and integers; floats equal to float32 precision. onnxruntime
-    takes another kernel for a 1-row MatMul than for a larger one, so a batched float32 probability
-    may differ from the unbatched one in its last bits (measured: up to 5.5e-6 relative, calling
-    onnxruntime directly on 1 row vs 150); a row answered with another row's values would differ far
-    more, and labels are compared exactly."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=2e-5, abs_tol=1e-9)
-    return type(a) is type(b) and a == b
-
-
 @pytest.mark.parametrize("family", sorted(BODIES))
 def test_concurrent_requests_share_calls_and_each_gets_its_own_answer(gw: BatchingGateway, family: str) -> None:
     make_body, invalid = BODIES[family]
@@ -119,7 +110,7 @@ def test_concurrent_requests_share_calls_and_each_gets_its_own_answer(gw: Batchi
     assert bad.json()["error_code"] in {"BAD_REQUEST", "INVALID_PARAMETER_VALUE"} and bad.json()["message"]
     for i, (mine, reference) in enumerate(zip(answers, alone, strict=True)):
         assert mine.status_code == 200, (i, mine.text)
-        assert _same(mine.json(), reference.json()), (i, mine.json(), reference.json())
+        assert same_answer(mine.json(), reference.json()), (i, mine.json(), reference.json())
         assert mine.headers["x-model-name"] == f"{family}_batched"
     entry = gw.model(f"{family}_batched")
     # Every valid request was in one model call (the invalid one never queued).
@@ -150,7 +141,7 @@ def test_oversized_request_is_split_and_answered_whole(gw: BatchingGateway) -> N
     whole = gw.client.post("/models/onnx_alone@prod/invocations", json=body)
     split = gw.client.post("/models/onnx_split@prod/invocations", json=body)
     assert split.status_code == 200, split.text
-    assert _same(split.json(), whole.json())
+    assert same_answer(split.json(), whole.json())
     assert split.json()["predictions"]["label"] == whole.json()["predictions"]["label"]
     assert len(split.json()["predictions"]["label"]) == 30
     entry = gw.model("onnx_split")

@@ -1,5 +1,6 @@
 """``POST /invocations``, proxied LLM calls (``POST /v1/...``) and cached prompt reads skip Starlette's
-router and middleware layers (``GatewayApp`` in gateway/app.py): every answer must be what the usual path gives, byte for byte, errors included.
+router and middleware layers (``GatewayApp`` in gateway/app.py): every answer must be what the usual path
+gives, byte for byte, errors included.
 
 Two real gateways over one store: the app as built, and the same app with a pass-through middleware,
 which makes every request take Starlette's usual path. Each request goes to both; status, body and the

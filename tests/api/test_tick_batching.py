@@ -9,13 +9,12 @@ of every round.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.api.batching_gateway import BatchingGateway, batching_gateway, post_concurrently
+from tests.api.batching_gateway import BatchingGateway, batching_gateway, post_concurrently, same_answer
 from tests.packages import IRIS_COLUMNS, POISON_X, PackageCache, iris_arrays
 
 MODELS = {
@@ -62,19 +61,6 @@ FAMILIES = {
 }
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal structure, keys and labels; floats equal to float32 precision (onnxruntime may take another
-    kernel for a many-row call, which changes a probability's last bits; another row's values would not
-    come close)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=2e-5, abs_tol=1e-9)
-    return type(a) is type(b) and a == b
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_concurrent_inline_requests_share_calls_and_each_gets_its_own_answer(
     gw: BatchingGateway, family: str
@@ -96,7 +82,7 @@ def test_concurrent_inline_requests_share_calls_and_each_gets_its_own_answer(
         assert bad.status_code == 400 and complaint in bad.json()["message"], bad.text
         for i, (mine, reference) in enumerate(zip(answers, alone, strict=True)):
             assert mine.status_code == 200, (i, mine.text)
-            assert _same(mine.json(), reference.json()), (i, mine.json(), reference.json())
+            assert same_answer(mine.json(), reference.json()), (i, mine.json(), reference.json())
             assert mine.headers["x-model-name"] == f"{family}_tick" and mine.headers["x-model-version"] == "1"
         stats = gw.model(f"{family}_tick")["inline_batching"]
         if stats["joined_requests"] > joined_before:
