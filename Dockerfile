@@ -3,13 +3,14 @@
 #   docker run -p 8080:8080 -v gateway-data:/data -v "$PWD/models:/models:ro" gateway
 # Registry store: SQLite in the /data volume (set GATEWAY_STORE_URI=postgresql+psycopg://... to
 # share one store between replicas). Model packages: under /models (the only artifact root).
-# Optional extras at build time, e.g. --build-arg EXTRAS="[sklearn,pandas]".
+# Extras at build time (default: the PostgreSQL driver), e.g. --build-arg EXTRAS="[postgres,sklearn,pandas]".
+# Dependencies install at the versions in constraints.txt, the ones the test suite passed with.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- builder: install the package and its dependencies into /opt/venv --------------------------
 FROM ${PYTHON_IMAGE} AS builder
-ARG EXTRAS=""
+ARG EXTRAS="[postgres]"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -17,8 +18,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY . .
-RUN pip install --upgrade pip setuptools wheel \
-    && pip install ".${EXTRAS}" \
+RUN pip install --upgrade -c constraints.txt pip setuptools wheel \
+    && pip install -c constraints.txt ".${EXTRAS}" \
     && gateway --version
 
 # ---- runtime: the venv only, run as a non-root user ----------------------------------------------

@@ -1,22 +1,27 @@
-# The two commands a newcomer needs: `make serve` and `make test`. Both create .venv if missing.
+# The two commands a newcomer needs: `make serve` and `make test`. Both create .venv if missing and install
+# the versions in constraints.txt (what the suite last passed with); `make test-latest` tries the newest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := models/iris
+CONSTRAINTS := constraints.txt
+LATEST := .venv-latest
+LINTED := gateway prompts judges loadtest tests
+TYPED  := gateway prompts judges loadtest
 
-.PHONY: serve test bench bench-llm bench-prompts lint typecheck clean
+.PHONY: serve test test-latest lock lint format typecheck bench bench-llm bench-prompts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip -c $(CONSTRAINTS)
 
-# Reinstall only when pyproject.toml changes.
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+# Reinstall only when pyproject.toml or the constraints change.
+$(VENV)/.serve-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[demo]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,postgres]'
 	touch $@ $(VENV)/.serve-installed
 
 ## serve: build and register the demo iris model, then serve it on 127.0.0.1:8080
@@ -28,6 +33,33 @@ serve: $(VENV)/.serve-installed
 ## test: the whole suite (PostgreSQL and Redis tests fail instead of skipping when CI=true)
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
+
+## test-latest: the suite in a fresh $(LATEST) on the newest releases pyproject.toml allows (no constraints),
+## after a report of every version that differs from constraints.txt; `make lock` adopts them once green
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev,postgres]'
+	$(LATEST)/bin/python .ci/constraints_drift.py $(CONSTRAINTS)
+	$(LATEST)/bin/python -m pytest
+
+## lock: write constraints.txt from what .venv holds (after `make test` passed on purposely upgraded packages)
+lock: $(VENV)/.dev-installed
+	$(BIN)/python .ci/constraints_drift.py --write $(CONSTRAINTS)
+
+## lint: ruff's checks and its formatting, checked (`make format` applies the formatting)
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
+
+## typecheck: mypy --strict (pyproject.toml) over everything we ship or run
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy $(TYPED)
 
 ## bench: the load-test harness, ~7 min (gateway batching on/off vs bare onnxruntime, hello-world, mlflow serve;
 ## iris and an MLP, 1 and 100 rows, 1/16/64 conns); flags via BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
@@ -46,11 +78,5 @@ bench-llm: $(VENV)/.dev-installed
 bench-prompts: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_prompts.py $(BENCH_PROMPTS_ARGS)
 
-lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check gateway prompts judges loadtest tests
-
-typecheck: $(VENV)/.dev-installed
-	$(BIN)/mypy gateway
-
 clean:
-	rm -rf $(VENV) .gateway .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .gateway .pytest_cache .mypy_cache .ruff_cache

@@ -39,7 +39,12 @@ def open_engine(uri: str = DEFAULT_STORE_URI) -> Engine:
     elif url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        try:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise DependencyError(
+                f"The store {_display(url)} needs the {exc.name} driver: pip install 'gateway[postgres]'."
+            ) from None
     else:
         raise DependencyError(
             f"Unsupported store URI {_display(url)}: use sqlite:///PATH or postgresql+psycopg://..."

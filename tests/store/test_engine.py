@@ -60,3 +60,31 @@ def test_unreachable_postgresql_names_the_store_without_the_password() -> None:
 def test_unsupported_uri_is_refused() -> None:
     with pytest.raises(DependencyError, match="Unsupported store URI mysql://"):
         open_engine("mysql://u@host/db")
+
+
+def test_postgresql_without_the_driver_names_the_extra_to_install() -> None:
+    """psycopg comes with the ``postgres`` extra: without it, the error says what to install (a fresh
+    interpreter in which importing psycopg fails, as on a machine without the extra)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('psycopg', 'psycopg2'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from gateway.errors import DependencyError\n"
+        "from gateway.store.engine import open_engine\n"
+        "try:\n"
+        "    open_engine('postgresql://gateway:pw@127.0.0.1:1/registry')\n"
+        "except DependencyError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == (
+        "The store postgresql+psycopg://gateway:***@127.0.0.1:1/registry needs the psycopg driver: "
+        "pip install 'gateway[postgres]'."
+    )
