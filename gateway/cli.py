@@ -138,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import SETTINGS_ENV, configure_logging, create_app
+    from gateway.http_protocol import select_http_protocol
     from gateway.llm.routes_config import check_settings
     from gateway.telemetry.setup import check_otel_environment
 
@@ -147,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     loop = "uvloop" if _importable("uvloop") else "auto"
     # uvicorn's httptools protocol, sending each response's headers and body in one write (gateway/http_protocol.py).
-    http = "gateway.http_protocol:CoalescingHttpToolsProtocol" if _importable("httptools") else "auto"
+    http = select_http_protocol()
     if loop != "uvloop" and settings.workers > 1:
         # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY (+40 ms per request).
         logger.warning("uvloop is not installed: several workers will add latency; pip install uvloop")

@@ -123,3 +123,68 @@ def test_stream_event_reaches_the_client_before_the_next_is_produced(base_url: s
         first_event_seen.set()
         data = _read_until(sock, b"data: two\n\n", data)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def _transport_methods_uvicorn_calls() -> set[str]:
+    """Every ``[x.]transport.<method>(...)`` or ``[x.]_transport.<method>(...)`` call in the uvicorn
+    modules that drive an HTTP connection, read from the installed uvicorn's source."""
+    import ast
+    import importlib
+    import inspect
+
+    called: set[str] = set()
+    for module_name in (
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.protocols.http.flow_control",
+        "uvicorn.protocols.utils",
+    ):
+        tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            owner = node.func.value
+            owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", None)
+            if owner_name in ("transport", "_transport"):
+                called.add(node.func.attr)
+    return called
+
+
+def test_coalescing_transport_implements_every_method_uvicorn_calls() -> None:
+    """A transport method uvicorn starts calling (``writelines``, say) must be one the wrapper defines
+    itself: through a pass-through it would bypass what is held back and reorder the bytes."""
+    from gateway.http_protocol import CoalescingTransport
+
+    called = _transport_methods_uvicorn_calls()
+    assert {"write", "close", "is_closing"} <= called  # the scan sees uvicorn's calls at all
+    defined = {name for name in vars(CoalescingTransport) if not name.startswith("_")}
+    missing = sorted(called - defined)
+    assert not missing, f"uvicorn calls transport methods CoalescingTransport does not define: {missing}"
+    assert not hasattr(CoalescingTransport, "__getattr__")
+
+
+def test_gateway_serve_selects_the_coalescing_protocol() -> None:
+    from gateway.http_protocol import PROTOCOL_PATH, select_http_protocol
+
+    assert select_http_protocol() == PROTOCOL_PATH
+
+
+def test_without_httptools_gateway_serve_falls_back_to_uvicorns_protocol_with_a_warning() -> None:
+    """A fresh interpreter in which importing httptools fails, as on a machine without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'httptools' or name.startswith('httptools.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import logging; logging.basicConfig(level='WARNING', format='%(message)s')\n"
+        "from gateway.http_protocol import select_http_protocol\n"
+        "print(select_http_protocol())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "auto"
+    assert "serving with uvicorn's own HTTP protocol" in done.stderr
