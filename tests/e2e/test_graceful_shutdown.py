@@ -4,6 +4,7 @@ accepted completely, then exits with no process left behind."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -15,6 +16,21 @@ import pytest
 
 from tests.packages import PackageCache
 from tests.servers import GATEWAY_BIN, free_port, gateway_env, run_cli, wait_until_up
+
+
+def _requests_read_by_the_server(port: int) -> int:
+    """Server-side connections on ``port`` that have received bytes and hold none unread: the gateway
+    has read those requests (each is small, one segment), so uvicorn counts them as in flight."""
+    out = subprocess.run(
+        ["ss", "-tniH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    read = 0
+    lines = out.splitlines()
+    for socket_line, info_line in zip(lines[::2], lines[1::2], strict=False):
+        unread = int(socket_line.split()[0])  # Recv-Q
+        if unread == 0 and re.search(r"bytes_received:[1-9]", info_line):
+            read += 1
+    return read
 
 
 def _children(pid: int) -> list[int]:
@@ -53,7 +69,11 @@ def test_sigterm_drains_in_flight_requests(packages: PackageCache, tmp_path: Pat
         threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
         for thread in threads:
             thread.start()
-        time.sleep(0.15)  # all six are in flight (each takes 0.4 s in the model)
+        # SIGTERM once the gateway has read all six requests (each takes 0.4 s in the model).
+        deadline = time.monotonic() + 20
+        while _requests_read_by_the_server(port) < 6:
+            assert time.monotonic() < deadline, "the gateway did not read the six requests within 20 s"
+            time.sleep(0.005)
         process.send_signal(signal.SIGTERM)  # what Kubernetes sends to the container's main process
         for thread in threads:
             thread.join(timeout=30)

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 
+from gateway.store.notify import CHANNEL
 from tests.conftest import REDIS_URL, require_service
 from tests.packages import PackageCache
 from tests.servers import gateway_env, run_cli, run_gateway_process
@@ -15,8 +17,16 @@ from tests.servers import gateway_env, run_cli, run_gateway_process
 BODY = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 
 
+def _subscribers() -> int:
+    """How many Redis connections are subscribed to the registry-change channel right now."""
+    with redis.Redis.from_url(REDIS_URL) as client:
+        counts = client.pubsub_numsub(CHANNEL)
+    return int(counts[0][1]) if counts else 0
+
+
 def test_alias_move_reaches_every_worker_through_redis(packages: PackageCache, tmp_path: Path) -> None:
     require_service("Redis", "127.0.0.1", 6379)
+    subscribed_before = _subscribers()
     env = gateway_env(
         f"sqlite:///{tmp_path}/store.db", packages.root,
         GATEWAY_REDIS_URL=REDIS_URL, GATEWAY_SERVING_REFRESH_INTERVAL_S="60",
@@ -26,7 +36,11 @@ def test_alias_move_reaches_every_worker_through_redis(packages: PackageCache, t
     with run_gateway_process(["--model", "models:/notified@prod", "--workers", "2"], env,
                              ready_path="/health") as (base_url, _):
         assert httpx.post(base_url + "/invocations", json=BODY).headers["x-model-version"] == "1"
-        time.sleep(0.5)  # both workers' subscriptions are up once /health answered; a margin for the second
+        # Each worker subscribes in a background task once it is up: wait until both are listening.
+        deadline = time.monotonic() + 20
+        while _subscribers() < subscribed_before + 2:
+            assert time.monotonic() < deadline, "the two workers did not both subscribe within 20 s"
+            time.sleep(0.02)
         moved_at = time.monotonic()
         run_cli(["models", "alias", "notified", "prod", "2"], env)
         streak = 0
