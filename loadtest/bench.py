@@ -364,7 +364,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key, value in preset.items():
         if getattr(args, key) is None:
             action = next(a for a in parser._actions if a.dest == key)
-            setattr(args, key, action.type(value) if isinstance(value, str) and action.type else value)
+            convert = action.type
+            setattr(args, key, convert(value) if isinstance(value, str) and callable(convert) else value)
     if args.duration <= 0 or args.duration > 3600:
         parser.error("--duration must be in (0, 3600]")
     if not 1 <= args.repeat <= 100:

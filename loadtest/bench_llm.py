@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +338,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Example: python loadtest/bench_llm.py --repeat 3 --litellm-python /tmp/litellm-venv/bin/python",
     )
 
-    def flag(name: str, help: str, kind: type) -> None:
+    def flag(name: str, help: str, kind: Callable[[str], Any]) -> None:
         key = name.lstrip("-").replace("-", "_")
         parser.add_argument(name, type=kind, default=None, help=f"{help} (default {d[key]}; --quick: {q[key]})")
 

@@ -99,7 +99,7 @@ def chat_bodies(workdir: Path) -> dict[str, Path]:
 
 
 def median(cells: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(cell[key] for cell in cells)
+    return float(statistics.median(cell[key] for cell in cells))
 
 
 def main(argv: list[str] | None = None) -> int:

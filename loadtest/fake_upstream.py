@@ -107,7 +107,9 @@ class _Ids:
 
 
 def _knobs(body: dict[str, Any]) -> dict[str, Any]:
-    model = body.get("model") if isinstance(body.get("model"), str) else ""
+    model = body.get("model")
+    if not isinstance(model, str):
+        model = ""
     knobs: dict[str, Any] = {}
     if "@" in model:
         for item in model.split("@", 1)[1].split(","):
@@ -273,7 +275,7 @@ class FakeUpstream:
         tools = body.get("tools")
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         use_tool = bool(tools) and body.get("tool_choice") != "none" and last.get("role") != "tool"
-        tool_name = tools[0]["function"]["name"] if use_tool else None
+        tool_name = tools[0]["function"]["name"] if use_tool and isinstance(tools, list) else None
         reply = _reply_text(messages, knobs)
         pieces = _tool_arguments(int(knobs.get("tool_call_deltas", DEFAULT_TOOL_CALL_DELTAS))) if use_tool else None
         prompt_tokens = sum(_words(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))

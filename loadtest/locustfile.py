@@ -53,7 +53,7 @@ class InvocationsUser(FastHttpUser):
 
     @task
     def invocations(self) -> None:
-        with self.client.post(PATH, data=BODY, headers=HEADERS, catch_response=True) as resp:
+        with self.client.post(PATH, data=BODY, headers=HEADERS, catch_response=True) as resp:  # type: ignore[arg-type]
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
                 return

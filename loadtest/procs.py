@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -199,6 +200,9 @@ class Server:
             log(f"{self.name}: processes {left} still alive after SIGKILL")
 
 
+ServerT = TypeVar("ServerT", bound="Server")
+
+
 class Servers:
     """Every server the harness started; ``stop_all`` runs on exit, Ctrl-C and SIGTERM."""
 
@@ -206,7 +210,7 @@ class Servers:
         self.grace = grace
         self.running: list[Server] = []
 
-    def start(self, server: Server, ready_timeout: float) -> Server:
+    def start(self, server: ServerT, ready_timeout: float) -> ServerT:
         self.running.append(server)
         server.start()
         server.wait_ready(ready_timeout)
