@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from gateway import __version__
+from gateway.cli_output import print_json
 from gateway.config import DEFAULT_STORE_URI, PARAMS, ConfigError, Settings, load_settings, settings_to_dict
 from gateway.errors import GatewayError
 
@@ -209,10 +210,6 @@ def _tag(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
 def _models(args: argparse.Namespace) -> int:
     from gateway.refs import parse_version
     from gateway.registration import register_version
@@ -246,7 +243,7 @@ def _models(args: argparse.Namespace) -> int:
         if args.models_command == "list":
             models = store.list_models()
             if args.json:
-                _print_json([m.to_dict() for m in models])
+                print_json([m.to_dict() for m in models])
             else:
                 print(f"{'NAME':<32} {'LATEST':>6}  ALIASES")
                 for model in models:
@@ -256,7 +253,7 @@ def _models(args: argparse.Namespace) -> int:
             model = store.get_model(args.name)
             versions = store.list_versions(args.name)
             if args.json:
-                _print_json({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
+                print_json({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
             else:
                 print(f"{model.name}: {model.description or ''}".rstrip(": "))
                 for version in versions:
