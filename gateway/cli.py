@@ -150,7 +150,8 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn's httptools protocol, sending each response's headers and body in one write (gateway/http_protocol.py).
     http = "gateway.http_protocol:CoalescingHttpToolsProtocol" if _importable("httptools") else "auto"
     if loop != "uvloop" and settings.workers > 1:
-        # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY (+40 ms per request).
+        # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY: small answers then wait
+        # for the client's delayed ACK (docs/benchmarks.md, "Figures once quoted in code").
         logger.warning("uvloop is not installed: several workers will add latency; pip install uvloop")
     logger.info(
         "Starting gateway %s on http://%s:%d with %d worker(s)",

@@ -2,7 +2,7 @@
 share one model call, on the loop.
 
 Under load, uvicorn starts many requests in one loop iteration (one task per readable connection), and
-each runs without awaiting up to its model call. For an inline model (calls of ~10 us, where the hop to
+each runs without awaiting up to its model call. For an inline model (calls so short that the hop to
 a thread would cost more than the call) every call still pays onnxruntime's fixed cost per run and the
 feeds and output shaping around it; joining the requests of one iteration pays that once. The first
 request of an iteration schedules a flush with ``loop.call_soon`` and awaits; those that arrive before
