@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from gateway import __version__
+from gateway.cli_output import print_json
 from gateway.config import DEFAULT_STORE_URI, PARAMS, ConfigError, Settings, load_settings, settings_to_dict
 from gateway.errors import GatewayError
 
@@ -150,7 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn's httptools protocol, sending each response's headers and body in one write (gateway/http_protocol.py).
     http = select_http_protocol()
     if loop != "uvloop" and settings.workers > 1:
-        # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY (+40 ms per request).
+        # Without uvloop, uvicorn's pre-bound multi-worker socket loses TCP_NODELAY: small answers then wait
+        # for the client's delayed ACK (docs/benchmarks.md, "Figures once quoted in code").
         logger.warning("uvloop is not installed: several workers will add latency; pip install uvloop")
     logger.info(
         "Starting gateway %s on http://%s:%d with %d worker(s)",
@@ -210,10 +212,6 @@ def _tag(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
 def _models(args: argparse.Namespace) -> int:
     from gateway.refs import parse_version
     from gateway.registration import register_version
@@ -247,7 +245,7 @@ def _models(args: argparse.Namespace) -> int:
         if args.models_command == "list":
             models = store.list_models()
             if args.json:
-                _print_json([m.to_dict() for m in models])
+                print_json([m.to_dict() for m in models])
             else:
                 print(f"{'NAME':<32} {'LATEST':>6}  ALIASES")
                 for model in models:
@@ -257,7 +255,7 @@ def _models(args: argparse.Namespace) -> int:
             model = store.get_model(args.name)
             versions = store.list_versions(args.name)
             if args.json:
-                _print_json({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
+                print_json({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
             else:
                 print(f"{model.name}: {model.description or ''}".rstrip(": "))
                 for version in versions:

@@ -2,7 +2,8 @@
 
 ``build_demo_package(out)`` trains a deterministic scikit-learn ``LogisticRegression`` on the
 iris data set, converts it to ONNX with skl2onnx (ZipMap off) and writes a model package that
-``mlflow.pyfunc.load_model`` and ``mlflow models serve`` accept as is::
+``mlflow.pyfunc.load_model`` and ``mlflow models serve`` accept as is (written by
+``gateway.serving.package_writer``)::
 
     out/
       MLmodel                     flavors onnx + python_function (loader_module mlflow.onnx)
@@ -32,21 +33,12 @@ The training dependencies are the ``demo`` extra: ``pip install 'gateway[demo]'`
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import platform
-import shutil
 import sys
-import tempfile
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
+from gateway.serving.package_writer import check_package_target, replace_package, write_onnx_package
 
 FEATURES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 INPUT_NAME = "input"
@@ -86,13 +78,6 @@ def _import_training_deps() -> tuple[Any, Any, Any, Any, Any]:
     return onnx, convert_sklearn, FloatTensorType, load_iris, LogisticRegression
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _train_and_convert(label_only: bool) -> tuple[bytes, list[list[float]]]:
     """Train the classifier and return (serialized ONNX model, example rows)."""
     onnx, convert_sklearn, FloatTensorType, load_iris, LogisticRegression = _import_training_deps()
@@ -114,88 +99,6 @@ def _train_and_convert(label_only: bool) -> tuple[bytes, list[list[float]]]:
     return onx.SerializeToString(), example
 
 
-def _signature(outputs: Sequence[str]) -> dict[str, str | None]:
-    inputs = [{"type": "double", "name": name, "required": True} for name in FEATURES]
-    return {
-        "inputs": json.dumps(inputs),
-        "outputs": json.dumps([_OUTPUT_SPECS[name] for name in outputs]),
-        "params": None,
-    }
-
-
-def _created_at() -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
-    return moment.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _requirements() -> list[str]:
-    """What pyfunc needs to load the package (mlflow's own env managers read this file)."""
-    reqs = ["mlflow"]
-    for dist in ("onnx", "onnxruntime"):
-        version = _version(dist)
-        reqs.append(f"{dist}=={version}" if version else dist)
-    return reqs
-
-
-def _write_env_files(root: Path) -> None:
-    reqs = _requirements()
-    (root / "requirements.txt").write_text("\n".join(reqs))
-    python_env = {
-        "python": platform.python_version(),
-        "build_dependencies": ["pip", "setuptools", "wheel"],
-        "dependencies": ["-r requirements.txt"],
-    }
-    (root / "python_env.yaml").write_text(yaml.safe_dump(python_env, sort_keys=False))
-    conda_env = {
-        "name": "mlflow-env",
-        "channels": ["conda-forge"],
-        "dependencies": [f"python={platform.python_version()}", "pip", {"pip": reqs}],
-    }
-    (root / "conda.yaml").write_text(yaml.safe_dump(conda_env, sort_keys=False))
-
-
-def _write_package(root: Path, onnx_bytes: bytes, example: list[list[float]], outputs: Sequence[str]) -> None:
-    (root / "model.onnx").write_bytes(onnx_bytes)
-    (root / "input_example.json").write_text(json.dumps({"columns": list(FEATURES), "data": example}))
-    serving = {"dataframe_split": {"columns": list(FEATURES), "data": example}}
-    (root / "serving_input_example.json").write_text(json.dumps(serving, indent=2))
-    _write_env_files(root)
-
-    signature = _signature(outputs)
-    digest = hashlib.sha256(onnx_bytes + json.dumps(signature, sort_keys=True).encode()).digest()
-    mlmodel: dict[str, Any] = {
-        "flavors": {
-            "onnx": {
-                "code": None,
-                "data": "model.onnx",
-                "onnx_session_options": None,
-                "onnx_version": _version("onnx"),
-                "providers": ["CPUExecutionProvider"],
-            },
-            "python_function": {
-                "data": "model.onnx",
-                "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"},
-                "loader_module": "mlflow.onnx",
-                "python_version": platform.python_version(),
-            },
-        },
-        "is_signature_from_type_hint": False,
-        "model_size_bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
-        "model_uuid": uuid.UUID(bytes=digest[:16], version=4).hex,
-        "saved_input_example_info": {
-            "artifact_path": "input_example.json",
-            "pandas_orient": "split",
-            "serving_input_path": "serving_input_example.json",
-            "type": "dataframe",
-        },
-        "signature": signature,
-        "type_hint_from_example": False,
-        "utc_time_created": _created_at(),
-    }
-    (root / "MLmodel").write_text(yaml.safe_dump(mlmodel, default_flow_style=False))
-
-
 def build_demo_package(out: Path, *, label_only: bool = False) -> Path:
     """Build the iris demo package at ``out`` and return ``out``.
 
@@ -207,24 +110,13 @@ def build_demo_package(out: Path, *, label_only: bool = False) -> Path:
     Raises ``DemoDependencyError`` (a ``RuntimeError``) naming ``pip install 'gateway[demo]'``
     when scikit-learn, skl2onnx or onnx are missing.
     """
-    out = Path(out).absolute()
-    if out.exists() and not (out.is_dir() and ((out / "MLmodel").is_file() or not any(out.iterdir()))):
-        raise FileExistsError(f"{out} exists and is not a model package; refusing to overwrite it")
+    out = check_package_target(out)
     onnx_bytes, example = _train_and_convert(label_only)
-    outputs = ("label",) if label_only else OUTPUTS
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it 0700; a server running as another user must read it
-        _write_package(staging, onnx_bytes, example, outputs)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    outputs = [_OUTPUT_SPECS[name] for name in (("label",) if label_only else OUTPUTS)]
+    return replace_package(
+        out,
+        lambda root: write_onnx_package(root, onnx_bytes, columns=FEATURES, example=example, outputs=outputs),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,8 +6,9 @@ calls and two TCP segments for every small answer, and a client that may wake up
 protocol's transport is wrapped so that what is written during one iteration of the event loop is
 joined and written once, at the end of that iteration (``loop.call_soon``): a prediction's headers and
 body leave together, while each event of a stream still leaves in the iteration that produced it (no
-event waits for the next one). What it saves is measured in docs/benchmarks.md ("one write per
-response").
+event waits for the next one). On the iris target cell (1 worker, 64 connections, paired rounds) it
+took less CPU per request and served more requests per second in every round (docs/benchmarks.md,
+"One write per response").
 
 Nothing else changes: parsing, keep-alive, flow control and every response byte are uvicorn's. What is
 held back is bounded (written at once past ``FLUSH_AT`` bytes) and flushed before the connection closes.

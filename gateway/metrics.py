@@ -2,7 +2,8 @@
 
 Why not prometheus-client's own metric classes: a labelled ``Counter.labels(...).inc()`` takes a lock
 and a few microseconds, and its multiprocess mode writes an mmap file per update; an iris request costs
-about 27 us in all, and metrics may cost at most 2% of throughput. Here an update is one dict operation
+only microseconds in all, and metrics may cost at most 2% of throughput (docs/benchmarks.md has the
+measured cost). Here an update is one dict operation
 on a tuple key, and prometheus-client is used for what it does well: the exposition format.
 
 Several uvicorn workers: each worker writes a snapshot of its metrics to ``<dir>/worker-<pid>.json``

@@ -1,7 +1,7 @@
 """Paced A/B of the LLM proxy: several gateway source trees (and the floor) against the fake upstream, one run.
 
 ``bench_llm.py`` compares the gateway with other proxies; this compares versions of the gateway with
-each other, which its run-to-run noise (±0.3 ms on the added p50 of this shared VM) cannot do:
+each other, which its run-to-run noise (docs/benchmarks.md) cannot do:
 
     python loadtest/llm_paced.py --gateway before=/tmp/old-checkout --gateway after=. --floor --rounds 5
 

@@ -4,8 +4,8 @@ Each of ``--conns`` connections sends one request, reads the whole response, rec
 latency and sends the next, until ``--duration`` seconds have passed; requests in flight at the
 deadline finish (bounded by ``--timeout``). Raw asyncio streams (uvloop when installed), the
 request bytes built once, responses framed by ``Content-Length`` or chunked encoding: no HTTP
-client library on the hot path, so one core drives ~10-20k req/s. The bench runs it in its own
-process, pinned away from the server's cores when there are spare ones.
+client library on the hot path (what one core drives: docs/benchmarks.md, "Caveats"). The bench
+runs it in its own process, pinned away from the server's cores when there are spare ones.
 
 Prints one JSON object: requests, status counts, errors (non-200 answers, socket errors,
 timeouts), latency percentiles in microseconds, the measured duration and the generator's own

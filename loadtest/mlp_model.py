@@ -1,9 +1,9 @@
 """The bench's heavy model: a wide scikit-learn MLP regressor as an MLflow-format ONNX package.
 
-The iris demo costs ~4 µs per call in onnxruntime, so batching has nothing to amortise there but
-the HTTP path. This model costs a few hundred µs per 1-row call with one intra-op thread (its two
-2048-wide hidden layers are 16 MB of float32 weights read per call), and far less per row in a
-batch, which is where a batcher pays off.
+An iris demo call in onnxruntime is so cheap that batching has nothing to amortise there but the
+HTTP path. This model costs far more per 1-row call with one intra-op thread (its two 2048-wide
+hidden layers are 16 MB of float32 weights read per call), and far less per row in a batch, which
+is where a batcher pays off (the measured costs are in docs/benchmarks.md, "What is measured").
 
     python loadtest/mlp_model.py --out DIR [--features 32] [--hidden 2048,2048]
 
@@ -16,28 +16,20 @@ one intra-op thread with spinning off: the gateway and mlflow both honour it, so
 runs the model the same way as ``loadtest/bare_app.py``.
 
 Run as a subprocess by the bench with the venv's python (it needs scikit-learn, skl2onnx and
-onnx: the ``dev`` extra); it imports nothing from ``gateway``. Training is seeded and short
-(two epochs on 256 random rows; what the weights predict does not matter, their cost does), so
-the same environment writes the same ``model.onnx``.
+onnx: the ``dev`` extra). Of ``gateway`` it imports only the package writer the demo uses too
+(``gateway.serving.package_writer``); the bench still talks to the gateway over HTTP only.
+Training is seeded and short (two epochs on 256 random rows; what the weights predict does not
+matter, their cost does), so the same environment writes the same ``model.onnx``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import platform
-import shutil
-import tempfile
-import uuid
 import warnings
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-import yaml
+from gateway.serving.package_writer import check_package_target, replace_package, write_onnx_package
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "variable"
@@ -80,93 +72,22 @@ def train_and_convert(features: int, hidden: Sequence[int]) -> tuple[bytes, list
     return onx.SerializeToString(), example
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _write_env_files(root: Path) -> None:
-    reqs = ["mlflow", *(f"{d}=={v}" if (v := _version(d)) else d for d in ("onnx", "onnxruntime"))]
-    (root / "requirements.txt").write_text("\n".join(reqs))
-    python_env = {
-        "python": platform.python_version(),
-        "build_dependencies": ["pip", "setuptools", "wheel"],
-        "dependencies": ["-r requirements.txt"],
-    }
-    (root / "python_env.yaml").write_text(yaml.safe_dump(python_env, sort_keys=False))
-    conda = {
-        "name": "mlflow-env",
-        "channels": ["conda-forge"],
-        "dependencies": [f"python={platform.python_version()}", "pip", {"pip": reqs}],
-    }
-    (root / "conda.yaml").write_text(yaml.safe_dump(conda, sort_keys=False))
-
-
-def write_package(root: Path, onnx_bytes: bytes, example: list[list[float]], columns: list[str]) -> None:
-    (root / "model.onnx").write_bytes(onnx_bytes)
-    (root / "input_example.json").write_text(json.dumps({"columns": columns, "data": example}))
-    serving = {"dataframe_split": {"columns": columns, "data": example}}
-    (root / "serving_input_example.json").write_text(json.dumps(serving))
-    _write_env_files(root)
-    output = {"name": OUTPUT_NAME, "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 1]}}
-    signature = {
-        "inputs": json.dumps([{"type": "double", "name": name, "required": True} for name in columns]),
-        "outputs": json.dumps([output]),
-        "params": None,
-    }
-    digest = hashlib.sha256(onnx_bytes + json.dumps(signature, sort_keys=True).encode()).digest()
-    mlmodel: dict[str, Any] = {
-        "flavors": {
-            "onnx": {
-                "code": None,
-                "data": "model.onnx",
-                "onnx_session_options": SESSION_OPTIONS,
-                "onnx_version": _version("onnx"),
-                "providers": ["CPUExecutionProvider"],
-            },
-            "python_function": {
-                "data": "model.onnx",
-                "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"},
-                "loader_module": "mlflow.onnx",
-                "python_version": platform.python_version(),
-            },
-        },
-        "is_signature_from_type_hint": False,
-        "model_size_bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
-        "model_uuid": uuid.UUID(bytes=digest[:16], version=4).hex,
-        "saved_input_example_info": {
-            "artifact_path": "input_example.json",
-            "pandas_orient": "split",
-            "serving_input_path": "serving_input_example.json",
-            "type": "dataframe",
-        },
-        "signature": signature,
-        "type_hint_from_example": False,
-        "utc_time_created": datetime.now(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f"),
-    }
-    (root / "MLmodel").write_text(yaml.safe_dump(mlmodel, default_flow_style=False))
-
-
 def build_mlp_package(out: Path, features: int = 32, hidden: Sequence[int] = (2048, 2048)) -> Path:
     """Write the package at ``out`` (replacing a previous package there) and return ``out``."""
-    out = out.absolute()
-    if out.exists() and not (out / "MLmodel").is_file() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not a model package; refusing to overwrite it")
+    out = check_package_target(out)
     onnx_bytes, example = train_and_convert(features, hidden)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        staging.chmod(0o755)
-        write_package(staging, onnx_bytes, example, feature_names(features))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    output = {"name": OUTPUT_NAME, "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 1]}}
+    return replace_package(
+        out,
+        lambda root: write_onnx_package(
+            root,
+            onnx_bytes,
+            columns=feature_names(features),
+            example=example,
+            outputs=[output],
+            session_options=SESSION_OPTIONS,
+        ),
+    )
 
 
 def _hidden(text: str) -> list[int]:

@@ -20,7 +20,7 @@ Examples::
     .venv/bin/python loadtest/profile_invocations.py --batching off --requests 20000
 
 Compare code versions in separate processes, interleaved (A B A B ...), and quote medians: on a shared
-2-core machine single passes move by 10-20%.
+machine single passes move more than most changes (docs/benchmarks.md, "Figures once quoted in code").
 """
 
 from __future__ import annotations

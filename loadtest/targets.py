@@ -4,9 +4,10 @@ Models (``--models``):
 
 - ``iris``: the demo package, built with ``python -m gateway.demo`` (``--label-only`` for
   mlflow, whose ONNX pyfunc cannot answer a DataFrame request for a model with both ``label`` and
-  ``probabilities``); ~4 µs per call in onnxruntime.
-- ``mlp``: ``loadtest/mlp_model.py``, a 32 -> 2048 -> 2048 -> 1 MLP regressor, a few hundred µs
-  per 1-row call with one intra-op thread; every target serves the same package.
+  ``probabilities``); a cheap onnxruntime call.
+- ``mlp``: ``loadtest/mlp_model.py``, a 32 -> 2048 -> 2048 -> 1 MLP regressor, a costly 1-row call
+  with one intra-op thread; every target serves the same package. Each model's measured cost per call
+  is in docs/benchmarks.md, "What is measured".
 
 Targets (``--targets``), each at every worker count with the same body:
 

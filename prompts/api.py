@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Scope
 
+from gateway.api.bodies import tags_field
 from gateway.errors import BadRequest, GatewayError, InvalidParameter, NotFound
 from gateway.http import ORJSONResponse, RawJSONResponse, error_response, read_json_object
 from prompts.cache import PromptCache
@@ -215,16 +216,6 @@ async def render_version(request: Request) -> Response:
 # -- writes (to the store, then refresh) ---------------------------------------------------------
 
 
-def _tags(body: dict[str, Any], key: str = "tags") -> dict[str, str] | None:
-    tags = body.get(key)
-    if isinstance(tags, list):  # MLflow's [{"key": k, "value": v}] form
-        try:
-            tags = {item["key"]: item["value"] for item in tags}
-        except (TypeError, KeyError):
-            raise BadRequest(f'Field {key!r} must be an object or a list of {{"key", "value"}} objects.') from None
-    return tags
-
-
 def _prompt_answer(catalog: Catalog, prompt: Prompt) -> dict[str, Any]:
     if catalog.prompts.get(prompt.name) == prompt:
         return catalog.prompt_dict(prompt.name)
@@ -242,7 +233,7 @@ async def create_prompt(request: Request) -> Response:
         name = body.get("name")
         if not isinstance(name, str):
             raise BadRequest("Field 'name' is required and must be a string.")
-        prompt = await run_in_threadpool(state.store.create_prompt, name, body.get("description"), _tags(body))
+        prompt = await run_in_threadpool(state.store.create_prompt, name, body.get("description"), tags_field(body))
         await state.after_write()
         answer = _prompt_answer(state.cache.catalog, prompt)
     except GatewayError as exc:
@@ -263,7 +254,7 @@ async def update_prompt(request: Request) -> Response:
                 f"Unknown field(s) {', '.join(unknown)}; a prompt's description and tags can change, "
                 "its versions cannot (register a new version instead)."
             )
-        changes = {key: (_tags(body) if key == "tags" else body[key]) for key in body}
+        changes = {key: (tags_field(body) if key == "tags" else body[key]) for key in body}
         prompt = await run_in_threadpool(lambda: state.store.update_prompt(name, **changes))
         await state.after_write()
         answer = _prompt_answer(state.cache.catalog, prompt)
@@ -290,7 +281,7 @@ async def create_version(request: Request) -> Response:
                 name,
                 body["template"],
                 commit_message=body.get("commit_message"),
-                tags=_tags(body),
+                tags=tags_field(body),
                 response_format=body.get("response_format"),
                 model_config=body.get("model_config"),
             )

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.cli_output import print_json
 from gateway.errors import InvalidParameter
 
 AddStoreOptions = Callable[[argparse.ArgumentParser], None]
@@ -159,7 +160,7 @@ def _read(store: Any, args: argparse.Namespace) -> None:
         tags = {key: (value if eq else None) for key, eq, value in (t.partition("=") for t in args.tag)}
         prompts, _ = catalog.search(name_prefix=args.prefix, tags=tags, max_results=1000)
         if args.json:
-            _print_json(prompts)
+            print_json(prompts)
             return
         print(f"{'NAME':<32} {'LATEST':>6}  ALIASES")
         for prompt in prompts:
@@ -170,7 +171,7 @@ def _read(store: Any, args: argparse.Namespace) -> None:
     if args.prompts_command == "show" and ref.version is None and ref.alias is None:
         prompt = catalog.prompt_dict(ref.name, with_versions=True)
         if args.json:
-            _print_json(prompt)
+            print_json(prompt)
             return
         print(f"{prompt['name']}: {prompt['description'] or ''}".rstrip(": "))
         for version in prompt["versions"]:
@@ -182,7 +183,7 @@ def _read(store: Any, args: argparse.Namespace) -> None:
     if args.prompts_command == "show":
         data = cached.version.to_dict(cached.aliases)
         if args.json:
-            _print_json(data)
+            print_json(data)
             return
         print(
             f"{ref.name} version {data['version']} ({data['template_type']}; variables: {', '.join(data['variables'])})"
@@ -200,7 +201,7 @@ def _read(store: Any, args: argparse.Namespace) -> None:
     if isinstance(rendered, str):
         sys.stdout.write(rendered + ("" if rendered.endswith("\n") else "\n"))
     else:
-        _print_json(rendered)
+        print_json(rendered)
 
 
 def _template(args: argparse.Namespace) -> str | list[dict[str, str]]:
@@ -246,7 +247,3 @@ def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidParameter(f"{option}: expected a JSON object, got {type(value).__name__}.")
     return value
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")

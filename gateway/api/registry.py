@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.api.bodies import tags_field
 from gateway.errors import BadRequest, GatewayError
 from gateway.http import ORJSONResponse, error_response, read_json_object
 from gateway.refs import parse_model_ref, parse_version, validate_model_name
@@ -28,22 +29,6 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _tags(body: dict[str, Any]) -> dict[str, str]:
-    tags = body.get("tags") or {}
-    if isinstance(tags, list):  # MLflow's [{"key": k, "value": v}] form
-        try:
-            tags = {item["key"]: item["value"] for item in tags}
-        except (TypeError, KeyError):
-            raise BadRequest(
-                'Field \'tags\' must be an object or a list of {"key", "value"} objects.'
-            ) from None
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        raise BadRequest("Field 'tags' must map strings to strings.")
-    return tags
-
-
 async def _after_write(request: Request) -> None:
     # This worker sees the change at once; the others through Redis (when configured), else
     # within serving.refresh_interval_s.
@@ -58,7 +43,7 @@ async def create_model(request: Request) -> Response:
             raise BadRequest("Field 'name' is required and must be a string.")
         validate_model_name(name)
         model = await run_in_threadpool(
-            _state(request).store.create_model, name, _optional_str(body, "description"), _tags(body)
+            _state(request).store.create_model, name, _optional_str(body, "description"), tags_field(body)
         )
         await _after_write(request)
     except GatewayError as exc:
@@ -104,7 +89,7 @@ async def create_version(request: Request) -> Response:
                 source,
                 artifact_roots=state.settings.artifact_roots,
                 description=_optional_str(body, "description"),
-                tags=_tags(body),
+                tags=tags_field(body),
             )
         )
         await _after_write(request)

@@ -8,8 +8,9 @@ client's to see and pass through as they are. ``timeout_s`` bounds the whole cal
 until the answer (or a stream's first event) has arrived.
 
 The pools are ``aiohttp.ClientSession`` objects, one per base URL: measured on the bench's fake
-upstream at 32 concurrent calls, an aiohttp call costs about a tenth of the CPU of an httpx one
-(httpcore's pool scans every pooled connection, with a ``poll()`` each, on every request). Each session
+upstream, an aiohttp call costs far less CPU than an httpx one (docs/benchmarks.md, "The upstream
+client was the floor"; httpcore's pool scans every pooled connection, with a ``poll()`` each, on every
+request). Each session
 is set up to add nothing of its own: no cookie jar, no redirects, no ``Accept``/``Accept-Encoding``
 headers; a request carries our headers and the body bytes only.
 """

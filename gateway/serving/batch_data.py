@@ -7,7 +7,7 @@ have one row per input row (``output_rows``); anything else makes the batcher ru
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,16 @@ def _length(value: Any) -> int | None:
     if isinstance(value, list | tuple):
         return len(value)
     return None
+
+
+def row_bounds(row_counts: Iterable[int]) -> list[tuple[int, int]]:
+    """The (start, stop) row range of each part of a joined input, from each part's row count, in order."""
+    bounds = []
+    start = 0
+    for rows in row_counts:
+        bounds.append((start, start + rows))
+        start += rows
+    return bounds
 
 
 def split_output(output: Any, bounds: Bounds) -> list[Any]:

@@ -33,8 +33,17 @@ from typing import Any
 
 from gateway import metrics
 from gateway.errors import DeadlineExceeded, GatewayError, ServiceUnavailable
-from gateway.serving.batch_data import batch_key, join_inputs, join_outputs, output_rows, split_input, split_output
+from gateway.serving.batch_data import (
+    batch_key,
+    join_inputs,
+    join_outputs,
+    output_rows,
+    row_bounds,
+    split_input,
+    split_output,
+)
 from gateway.serving.batch_settings import BatchSettings
+from gateway.serving.batch_stats import BatchStats
 from gateway.serving.runtimes._common import predict_error
 
 logger = logging.getLogger("gateway.serving")
@@ -106,25 +115,6 @@ class _Part:
     chunked: bool = False
     queued: bool = False
     dropped: bool = False  # left the queue early; skipped when met
-
-
-@dataclass(slots=True)
-class BatchStats:
-    """Counters shown by ``GET /models`` (per worker)."""
-
-    requests: int = 0
-    runs: int = 0
-    rows: int = 0
-    batched_runs: int = 0  # runs that served more than one request or chunk
-    largest_batch_requests: int = 0
-    largest_batch_rows: int = 0
-    split_requests: int = 0
-    bisections: int = 0
-    rejected_queue_full: int = 0
-    expired: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class Batcher:
@@ -463,12 +453,7 @@ class Batcher:
                 )  # fmt: skip
             self._row_aligned = False
             return [self._run_one(part) for part in parts]
-        bounds = []
-        start = 0
-        for part in parts:
-            bounds.append((start, start + part.rows))
-            start += part.rows
-        return [(True, piece) for piece in split_output(output, bounds)]
+        return [(True, piece) for piece in split_output(output, row_bounds([p.rows for p in parts]))]
 
     def _run_one(self, part: _Part) -> Outcome:
         try:

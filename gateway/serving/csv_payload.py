@@ -15,7 +15,8 @@ from typing import cast
 import numpy as np
 
 from gateway.errors import BadRequest
-from gateway.serving.columns import COLUMN_DTYPES, SCALAR_TYPES, array_from_json, column_label, object_column
+from gateway.serving.conversion import COLUMN_DTYPES, SCALAR_TYPES, array_from_json, object_column
+from gateway.serving.messages import column_label
 from gateway.serving.signature import ColSpec, Schema, TensorSpec
 from gateway.serving.types import Frame
 

@@ -21,16 +21,10 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import InvalidParameter
-from gateway.serving.columns import (
-    ValueMismatch,
-    array_from_json,
-    column_from_json,
-    column_label,
-    enforce_column,
-    infer_column,
-    object_column,
-)
+from gateway.serving.conversion import array_from_json, column_from_json, infer_column, object_column
+from gateway.serving.messages import column_label
 from gateway.serving.signature import ColSpec, ParamSpec, Schema, TensorSpec, check_param
+from gateway.serving.type_enforcement import ValueMismatch, enforce_column
 from gateway.serving.types import Frame, ModelInput
 
 _logger = logging.getLogger("gateway.serving")

@@ -54,7 +54,7 @@ class LoadedModel:
     The runtime runs in a single executor thread of its own, so a slow model never stalls the
     event loop; its ``Batcher`` queues requests for that thread and joins concurrent ones into one
     call. The exception is a model whose warm-up calls took at most ``inline_max_us``: for such a
-    model (the iris demo takes about 10 us) the hop to a thread and back costs more than the call,
+    model (such as the iris demo) the hop to a thread and back costs more than the call,
     so requests of up to ``INLINE_MAX_ROWS`` rows run inline on the loop and never queue.
     ``in_flight`` counts requests using it, so an evicted model is unloaded only once idle.
     """

@@ -101,8 +101,9 @@ def _key(key: Any) -> Any:
 
 def _records(names: list[Any], columns: list[list[Any]]) -> list[dict[Any, Any]]:
     keys = [_key(n) for n in names]
-    # One or two columns (a label, probabilities) is the usual answer: a dict display per row is about
-    # 4x faster than dict(zip(...)), and a joined call shapes every row of its requests here.
+    # One or two columns (a label, probabilities) is the usual answer: a dict display per row is several
+    # times faster than dict(zip(...)) (docs/benchmarks.md), and a joined call shapes every row of its
+    # requests here.
     if len(keys) == 1:
         (k0,) = keys
         return [{k0: a} for a in columns[0]]

@@ -9,7 +9,7 @@ Content types (``Content-Type`` split on ``;``; only a ``charset=utf-8`` paramet
 * ``text/csv``: a header row and rows, typed by the signature (``pandas.read_csv`` rules; in
   ``gateway.serving.csv_payload``).
 
-Columns are converted once, here, to the signature's types (``gateway.serving.columns``), so
+Columns are converted once, here, to the signature's types (``gateway.serving.conversion``), so
 ``enforcement.enforce_input`` finds them ready and only reorders and checks. Errors are
 ``BadRequest`` / ``UnsupportedMediaType`` with MLflow's leading words; the body is never echoed.
 """
@@ -23,18 +23,16 @@ import numpy as np
 import orjson
 
 from gateway.errors import BadRequest, UnsupportedMediaType
-from gateway.serving.columns import (
+from gateway.serving.conversion import (
     COLUMN_DTYPES,
     SCALAR_TYPES,
     array_from_json,
-    cannot_convert,
     column_from_json,
-    column_label,
     infer_column,
     object_column,
-    show,
 )
 from gateway.serving.csv_payload import parse_csv
+from gateway.serving.messages import cannot_convert, column_label, show
 from gateway.serving.signature import ColSpec, Schema, Signature, TensorSpec
 from gateway.serving.types import Frame, ParsedRequest
 

@@ -22,12 +22,9 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import InvalidPackage
-from gateway.serving.columns import (
-    SCALAR_TYPES,
-    ValueMismatch,
-    check_value,
-    show,
-)
+from gateway.serving.conversion import SCALAR_TYPES
+from gateway.serving.messages import show
+from gateway.serving.type_enforcement import ValueMismatch, check_value
 
 _KNOWN_TYPES = ", ".join([*SCALAR_TYPES, "array", "object", "map", "any"])
 

@@ -2,7 +2,7 @@
 share one model call, on the loop.
 
 Under load, uvicorn starts many requests in one loop iteration (one task per readable connection), and
-each runs without awaiting up to its model call. For an inline model (calls of ~10 us, where the hop to
+each runs without awaiting up to its model call. For an inline model (calls so short that the hop to
 a thread would cost more than the call) every call still pays onnxruntime's fixed cost per run and the
 feeds and output shaping around it; joining the requests of one iteration pays that once. The first
 request of an iteration schedules a flush with ``loop.call_soon`` and awaits; those that arrive before
@@ -25,7 +25,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.serving.batch_data import batch_key, join_inputs, output_rows, split_output
+from gateway.serving.batch_data import batch_key, join_inputs, output_rows, row_bounds, split_output
+from gateway.serving.batch_stats import TickStats
 
 # In direct mode, one request in this many waits for a flush to find out whether others arrive with it.
 PROBE_EVERY = 16
@@ -39,21 +40,6 @@ class _Waiter:
     rows: int
     key: Hashable
     future: asyncio.Future[Any]
-
-
-@dataclass(slots=True)
-class TickStats:
-    """Counters shown by ``GET /models`` under ``inline_batching`` (per worker)."""
-
-    flushes: int = 0
-    joined_calls: int = 0  # model calls that served more than one request
-    joined_requests: int = 0  # requests answered by such calls
-    largest_joined_requests: int = 0
-    largest_joined_rows: int = 0
-    reruns: int = 0  # joined calls that failed or misaligned and were rerun request by request
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class TickBatcher:
@@ -143,11 +129,7 @@ class TickBatcher:
             for waiter in batch:
                 self._run_alone(waiter)
             return
-        bounds = []
-        start = 0
-        for waiter in batch:
-            bounds.append((start, start + waiter.rows))
-            start += waiter.rows
+        bounds = row_bounds([w.rows for w in batch])
         try:
             shaped = self._shape(output)
         except Exception:

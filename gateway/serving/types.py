@@ -100,6 +100,24 @@ class ParsedRequest:
     unwrapped: bool = False
 
 
+class ColumnSpec(Protocol):
+    """What the conversions and type checks read of ``signature.ColSpec`` (declared here: signature
+    imports them)."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def items(self) -> ColumnSpec | None: ...
+    @property
+    def properties(self) -> tuple[ColumnSpec, ...] | None: ...
+    @property
+    def values(self) -> ColumnSpec | None: ...
+
+
 class Runtime(Protocol):
     """A loaded model, ready to predict. Implementations: ``OnnxRuntime``, ``PyfuncRuntime``.
 

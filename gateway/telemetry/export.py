@@ -41,8 +41,9 @@ SPANS_DROPPED = metrics.counter(
 # The SDK's default for OTEL_BSP_MAX_QUEUE_SIZE.
 DEFAULT_MAX_QUEUE_SIZE = 2048
 # Ours for OTEL_BSP_MAX_EXPORT_BATCH_SIZE (the SDK's is 512). The exporter thread encodes a batch in pure
-# Python (about 75 us a span) holding the GIL, so the event loop waits for the whole batch: with 32, the
-# paced p99 of `make bench-llm` matched OTEL_TRACES_EXPORTER=none; with 512 it was twice that.
+# Python holding the GIL, so the event loop waits for the whole batch: with 32, the paced p99 of
+# `make bench-llm` matched OTEL_TRACES_EXPORTER=none, with 512 it was far higher (docs/benchmarks.md,
+# "Stalls (p99) came from span export").
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 32
 
 

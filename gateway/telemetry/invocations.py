@@ -1,8 +1,9 @@
 """SERVER spans for ``/invocations`` requests, continuing a client's W3C ``traceparent``.
 
-The serving path is the product's hottest (an iris request costs about 27 us of CPU), so the
-endpoint only calls ``trace_invocation`` when ``app.state.trace_invocations`` is true, which it is
-only when spans are exported somewhere: with no OTLP endpoint a request does no span work at all.
+The serving path is the product's hottest (an iris request costs microseconds of CPU:
+docs/benchmarks.md), so the endpoint only calls ``trace_invocation`` when
+``app.state.trace_invocations`` is true, which it is only when spans are exported somewhere: with
+no OTLP endpoint a request does no span work at all.
 
 Attributes: ``gateway.model.name``, ``gateway.model.version`` (from the answer's ``X-Model-*``
 headers, once the reference is resolved), ``gateway.request.rows`` (set by the model once the body

@@ -39,7 +39,7 @@ logger = logging.getLogger("gateway.telemetry")
 
 DEFAULT_SERVICE_NAME = "gateway"
 # The span exporter and the summary writer are threads doing pure-Python work (encoding a batch of spans
-# takes a few ms) while holding the GIL; when a request arrives meanwhile, the event loop waits for the
+# takes milliseconds) while holding the GIL; when a request arrives meanwhile, the event loop waits for the
 # interpreter's switch interval, 5 ms by default. At most 1 ms instead: the paced stream TTFC p99
 # (loadtest/llm_paced.py) then matched OTEL_TRACES_EXPORTER=none (docs/benchmarks.md).
 MAX_SWITCH_INTERVAL_S = 0.001

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway import metrics
+from gateway.error_text import first_line
 from gateway.errors import DependencyError
 from gateway.store.traces import COLUMN_LENGTHS, TraceStore
 from gateway.telemetry import semconv as sc
@@ -282,7 +283,7 @@ class TraceSummarySink(SpanProcessor):
 
     def _reject(self, rows: list[dict[str, Any]], exc: Exception) -> None:
         if len(rows) == 1:
-            logger.error("Trace store refused the summary of trace %s: %s", rows[0]["trace_id"], _first_line(exc))
+            logger.error("Trace store refused the summary of trace %s: %s", rows[0]["trace_id"], first_line(exc))
             SUMMARIES_DROPPED.inc(("rejected",))
             return
         for row in rows:  # find the refused rows; the others are written
@@ -295,7 +296,7 @@ class TraceSummarySink(SpanProcessor):
                 "Trace store unavailable, retrying; up to %d trace summaries wait in memory and more are "
                 "dropped (gateway_trace_summaries_dropped_total): %s",
                 self._capacity,
-                _first_line(exc),
+                first_line(exc),
             )
 
     def _note_recovered(self) -> None:
@@ -311,8 +312,3 @@ class TraceSummarySink(SpanProcessor):
             dropped,
         )
         self._outage_since = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -6,17 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from gateway.error_text import first_line
 from gateway.errors import GatewayError, ModelPredictError
 from gateway.serving.types import Frame
 
 PANDAS_EXTRA = "pip install 'gateway[pandas]'"
-
-
-def first_line(exc: BaseException) -> str:
-    """The exception's type and the first line of its message: enough to act on, no stack trace."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def predict_error(exc: BaseException) -> GatewayError:

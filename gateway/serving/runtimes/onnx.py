@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from gateway.error_text import first_line
 from gateway.errors import BadRequest, InvalidPackage, ServiceUnavailable
 from gateway.serving.package import ModelPackage
-from gateway.serving.runtimes._common import first_line, frame_to_matrix, predict_error
+from gateway.serving.runtimes._common import frame_to_matrix, predict_error
 from gateway.serving.types import Frame, ModelInput
 
 logger = logging.getLogger("gateway.serving")

@@ -17,12 +17,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from gateway.error_text import first_line
 from gateway.errors import GatewayError, InvalidPackage, ServiceUnavailable
 from gateway.serving.package import SKLEARN_LOADER, ModelPackage, code_dir
 from gateway.serving.runtimes._common import (
     PANDAS_EXTRA,
     columns_of,
-    first_line,
     frame_to_dataframe,
     frame_to_matrix,
     import_pandas,

@@ -12,9 +12,9 @@ import logging
 import pickle
 from typing import Any
 
+from gateway.error_text import first_line
 from gateway.errors import InvalidPackage
 from gateway.serving.package import SKLEARN_EXTRA, SKLEARN_FORMATS, ModelPackage
-from gateway.serving.runtimes._common import first_line
 
 logger = logging.getLogger("gateway.serving")
 
