@@ -29,7 +29,6 @@ from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
 from gateway.http import ORJSONResponse, error_response
 from gateway.llm.proxy import LlmProxy
-from gateway.llm.routes_config import parse_auth_settings, parse_llm_settings
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
@@ -163,10 +162,8 @@ class GatewayApp(Starlette):
 
 
 def create_app(settings: Settings) -> Starlette:
-    # A bad llm or auth section raises ConfigError here, before the server binds (exit 2 from the CLI).
-    llm_settings = parse_llm_settings(settings.llm)
-    auth_settings = parse_auth_settings(settings.auth)
-    check_otel_environment()  # likewise an OTEL_* choice we cannot honour
+    # An OTEL_* choice we cannot honour raises ConfigError here, before the server binds (exit 2 from the CLI).
+    check_otel_environment()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -203,7 +200,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider.
-        llm_proxy = LlmProxy(llm_settings, auth_settings, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer)
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
 

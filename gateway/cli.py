@@ -140,12 +140,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.app import SETTINGS_ENV, configure_logging, create_app
     from gateway.http_protocol import select_http_protocol
-    from gateway.llm.routes_config import check_settings
+    from gateway.llm.routes_config import warn_about_risky_settings
     from gateway.telemetry.setup import check_otel_environment
 
     configure_logging(settings.log_level)
-    check_settings(settings)  # llm routes and auth keys: a bad one exits 2 before any worker starts
-    check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 likewise
+    # A bad llm route or auth key already stopped load_settings (exit 2); these are allowed but risky.
+    warn_about_risky_settings(settings.llm, settings.auth, host=settings.host, port=settings.port)
+    check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 before any worker starts
 
     loop = "uvloop" if _importable("uvloop") else "auto"
     # uvicorn's httptools protocol, sending each response's headers and body in one write (gateway/http_protocol.py).

@@ -7,28 +7,52 @@ refuses to start.
 
 Every parameter is one ``Param`` line in ``PARAMS``: its dotted config-file key, its env var,
 its parser and default. The CLI's ``--help`` and ``docs/configuration.md`` describe the same table.
+The value parsers (integers, numbers and durations, booleans, lists, mappings) and ``ConfigError``
+live in gateway/config_values.py, shared with the structured sections.
+
+Structured sections (``llm``, ``auth``) have nested keys and lists: their ``Param`` reads the whole
+section as a mapping (``GATEWAY_LLM`` holds JSON or YAML text), then their parser, listed in
+``SECTIONS``, builds the typed value (``Settings.llm: LlmSettings``) in ``load_settings``, naming a bad
+key by its path (``llm.routes[0].retries``). To add a section (judges, keys, ...):
+
+1. in a module under gateway/ that imports nothing of ours but gateway/config_values.py (as
+   gateway/llm/routes_config.py does; gateway/config.py imports it), frozen dataclasses with defaults,
+   ``parse_<name>_settings(raw)`` built on the shared value parsers (taking ``environ`` too when a
+   default comes from it), and ``to_dict()`` / ``from_dict()`` for the JSON that hands Settings to
+   uvicorn worker processes;
+2. here: a field on ``Settings``, a ``Param("<name>", mapping, help)`` line and an entry in ``SECTIONS``;
+3. a row in docs/configuration.md, and the section in the round-trip test of tests/test_config.py.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway.config_values import ConfigError as ConfigError  # its home; re-exported for callers
+from gateway.config_values import (
+    boolean,
+    integer,
+    list_of,
+    mapping,
+    non_negative,
+    optional_integer,
+    optional_text,
+    positive,
+    text,
+)
+from gateway.llm.routes_config import AuthSettings, LlmSettings, parse_auth_settings, parse_llm_settings
 from gateway.refs import parse_model_ref
 
 ENV_PREFIX = "GATEWAY_"
 GATEWAY_CONFIG = "GATEWAY_CONFIG"
 DEFAULT_STORE_URI = "sqlite:///./.gateway/store.db"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key, its source and value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +97,8 @@ class Settings:
     artifact_roots: tuple[Path, ...] = (Path("./models"),)
     serving: ServingSettings = field(default_factory=ServingSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
-    # Sections that later features read; kept as validated-to-be-mappings raw dicts for now.
-    llm: Mapping[str, Any] = field(default_factory=dict)
-    auth: Mapping[str, Any] = field(default_factory=dict)
+    llm: LlmSettings = field(default_factory=LlmSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def default_model(self) -> str | None:
@@ -92,78 +115,11 @@ class Settings:
         return self.workers <= 1
 
 
-# --- parsers: each takes (key, raw value) and raises ConfigError with the key -------------------
-
-
-def _int(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:
-    def parse(key: str, value: Any) -> int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not an integer.")
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {value!r} is not an integer.") from None
-        if number < minimum or (maximum is not None and number > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise ConfigError(f"{key}: {value!r} is out of range; expected an integer {bound}.")
-        return number
-
-    return parse
-
-
-def _optional_int(minimum: int) -> Callable[[str, Any], int | None]:
-    inner = _int(minimum)
-
-    def parse(key: str, value: Any) -> int | None:
-        if value is None or value == "" or (isinstance(value, str) and value.lower() in {"auto", "none"}):
-            return None
-        return inner(key, value)
-
-    return parse
-
-
-def _float(*, minimum: float, inclusive: bool) -> Callable[[str, Any], float]:
-    def parse(key: str, value: Any) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {value!r} is not a number.") from None
-        if not (number >= minimum if inclusive else number > minimum):  # also refuses NaN
-            raise ConfigError(f"{key}: {value!r} must be a number {'>=' if inclusive else '>'} {minimum:g}.")
-        return number
-
-    return parse
-
-
-_float_positive = _float(minimum=0, inclusive=False)
-_float_non_negative = _float(minimum=0, inclusive=True)
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{key}: {value!r} is not a boolean (use true or false).")
-
-
-def _str(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: {value!r} must be a non-empty string.")
-    return value.strip()
-
-
-def _optional_str(key: str, value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return _str(key, value)
+# --- parsers of this module's own values (the shared ones are in gateway/config_values.py) ---------
 
 
 def _store_uri(key: str, value: Any) -> str:
-    uri = _str(key, value)
+    uri = text(key, value)
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme not in {"sqlite", "postgresql", "postgres"} or "://" not in uri:
         raise ConfigError(
@@ -174,30 +130,26 @@ def _store_uri(key: str, value: Any) -> str:
 
 
 def _redis_url(key: str, value: Any) -> str | None:
-    url = _optional_str(key, value)
+    url = optional_text(key, value)
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{key}: {value!r} is not a Redis URL (redis://HOST:PORT/DB).")
     return url
 
 
 def _log_level(key: str, value: Any) -> str:
-    level = _str(key, value).lower()
+    level = text(key, value).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"{key}: {value!r} is not a log level; expected one of {', '.join(LOG_LEVELS)}.")
     return level
 
 
-def _port(key: str, value: Any) -> int:
-    return _int(0, 65535)(key, value)
-
-
 def _model_ref(key: str, value: Any) -> str:
-    text = _str(key, value)
+    value_text = text(key, value)
     try:
-        parse_model_ref(text)
+        parse_model_ref(value_text)
     except Exception as exc:
         raise ConfigError(f"{key}: {value!r} is not a model reference: {exc}") from None
-    return text
+    return value_text
 
 
 def _optional_model_ref(key: str, value: Any) -> str | None:
@@ -206,60 +158,31 @@ def _optional_model_ref(key: str, value: Any) -> str | None:
     return _model_ref(key, value)
 
 
-def _list_of(item: Callable[[str, Any], Any]) -> Callable[[str, Any], tuple[Any, ...]]:
-    def parse(key: str, value: Any) -> tuple[Any, ...]:
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            # Env vars carry lists as comma-separated text.
-            parts: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
-        elif isinstance(value, (list, tuple)):
-            parts = list(value)
-        else:
-            raise ConfigError(f"{key}: {value!r} must be a list.")
-        return tuple(item(f"{key}[{i}]", part) for i, part in enumerate(parts))
-
-    return parse
-
-
 def _path(key: str, value: Any) -> Path:
-    return Path(_str(key, value)).expanduser()
+    return Path(text(key, value)).expanduser()
 
 
 def _paths(key: str, value: Any) -> tuple[Path, ...]:
     if isinstance(value, str):
         # Like PATH: os.pathsep-separated (commas accepted too).
         value = [p for chunk in value.split(os.pathsep) for p in chunk.split(",") if p.strip()]
-    return _list_of(_path)(key, value)
-
-
-def _mapping(key: str, value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, str):  # from an env var: JSON or YAML text
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"{key}: {value!r} is not a JSON or YAML mapping.") from None
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}.")
-    return dict(value)
+    return list_of(_path)(key, value)
 
 
 # The settings a model may override (``serving.models.<name>``); version tags ``gateway.<key>`` may set
 # all but the deadline. One parser per key, shared with the tag reader in gateway/serving/batch_settings.py.
 BATCH_PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "batching": _bool,
-    "max_batch_rows": _int(1),
-    "max_wait_ms": _float_non_negative,
-    "max_queue_rows": _int(1),
-    "max_queue_requests": _int(1),
-    "request_timeout_s": _float_positive,
+    "batching": boolean,
+    "max_batch_rows": integer(1),
+    "max_wait_ms": non_negative,
+    "max_queue_rows": integer(1),
+    "max_queue_requests": integer(1),
+    "request_timeout_s": positive,
 }
 
 
 def _model_overrides(key: str, value: Any) -> Mapping[str, Mapping[str, Any]]:
-    models = _mapping(key, value)
+    models = mapping(key, value)
     result: dict[str, Mapping[str, Any]] = {}
     for name, overrides in models.items():
         if not isinstance(overrides, Mapping):
@@ -296,42 +219,42 @@ PARAMS: tuple[Param, ...] = (
         "Registry store: sqlite:///PATH (embedded) or postgresql+psycopg://... (shared).",
     ),
     Param("redis_url", _redis_url, "Redis for notifications and queues (optional)."),
-    Param("host", _str, "Address to bind."),
-    Param("port", _port, "Port to bind."),
-    Param("workers", _int(1, 256), "uvicorn worker processes (default: number of cores)."),
+    Param("host", text, "Address to bind."),
+    Param("port", integer(0, 65535), "Port to bind."),
+    Param("workers", integer(1, 256), "uvicorn worker processes (default: number of cores)."),
     Param("log_level", _log_level, "critical, error, warning, info or debug."),
-    Param("access_log", _bool, "Log one line per request (costs throughput)."),
+    Param("access_log", boolean, "Log one line per request (costs throughput)."),
     Param("artifact_roots", _paths, "Directories model packages may be loaded from (env: PATH-style list)."),
     Param("serving.default_model", _optional_model_ref, "Model served at POST /invocations."),
-    Param("serving.preload", _list_of(_model_ref), "Models loaded at start; /health is 503 until they are."),
-    Param("serving.max_loaded_versions", _int(1), "Most model versions kept loaded per worker (LRU unload)."),
-    Param("serving.refresh_interval_s", _float_positive, "How often aliases are re-read from the store."),
+    Param("serving.preload", list_of(_model_ref), "Models loaded at start; /health is 503 until they are."),
+    Param("serving.max_loaded_versions", integer(1), "Most model versions kept loaded per worker (LRU unload)."),
+    Param("serving.refresh_interval_s", positive, "How often aliases are re-read from the store."),
     Param(
-        "serving.intra_op_num_threads", _optional_int(1), "ONNX intra-op threads (auto: cores // workers)."
+        "serving.intra_op_num_threads", optional_integer(1), "ONNX intra-op threads (auto: cores // workers)."
     ),
-    Param("serving.max_body_bytes", _int(1), "Largest /invocations body accepted (413 beyond)."),
+    Param("serving.max_body_bytes", integer(1), "Largest /invocations body accepted (413 beyond)."),
     Param(
         "serving.inline_max_us",
-        _float_non_negative,
+        non_negative,
         "Models whose warm-up call takes at most this many microseconds run small requests on the event loop "
         "(0: always in the model's thread).",
     ),
     Param(
         "serving.batching",
-        _bool,
+        boolean,
         "Run concurrent requests to a model as one call (false: each request runs alone, queued FIFO).",
     ),
-    Param("serving.max_batch_rows", _int(1), "Most rows in one model call; a larger request is split."),
+    Param("serving.max_batch_rows", integer(1), "Most rows in one model call; a larger request is split."),
     Param(
         "serving.max_wait_ms",
-        _float_non_negative,
+        non_negative,
         "Once the model is free, wait up to this long for more rows while a batch is not full (0: never wait).",
     ),
-    Param("serving.max_queue_rows", _int(1), "Rows queued per model version before 503 + Retry-After."),
-    Param("serving.max_queue_requests", _int(1), "Requests queued per model version before 503 + Retry-After."),
+    Param("serving.max_queue_rows", integer(1), "Rows queued per model version before 503 + Retry-After."),
+    Param("serving.max_queue_requests", integer(1), "Requests queued per model version before 503 + Retry-After."),
     Param(
         "serving.request_timeout_s",
-        _float_positive,
+        positive,
         "Request deadline (header X-Request-Timeout-Ms may shorten it): 504 if it passes before the model runs it.",
     ),
     Param(
@@ -342,27 +265,44 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "telemetry.summary_buffer",
-        _int(1),
+        integer(1),
         "LLM call summaries held in memory for the trace-store writer; beyond it they are dropped (counted).",
     ),
-    Param("telemetry.summary_batch", _int(1), "Most trace summaries written per insert."),
-    Param("telemetry.summary_flush_interval_s", _float_positive, "How often a partial batch of summaries is written."),
+    Param("telemetry.summary_batch", integer(1), "Most trace summaries written per insert."),
+    Param("telemetry.summary_flush_interval_s", positive, "How often a partial batch of summaries is written."),
     Param(
         "telemetry.shutdown_timeout_s",
-        _float_non_negative,
+        non_negative,
         "At shutdown, how long span export and the summary writer may each take to flush.",
     ),
-    Param("llm", _mapping, "LLM proxy routes (see docs/configuration.md)."),
-    Param("auth", _mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
+    Param("llm", mapping, "LLM proxy routes (see docs/configuration.md)."),
+    Param("auth", mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
 )
 _PARAMS_BY_KEY = {param.key: param for param in PARAMS}
-_SECTIONS = {"serving", "telemetry"}
+# Groups of plain keys: ``serving: {max_batch_rows: 64}`` in the file is the key serving.max_batch_rows.
+_GROUPS = {"serving", "telemetry"}
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A structured section: ``parse`` builds its typed value from the mapping its ``Param`` read and the
+    environment; ``from_dict`` reads back the value's ``to_dict()`` in a worker process."""
+
+    parse: Callable[[Mapping[str, Any], Mapping[str, str]], Any]
+    from_dict: Callable[[Mapping[str, Any]], Any]
+
+
+SECTIONS: dict[str, Section] = {
+    # The OTEL content-capture variable is llm.capture_content's default.
+    "llm": Section(parse_llm_settings, LlmSettings.from_dict),
+    "auth": Section(lambda raw, environ: parse_auth_settings(raw), AuthSettings.from_dict),
+}
 
 
 def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _SECTIONS:
+        if key in _GROUPS:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{key} (in {source}): expected a mapping, got {type(value).__name__}.")
             for sub_key, sub_value in value.items():
@@ -380,11 +320,11 @@ def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        content = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}.") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(content)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:
@@ -428,29 +368,23 @@ def load_settings(
     top_values = {k: v for k, v in values.items() if "." not in k}
     telemetry_values = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("telemetry.")}
     top_values["telemetry"] = TelemetrySettings(**telemetry_values)
+    for name, section in SECTIONS.items():  # after every plain value, so those are reported first
+        top_values[name] = section.parse(values.get(name, {}), env)
     serving = ServingSettings(**serving_values)
     if serving.default_model is None and serving.preload:
-        serving = _replace(serving, default_model=serving.preload[0])
+        serving = replace(serving, default_model=serving.preload[0])
     if serving.default_model is not None and serving.default_model not in serving.preload:
-        serving = _replace(serving, preload=(serving.default_model, *serving.preload))
+        serving = replace(serving, preload=(serving.default_model, *serving.preload))
     return Settings(serving=serving, **top_values)
 
 
-def _replace(serving: ServingSettings, **changes: Any) -> ServingSettings:
-    from dataclasses import replace
-
-    return replace(serving, **changes)
-
-
 def settings_to_dict(settings: Settings) -> dict[str, Any]:
-    """Plain data for handing Settings to uvicorn worker processes (see ``settings_from_dict``)."""
-    from dataclasses import asdict
-
+    """Plain data (JSON) for handing Settings to uvicorn worker processes (see ``settings_from_dict``)."""
     data = asdict(settings)
     data["artifact_roots"] = [str(p) for p in settings.artifact_roots]
     data["serving"]["preload"] = list(settings.serving.preload)
-    data["llm"] = dict(settings.llm)
-    data["auth"] = dict(settings.auth)
+    for name in SECTIONS:
+        data[name] = getattr(settings, name).to_dict()
     return data
 
 
@@ -460,4 +394,6 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     top = {k: v for k, v in data.items() if k != "serving"}
     top["telemetry"] = TelemetrySettings(**data.get("telemetry", {}))
     top["artifact_roots"] = tuple(Path(p) for p in top.get("artifact_roots", ()))
+    for name, section in SECTIONS.items():
+        top[name] = section.from_dict(data[name])
     return Settings(serving=ServingSettings(**serving), **top)

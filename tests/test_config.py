@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.config import DEFAULT_STORE_URI, ConfigError, load_settings, settings_from_dict, settings_to_dict
@@ -62,7 +64,8 @@ auth:
     )
     settings = load_settings({}, environ={"GATEWAY_CONFIG": str(config)})
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
-    assert settings.llm["routes"][0]["name"] == "gpt-4o-mini"
+    assert settings.llm.routes["gpt-4o-mini"].targets[0].api_key_env == "OPENAI_API_KEY"
+    assert settings.auth.key_hashes == frozenset()
     assert settings.serving.preload == ("models:/iris@champion",)
 
 
@@ -110,3 +113,46 @@ def test_roundtrip_for_worker_processes() -> None:
     )
     assert settings_from_dict(settings_to_dict(settings)) == settings
     assert settings.serving.default_model == "models:/a@b"
+
+
+def test_typed_sections_survive_the_json_that_reaches_worker_processes() -> None:
+    """`gateway serve --workers N` hands Settings to each worker as JSON (SETTINGS_ENV in gateway/app.py)."""
+    target = {"base_url": "http://127.0.0.1:8001/v1", "model": "llama", "api_key_env": "K", "weight": 2}
+    settings = load_settings(
+        {
+            "workers": 2,
+            "serving.models": {"iris": {"max_batch_rows": 8, "max_wait_ms": 1.5}},
+            "llm": {
+                "capture_max_chars": 100,
+                "routes": [
+                    {"name": "a", "retries": 0, "targets": [target, {"base_url": "https://b/v1", "model": "m"}]},
+                    {
+                        "name": "b",
+                        "provider": "groq",
+                        "timeout_s": 2.5,
+                        "targets": [{"base_url": "http://c", "model": "m"}],
+                    },
+                ],
+            },
+            "auth": {"keys": [hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest()]},
+        },
+        environ={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"},
+    )
+    assert settings.llm.routes["a"].capture_content  # the default from the environment, resolved once here
+    assert settings.llm.routes["b"].targets[0].port == 80 and len(settings.auth.key_hashes) == 2
+    in_worker = settings_from_dict(orjson.loads(orjson.dumps(settings_to_dict(settings))))
+    assert in_worker == settings
+    assert isinstance(in_worker.llm.routes["a"].targets, tuple)
+    assert isinstance(in_worker.auth.key_hashes, frozenset)
+    assert settings_from_dict(orjson.loads(orjson.dumps(settings_to_dict(load_settings({}, environ={}))))) == (
+        load_settings({}, environ={})
+    )
+
+
+def test_a_bad_llm_or_auth_section_stops_load_settings() -> None:
+    with pytest.raises(ConfigError, match=r"^llm\.routes\[0\]\.targets: expected a non-empty list"):
+        load_settings({"llm": {"routes": [{"name": "r", "targets": []}]}}, environ={})
+    with pytest.raises(ConfigError, match=r"^auth\.keys\[0\]: expected the sha256 hex digest"):
+        load_settings({}, environ={"GATEWAY_AUTH": '{"keys": ["plain-key"]}'})
+    with pytest.raises(ConfigError, match=r"^GATEWAY_LLM \(environment\): expected a mapping, got list\.$"):
+        load_settings({}, environ={"GATEWAY_LLM": "[1, 2]"})

@@ -24,10 +24,6 @@ class GatewayKeys:
     def __init__(self, settings: AuthSettings) -> None:
         self._digests = settings.key_hashes
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._digests)
-
     def authenticate(self, authorization: str | None) -> str | None:
         """The key id of a valid key, None when auth is off; ProxyError 401 otherwise."""
         if not self._digests:

@@ -1,8 +1,11 @@
 """The ``llm`` and ``auth`` config sections, validated into frozen value objects at start.
 
-``Settings.llm`` and ``Settings.auth`` arrive as raw mappings (from YAML or the JSON env vars);
-this module checks every key and raises :class:`gateway.config.ConfigError` naming the key path,
+``load_settings`` (gateway/config.py) reads each section as a mapping (from YAML, the command line
+or the JSON env vars ``GATEWAY_LLM`` / ``GATEWAY_AUTH``) and builds ``Settings.llm`` and
+``Settings.auth`` with :func:`parse_llm_settings` and :func:`parse_auth_settings`, which check every
+key with the value parsers of gateway/config_values.py and raise ``ConfigError`` naming the key path,
 e.g. ``llm.routes[0].targets[1].base_url``, so a bad route stops the server before it binds.
+This module imports nothing of ours but config_values and semconv, so gateway/config.py can import it.
 
 Example (the keys of design.md plus ours; every route key but ``name`` and ``targets`` is optional)::
 
@@ -33,11 +36,20 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.config import ConfigError, Settings
+from gateway.config_values import (
+    ConfigError,
+    boolean,
+    integer,
+    keys_of,
+    list_of,
+    non_negative,
+    positive,
+    text,
+)
 from gateway.telemetry.semconv import OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, PROVIDER_OPENAI
 
 logger = logging.getLogger("gateway.llm")
@@ -113,70 +125,48 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class LlmSettings:
-    routes: Mapping[str, Route]
+    """``Settings.llm``: the routes by name, and the largest /v1 request body."""
+
+    routes: Mapping[str, Route] = field(default_factory=dict)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LlmSettings:
+        routes = {
+            name: Route(**{**route, "targets": tuple(Target(**target) for target in route["targets"])})
+            for name, route in data["routes"].items()
+        }
+        return cls(routes=routes, max_body_bytes=data["max_body_bytes"])
 
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
+    """``Settings.auth``: the sha256 hex digests of the gateway keys (none: /v1 is open)."""
+
     key_hashes: frozenset[str] = frozenset()
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
+        return {"key_hashes": sorted(self.key_hashes)}
 
-# --- small parsers that name the key ---------------------------------------------------------------
-
-
-def _mapping(key: str, value: Any, known: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}.")
-    unknown = sorted(str(k) for k in value if k not in known)
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}.")
-    return value
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuthSettings:
+        return cls(key_hashes=frozenset(data["key_hashes"]))
 
 
-def _str(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: {value!r} must be a non-empty string.")
-    return value.strip()
+_RETRIES = integer(0)
+_AT_LEAST_ONE = integer(1)
 
 
-def _number(key: str, value: Any, *, minimum: float, inclusive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{key}: {value!r} is not a number.")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{key}: {value!r} is not a number.") from None
-    if not (number >= minimum if inclusive else number > minimum):  # also refuses NaN
-        raise ConfigError(f"{key}: {value!r} must be a number {'>=' if inclusive else '>'} {minimum:g}.")
-    return number
-
-
-def _int(key: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(f"{key}: {value!r} is not an integer.")
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{key}: {value!r} is not an integer.") from None
-    if number < minimum:
-        raise ConfigError(f"{key}: {value!r} must be an integer >= {minimum}.")
-    return number
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{key}: {value!r} is not a boolean (use true or false).")
+# --- values only this section has --------------------------------------------------------------------
 
 
 def _provider(key: str, value: Any) -> str:
-    name = _str(key, value)
+    name = text(key, value)
     if not _PROVIDER_NAME.match(name):
         raise ConfigError(
             f"{key}: {value!r} is not a gen_ai.provider.name (lower case, e.g. openai, azure.ai.openai, groq)."
@@ -185,7 +175,7 @@ def _provider(key: str, value: Any) -> str:
 
 
 def _base_url(key: str, value: Any) -> tuple[str, str, int]:
-    url = _str(key, value).rstrip("/")
+    url = text(key, value).rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"{key}: {value!r} is not an http(s) URL such as https://api.openai.com/v1.")
@@ -210,7 +200,7 @@ def capture_from_environ(environ: Mapping[str, str]) -> bool:
 
 
 def _target(key: str, raw: Any, route_provider: str) -> Target:
-    data = _mapping(key, raw, _TARGET_KEYS)
+    data = keys_of(key, raw, _TARGET_KEYS)
     if "base_url" not in data:
         raise ConfigError(f"{key}.base_url: required (an OpenAI-compatible URL such as https://api.openai.com/v1).")
     if "model" not in data:
@@ -218,7 +208,7 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
     base_url, host, port = _base_url(f"{key}.base_url", data["base_url"])
     api_key_env = None
     if data.get("api_key_env") not in (None, ""):
-        api_key_env = _str(f"{key}.api_key_env", data["api_key_env"])
+        api_key_env = text(f"{key}.api_key_env", data["api_key_env"])
         if not _ENV_NAME.match(api_key_env):
             raise ConfigError(
                 f"{key}.api_key_env: {api_key_env!r} is not an environment variable name "
@@ -226,11 +216,11 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
             )
     weight = None
     if data.get("weight") is not None:
-        weight = _number(f"{key}.weight", data["weight"], minimum=0, inclusive=True)
+        weight = non_negative(f"{key}.weight", data["weight"])
     provider = _provider(f"{key}.provider", data["provider"]) if "provider" in data else route_provider
     return Target(
         base_url=base_url,
-        model=_str(f"{key}.model", data["model"]),
+        model=text(f"{key}.model", data["model"]),
         api_key_env=api_key_env,
         weight=weight,
         provider=provider,
@@ -240,10 +230,10 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
 
 
 def _route(key: str, raw: Any, capture_default: bool, capture_max_default: int) -> Route:
-    data = _mapping(key, raw, _ROUTE_KEYS)
+    data = keys_of(key, raw, _ROUTE_KEYS)
     if "name" not in data:
         raise ConfigError(f"{key}.name: required (the model name clients ask for).")
-    name = _str(f"{key}.name", data["name"])
+    name = text(f"{key}.name", data["name"])
     route_provider = _provider(f"{key}.provider", data["provider"]) if "provider" in data else PROVIDER_OPENAI
     raw_targets = data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
@@ -251,31 +241,27 @@ def _route(key: str, raw: Any, capture_default: bool, capture_max_default: int) 
     targets = tuple(_target(f"{key}.targets[{i}]", t, route_provider) for i, t in enumerate(raw_targets))
     if any(t.weight is not None for t in targets) and not any(t.weight for t in targets):
         raise ConfigError(f"{key}.targets: at least one weight must be > 0.")
-    timeout_s = _number(f"{key}.timeout_s", data.get("timeout_s", DEFAULT_TIMEOUT_S), minimum=0)
+    timeout_s = positive(f"{key}.timeout_s", data.get("timeout_s", DEFAULT_TIMEOUT_S))
     connect_default = min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s)
-    backoff_initial_s = _number(
-        f"{key}.backoff_initial_s", data.get("backoff_initial_s", DEFAULT_BACKOFF_INITIAL_S), minimum=0, inclusive=True
+    backoff_initial_s = non_negative(
+        f"{key}.backoff_initial_s", data.get("backoff_initial_s", DEFAULT_BACKOFF_INITIAL_S)
     )
-    backoff_max_s = _number(
-        f"{key}.backoff_max_s", data.get("backoff_max_s", DEFAULT_BACKOFF_MAX_S), minimum=0, inclusive=True
-    )
+    backoff_max_s = non_negative(f"{key}.backoff_max_s", data.get("backoff_max_s", DEFAULT_BACKOFF_MAX_S))
     if backoff_max_s < backoff_initial_s:
         raise ConfigError(f"{key}.backoff_max_s: {backoff_max_s:g} is below backoff_initial_s ({backoff_initial_s:g}).")
     return Route(
         name=name,
         targets=targets,
         timeout_s=timeout_s,
-        connect_timeout_s=_number(
-            f"{key}.connect_timeout_s", data.get("connect_timeout_s", connect_default), minimum=0
-        ),
-        read_timeout_s=_number(f"{key}.read_timeout_s", data.get("read_timeout_s", timeout_s), minimum=0),
-        retries=_int(f"{key}.retries", data.get("retries", DEFAULT_RETRIES), minimum=0),
+        connect_timeout_s=positive(f"{key}.connect_timeout_s", data.get("connect_timeout_s", connect_default)),
+        read_timeout_s=positive(f"{key}.read_timeout_s", data.get("read_timeout_s", timeout_s)),
+        retries=_RETRIES(f"{key}.retries", data.get("retries", DEFAULT_RETRIES)),
         backoff_initial_s=backoff_initial_s,
         backoff_max_s=backoff_max_s,
-        capture_content=_bool(f"{key}.capture_content", data["capture_content"])
+        capture_content=boolean(f"{key}.capture_content", data["capture_content"])
         if "capture_content" in data
         else capture_default,
-        capture_max_chars=_int(f"{key}.capture_max_chars", data["capture_max_chars"], minimum=1)
+        capture_max_chars=_AT_LEAST_ONE(f"{key}.capture_max_chars", data["capture_max_chars"])
         if "capture_max_chars" in data
         else capture_max_default,
     )
@@ -284,11 +270,11 @@ def _route(key: str, raw: Any, capture_default: bool, capture_max_default: int) 
 def parse_llm_settings(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> LlmSettings:
     """The ``llm`` section as :class:`LlmSettings`; ConfigError naming the key otherwise."""
     env = os.environ if environ is None else environ
-    data = _mapping("llm", raw or {}, _LLM_KEYS)
-    capture = _bool("llm.capture_content", data["capture_content"]) if "capture_content" in data else None
+    data = keys_of("llm", raw or {}, _LLM_KEYS)
+    capture = boolean("llm.capture_content", data["capture_content"]) if "capture_content" in data else None
     if capture is None:
         capture = capture_from_environ(env)
-    capture_max = _int("llm.capture_max_chars", data.get("capture_max_chars", DEFAULT_CAPTURE_MAX_CHARS), minimum=1)
+    capture_max = _AT_LEAST_ONE("llm.capture_max_chars", data.get("capture_max_chars", DEFAULT_CAPTURE_MAX_CHARS))
     raw_routes = data.get("routes") or []
     if not isinstance(raw_routes, list):
         raise ConfigError(f"llm.routes: expected a list of routes, got {type(raw_routes).__name__}.")
@@ -298,42 +284,42 @@ def parse_llm_settings(raw: Mapping[str, Any], environ: Mapping[str, str] | None
         if route.name in routes:
             raise ConfigError(f"llm.routes[{i}].name: {route.name!r} is already the name of another route.")
         routes[route.name] = route
-    max_body_bytes = _int("llm.max_body_bytes", data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), minimum=1)
+    max_body_bytes = _AT_LEAST_ONE("llm.max_body_bytes", data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
     return LlmSettings(routes=routes, max_body_bytes=max_body_bytes)
+
+
+def _key_digest(key: str, value: Any) -> str:
+    digest = text(key, value).lower()
+    if not _SHA256_HEX.match(digest):
+        raise ConfigError(
+            f"{key}: expected the sha256 hex digest of a key (64 hex characters), not the key "
+            f'itself; make one with: printf %s "$KEY" | sha256sum'
+        )
+    return digest
 
 
 def parse_auth_settings(raw: Mapping[str, Any]) -> AuthSettings:
     """The ``auth`` section: ``keys`` is a list of sha256 hex digests of the gateway keys."""
-    data = _mapping("auth", raw or {}, _AUTH_KEYS)
+    data = keys_of("auth", raw or {}, _AUTH_KEYS)
     keys = data.get("keys") or []
-    if isinstance(keys, str):  # GATEWAY_AUTH='{"keys": "a,b"}' style
-        keys = [k for k in keys.split(",") if k.strip()]
-    if not isinstance(keys, list):
+    if not isinstance(keys, list | str):  # text: GATEWAY_AUTH='{"keys": "a,b"}' style
         raise ConfigError(f"auth.keys: expected a list of sha256 hex digests, got {type(keys).__name__}.")
-    hashes = []
-    for i, value in enumerate(keys):
-        digest = _str(f"auth.keys[{i}]", value).lower()
-        if not _SHA256_HEX.match(digest):
-            raise ConfigError(
-                f"auth.keys[{i}]: expected the sha256 hex digest of a key (64 hex characters), not the key "
-                f'itself; make one with: printf %s "$KEY" | sha256sum'
-            )
-        hashes.append(digest)
-    return AuthSettings(key_hashes=frozenset(hashes))
+    return AuthSettings(key_hashes=frozenset(list_of(_key_digest)("auth.keys", keys)))
 
 
-def check_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-    """Validate the llm and auth sections once at start (``gateway serve``), and warn about what is
-    allowed but risky: an open gateway bound beyond loopback, a provider key variable that is unset."""
+def warn_about_risky_settings(
+    llm: LlmSettings, auth: AuthSettings, *, host: str, port: int, environ: Mapping[str, str] | None = None
+) -> None:
+    """Warn once at start (``gateway serve``) about what is allowed but risky: an open gateway bound
+    beyond loopback, a provider key variable that is unset. (Bad values never get here: load_settings
+    refuses them.)"""
     env = os.environ if environ is None else environ
-    llm = parse_llm_settings(settings.llm, env)
-    auth = parse_auth_settings(settings.auth)
-    if not auth.key_hashes and settings.host not in _LOOPBACK_HOSTS:
+    if not auth.key_hashes and host not in _LOOPBACK_HOSTS:
         logger.warning(
             "auth.keys is empty: the /v1 LLM endpoints are open to anyone who can reach %s:%d; "
             "configure gateway key hashes under auth.keys",
-            settings.host,
-            settings.port,
+            host,
+            port,
         )
     for route in llm.routes.values():
         for target in route.targets:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import time
@@ -85,6 +87,25 @@ def test_alias_move_reaches_every_worker(workdir: Path, demo_package: Path) -> N
             seen_new = seen_new + 1 if response.headers["x-model-version"] == "2" else 0
         assert seen_new >= 40, "the alias move did not reach every worker"
         assert response.json() == {"predictions": {"label": [0, 2]}}
+
+
+def test_llm_routes_and_keys_reach_every_worker(workdir: Path) -> None:
+    """Two workers get the typed llm and auth sections through the JSON that hands them Settings."""
+    key = "gw-key-e2e"
+    llm = {"routes": [{"name": name, "targets": [{"base_url": "http://127.0.0.1:9/v1", "model": "m"}]}
+                      for name in ("gpt-4o-mini", "llama")]}  # fmt: skip
+    env = gateway_env(
+        f"sqlite:///{workdir}/llm.db",
+        workdir / "models",
+        GATEWAY_LLM=json.dumps(llm),
+        GATEWAY_AUTH=json.dumps({"keys": [hashlib.sha256(key.encode()).hexdigest()]}),
+    )
+    with run_gateway_process(["--workers", "2"], env) as (base_url, _):
+        for _ in range(20):  # a new connection each time, so both workers answer some
+            listed = httpx.get(base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            assert listed.status_code == 200, listed.text
+            assert [model["id"] for model in listed.json()["data"]] == ["gpt-4o-mini", "llama"]
+            assert httpx.get(base_url + "/v1/models", timeout=30).status_code == 401
 
 
 def test_bad_configuration_stops_with_key_and_value(workdir: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from gateway.config import load_settings
-from gateway.llm.routes_config import check_settings
+from gateway.llm.routes_config import warn_about_risky_settings
 from tests.llm.conftest import (
     CLIENT_KEY,
     CLIENT_KEY_DIGEST,
@@ -120,11 +120,13 @@ def test_provider_and_client_keys_appear_nowhere(
 
 def test_open_gateway_bound_beyond_loopback_warns(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.llm")
-    check_settings(load_settings({"host": "0.0.0.0", "port": 9000}, environ={}), environ={})
+    open_wide = load_settings({"host": "0.0.0.0", "port": 9000}, environ={})
+    warn_about_risky_settings(open_wide.llm, open_wide.auth, host=open_wide.host, port=open_wide.port, environ={})
     assert "auth.keys is empty" in caplog.text and "0.0.0.0:9000" in caplog.text
 
     caplog.clear()
-    check_settings(load_settings({"host": "127.0.0.1"}, environ={}), environ={})
+    loopback = load_settings({"host": "127.0.0.1"}, environ={})
+    warn_about_risky_settings(loopback.llm, loopback.auth, host=loopback.host, port=loopback.port, environ={})
     keyed = load_settings({"host": "0.0.0.0", "auth": {"keys": [CLIENT_KEY_DIGEST]}}, environ={})
-    check_settings(keyed, environ={})
+    warn_about_risky_settings(keyed.llm, keyed.auth, host=keyed.host, port=keyed.port, environ={})
     assert "auth.keys is empty" not in caplog.text

@@ -36,8 +36,7 @@ def test_design_example_parses(tmp_path: Path) -> None:
     config.write_text(DESIGN_EXAMPLE)
     settings = load_settings(config_file=config, environ={})
 
-    llm = parse_llm_settings(settings.llm, environ={})
-    route = llm.routes["gpt-4o-mini"]
+    route = settings.llm.routes["gpt-4o-mini"]
     assert (route.timeout_s, route.retries, route.read_timeout_s, route.connect_timeout_s) == (60, 2, 60, 5)
     first, second = route.targets
     assert (first.base_url, first.model, first.api_key_env, first.provider) == (
@@ -45,7 +44,7 @@ def test_design_example_parses(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (first.host, first.port, second.host, second.port) == ("api.openai.com", 443, "127.0.0.1", 8001)
     assert second.api_key_env is None and not route.weighted and not route.capture_content
-    assert parse_auth_settings(settings.auth).key_hashes == frozenset()
+    assert settings.auth.key_hashes == frozenset()
 
 
 def _route(**changes: Any) -> dict[str, Any]:
@@ -62,7 +61,7 @@ def _route(**changes: Any) -> dict[str, Any]:
         (_route(targets=[{"base_url": "http://a/v1"}]), "llm.routes[0].targets[0].model: required"),
         (_route(targets=[]), "llm.routes[0].targets: expected a non-empty list"),
         (_route(timeout_s=0), "llm.routes[0].timeout_s: 0 must be a number > 0"),
-        (_route(retries=-1), "llm.routes[0].retries: -1 must be an integer >= 0"),
+        (_route(retries=-1), "llm.routes[0].retries: -1 is out of range; expected an integer >= 0"),
         (_route(retries=True), "llm.routes[0].retries: True is not an integer"),
         (_route(colour="blue"), "llm.routes[0]: unknown key(s) colour"),
         (_route(provider="Open AI"), "llm.routes[0].provider: 'Open AI' is not a gen_ai.provider.name"),
@@ -75,7 +74,7 @@ def _route(**changes: Any) -> dict[str, Any]:
         ({"routes": [_route()["routes"][0], _route()["routes"][0]]}, "llm.routes[1].name: 'r' is already"),
         ({"routes": {"name": "r"}}, "llm.routes: expected a list of routes"),
         ({"route": []}, "llm: unknown key(s) route"),
-        ({"capture_max_chars": 0}, "llm.capture_max_chars: 0 must be an integer >= 1"),
+        ({"capture_max_chars": 0}, "llm.capture_max_chars: 0 is out of range; expected an integer >= 1"),
     ],
 )  # fmt: skip
 def test_bad_llm_values_name_their_key(llm: dict[str, Any], fragment: str) -> None:
