@@ -27,7 +27,7 @@ from gateway.api import llm as llm_api
 from gateway.api import ops, registry, serving, traces
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
-from gateway.http import ORJSONResponse, error_response
+from gateway.http import ORJSONResponse, error_family, render_error
 from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
@@ -64,8 +64,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
+    """Every GatewayError an endpoint raises: one body, in the shape of the route family."""
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return render_error(exc, error_family(request.scope))
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,9 @@
-"""Errors that carry their HTTP status and MLflow error code.
+"""Errors that carry their HTTP answer: status, MLflow error code, message and OpenAI ``type``/``code``.
+
+Endpoints raise these; one renderer (``gateway.http.render_error``) writes the body in the shape of
+the route family: MLflow's ``{"error_code", "message"}``, or OpenAI's ``{"error": {"message", "type",
+"code"}}`` under ``/v1`` (where ``type`` follows the status and ``code`` is the error code in lower
+case, unless a subclass says otherwise: see gateway/llm/errors.py).
 
 GatewayError(message)                  500 INTERNAL_ERROR
  ├── BadRequest                        400 BAD_REQUEST
@@ -17,12 +22,17 @@ This module imports nothing of ours, so every layer can raise these.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class GatewayError(Exception):
-    """Base class: ``status`` and ``error_code`` decide the HTTP answer, ``message`` is shown to the client."""
+    """Base class: ``status`` and ``error_code`` decide the HTTP answer, ``message`` is shown to the client;
+    ``retry_after_s`` (a ``Retry-After`` header) and ``headers`` go with it when set."""
 
     status: int = 500
     error_code: str = "INTERNAL_ERROR"
+    retry_after_s: float | None = None
+    headers: Mapping[str, str] | None = None  # sent with the error (before Retry-After)
 
     def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None) -> None:
         super().__init__(message)
@@ -34,6 +44,16 @@ class GatewayError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def openai_type(self) -> str:
+        """OpenAI's error ``type`` (the ``/v1`` routes): the client's error below 500, else the server's."""
+        return "invalid_request_error" if self.status < 500 else "server_error"
+
+    @property
+    def openai_code(self) -> str:
+        """OpenAI's error ``code`` (the ``/v1`` routes): the error code in lower case."""
+        return self.error_code.lower()
 
 
 class BadRequest(GatewayError):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from gateway.errors import GatewayError
 
@@ -42,15 +42,51 @@ class PayloadTooLarge(GatewayError):
     error_code = "REQUEST_LIMIT_EXCEEDED"
 
 
+# The shape of an error body: MLflow's (scoring, registry, prompts, traces, ops) or OpenAI's (/v1).
+ErrorFamily = Literal["mlflow", "openai"]
+
+
+def error_family(scope: Scope) -> ErrorFamily:
+    """The shape of the error bodies a request gets: OpenAI's under ``/v1/``, MLflow's elsewhere."""
+    path: str = scope["path"]
+    root_path = scope.get("root_path")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    return "openai" if path.startswith("/v1/") else "mlflow"
+
+
+def render_error(exc: GatewayError, family: ErrorFamily) -> Response:
+    """The one answer to a GatewayError: its status, headers and body in the shape of ``family``."""
+    if family == "openai":
+        return Response(
+            openai_error_body(exc), status_code=exc.status, headers=_error_headers(exc, None),
+            media_type="application/json",
+        )  # fmt: skip
+    return error_response(exc)
+
+
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> ORJSONResponse:
-    """MLflow's error body: ``{"error_code": ..., "message": ...}`` with the error's status."""
-    all_headers = dict(headers or {})
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        all_headers["Retry-After"] = str(retry_after)
+    """MLflow's error body: ``{"error_code": ..., "message": ...}`` with the error's status; ``headers``
+    (a model version's ``X-Model-*``) come first, then the error's own."""
     return ORJSONResponse(
-        {"error_code": exc.error_code, "message": exc.message}, status_code=exc.status, headers=all_headers
-    )
+        {"error_code": exc.error_code, "message": exc.message}, status_code=exc.status,
+        headers=_error_headers(exc, headers),
+    )  # fmt: skip
+
+
+def openai_error_body(exc: GatewayError) -> bytes:
+    """OpenAI's error body: ``{"error": {"message": ..., "type": ..., "code": ...}}``."""
+    return orjson.dumps({"error": {"message": exc.message, "type": exc.openai_type, "code": exc.openai_code}})
+
+
+def _error_headers(exc: GatewayError, headers: dict[str, str] | None) -> dict[str, str]:
+    all_headers = dict(headers or {})
+    if exc.headers:
+        all_headers.update(exc.headers)
+    retry_after = exc.retry_after_s
+    if retry_after is not None:  # whole seconds, at least one
+        all_headers["Retry-After"] = str(max(1, round(retry_after)))
+    return all_headers
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

@@ -22,7 +22,7 @@ from starlette.types import Scope
 
 from gateway.api.bodies import tags_field
 from gateway.errors import BadRequest, GatewayError, InvalidParameter, NotFound
-from gateway.http import ORJSONResponse, RawJSONResponse, error_response, read_json_object
+from gateway.http import ORJSONResponse, RawJSONResponse, read_json_object
 from prompts.cache import PromptCache
 from prompts.catalog import DEFAULT_MAX_RESULTS, CachedVersion, Catalog, Prompt, etag_of
 from prompts.refs import parse_prompt_version, validate_alias, validate_prompt_name
@@ -49,6 +49,7 @@ class PromptsState:
 class VersionImmutable(GatewayError):
     status = 405
     error_code = "METHOD_NOT_ALLOWED"
+    headers = {"Allow": "GET"}
 
 
 def _state(request: Request) -> PromptsState:
@@ -95,29 +96,23 @@ async def get_prompt(request: Request) -> Response:
     """``GET /api/prompts/{name}`` (the prompt and its versions) or ``/api/prompts/{name}@{alias}``."""
     text: str = request.path_params["name"]
     catalog = _state(request).cache.catalog
+    if "@" in text:
+        cached = _resolve(catalog, text)
+        return _conditional(request, cached.body, cached.etag)
     try:
-        if "@" in text:
-            cached = _resolve(catalog, text)
-            return _conditional(request, cached.body, cached.etag)
-        try:
-            body, etag = catalog.prompt_body(text)
-        except NotFound as exc:
-            raise _not_found(text, exc) from None
-    except GatewayError as exc:
-        return error_response(exc)
+        body, etag = catalog.prompt_body(text)
+    except NotFound as exc:
+        raise _not_found(text, exc) from None
     return _conditional(request, body, etag)
 
 
 async def get_version(request: Request) -> Response:
     name: str = request.path_params["name"]
+    number = parse_prompt_version(request.path_params["version"])
     try:
-        number = parse_prompt_version(request.path_params["version"])
-        try:
-            cached = _state(request).cache.catalog.version(name, number)
-        except NotFound as exc:
-            raise _not_found(name, exc) from None
-    except GatewayError as exc:
-        return error_response(exc)
+        cached = _state(request).cache.catalog.version(name, number)
+    except NotFound as exc:
+        raise _not_found(name, exc) from None
     return _conditional(request, cached.body, cached.etag)
 
 
@@ -125,12 +120,9 @@ async def list_versions(request: Request) -> Response:
     name: str = request.path_params["name"]
     catalog = _state(request).cache.catalog
     try:
-        try:
-            catalog.prompt(name)
-        except NotFound as exc:
-            raise _not_found(name, exc) from None
-    except GatewayError as exc:
-        return error_response(exc)
+        catalog.prompt(name)
+    except NotFound as exc:
+        raise _not_found(name, exc) from None
     body = orjson.dumps({"versions": [v.version.to_dict(v.aliases) for v in catalog.versions_of.get(name, [])]})
     return _conditional(request, body, etag_of(body))
 
@@ -138,32 +130,29 @@ async def list_versions(request: Request) -> Response:
 async def list_prompts(request: Request) -> Response:
     """``GET /api/prompts?name_prefix=&tag=KEY=VALUE&tag=KEY&max_results=&page_token=``."""
     query = request.query_params
-    try:
-        unknown = sorted(set(query) - {"name_prefix", "tag", "max_results", "page_token"})
-        if unknown:
-            raise InvalidParameter(
-                f"Unknown query parameter(s) {', '.join(unknown)}; known: name_prefix, tag, max_results, page_token."
-            )
-        tags: dict[str, str | None] = {}
-        for item in query.getlist("tag"):
-            key, eq, value = item.partition("=")
-            if not key:
-                raise InvalidParameter(f"Invalid tag filter {item!r}: expected tag=KEY=VALUE or tag=KEY.")
-            tags[key] = value if eq else None
-        max_results = DEFAULT_MAX_RESULTS
-        if "max_results" in query:
-            text = query["max_results"]
-            if not text.isdigit():
-                raise InvalidParameter(f"Invalid max_results {text!r}: expected an integer from 1 to 1000.")
-            max_results = int(text)
-        prompts, next_token = _state(request).cache.catalog.search(
-            name_prefix=query.get("name_prefix", ""),
-            tags=tags,
-            max_results=max_results,
-            page_token=query.get("page_token") or None,
+    unknown = sorted(set(query) - {"name_prefix", "tag", "max_results", "page_token"})
+    if unknown:
+        raise InvalidParameter(
+            f"Unknown query parameter(s) {', '.join(unknown)}; known: name_prefix, tag, max_results, page_token."
         )
-    except GatewayError as exc:
-        return error_response(exc)
+    tags: dict[str, str | None] = {}
+    for item in query.getlist("tag"):
+        key, eq, value = item.partition("=")
+        if not key:
+            raise InvalidParameter(f"Invalid tag filter {item!r}: expected tag=KEY=VALUE or tag=KEY.")
+        tags[key] = value if eq else None
+    max_results = DEFAULT_MAX_RESULTS
+    if "max_results" in query:
+        text = query["max_results"]
+        if not text.isdigit():
+            raise InvalidParameter(f"Invalid max_results {text!r}: expected an integer from 1 to 1000.")
+        max_results = int(text)
+    prompts, next_token = _state(request).cache.catalog.search(
+        name_prefix=query.get("name_prefix", ""),
+        tags=tags,
+        max_results=max_results,
+        page_token=query.get("page_token") or None,
+    )
     answer: dict[str, Any] = {"prompts": prompts}
     if next_token is not None:
         answer["next_page_token"] = next_token
@@ -194,26 +183,22 @@ async def _render(request: Request, cached: CachedVersion) -> Response:
 
 async def render_ref(request: Request) -> Response:
     """``POST /api/prompts/{name}@{alias}/render`` (a bare name renders its latest version)."""
-    try:
-        return await _render(request, _resolve(_state(request).cache.catalog, request.path_params["name"]))
-    except GatewayError as exc:
-        return error_response(exc)
+    return await _render(request, _resolve(_state(request).cache.catalog, request.path_params["name"]))
 
 
 async def render_version(request: Request) -> Response:
     name: str = request.path_params["name"]
+    number = parse_prompt_version(request.path_params["version"])
     try:
-        number = parse_prompt_version(request.path_params["version"])
-        try:
-            cached = _state(request).cache.catalog.version(name, number)
-        except NotFound as exc:
-            raise _not_found(name, exc) from None
-        return await _render(request, cached)
-    except GatewayError as exc:
-        return error_response(exc)
+        cached = _state(request).cache.catalog.version(name, number)
+    except NotFound as exc:
+        raise _not_found(name, exc) from None
+    return await _render(request, cached)
 
 
 # -- writes (to the store, then refresh) ---------------------------------------------------------
+
+
 
 
 def _prompt_answer(catalog: Catalog, prompt: Prompt) -> dict[str, Any]:
@@ -225,19 +210,16 @@ def _prompt_answer(catalog: Catalog, prompt: Prompt) -> dict[str, Any]:
 
 async def create_prompt(request: Request) -> Response:
     state = _state(request)
-    try:
-        body = await read_json_object(request)
-        unknown = sorted(set(body) - {"name", "description", "tags"})
-        if unknown:
-            raise BadRequest(f"Unknown field(s) {', '.join(unknown)}; a prompt has name, description and tags.")
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise BadRequest("Field 'name' is required and must be a string.")
-        prompt = await run_in_threadpool(state.store.create_prompt, name, body.get("description"), tags_field(body))
-        await state.after_write()
-        answer = _prompt_answer(state.cache.catalog, prompt)
-    except GatewayError as exc:
-        return error_response(exc)
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - {"name", "description", "tags"})
+    if unknown:
+        raise BadRequest(f"Unknown field(s) {', '.join(unknown)}; a prompt has name, description and tags.")
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("Field 'name' is required and must be a string.")
+    prompt = await run_in_threadpool(state.store.create_prompt, name, body.get("description"), tags_field(body))
+    await state.after_write()
+    answer = _prompt_answer(state.cache.catalog, prompt)
     return ORJSONResponse(answer, status_code=201)
 
 
@@ -245,90 +227,75 @@ async def update_prompt(request: Request) -> Response:
     """``PATCH /api/prompts/{name}`` ``{description?, tags?}``: prompts are mutable, versions are not."""
     state = _state(request)
     name: str = request.path_params["name"]
-    try:
-        validate_prompt_name(name)
-        body = await read_json_object(request)
-        unknown = sorted(set(body) - {"description", "tags"})
-        if unknown:
-            raise BadRequest(
-                f"Unknown field(s) {', '.join(unknown)}; a prompt's description and tags can change, "
-                "its versions cannot (register a new version instead)."
-            )
-        changes = {key: (tags_field(body) if key == "tags" else body[key]) for key in body}
-        prompt = await run_in_threadpool(lambda: state.store.update_prompt(name, **changes))
-        await state.after_write()
-        answer = _prompt_answer(state.cache.catalog, prompt)
-    except GatewayError as exc:
-        return error_response(exc)
+    validate_prompt_name(name)
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - {"description", "tags"})
+    if unknown:
+        raise BadRequest(
+            f"Unknown field(s) {', '.join(unknown)}; a prompt's description and tags can change, "
+            "its versions cannot (register a new version instead)."
+        )
+    changes = {key: (tags_field(body) if key == "tags" else body[key]) for key in body}
+    prompt = await run_in_threadpool(lambda: state.store.update_prompt(name, **changes))
+    await state.after_write()
+    answer = _prompt_answer(state.cache.catalog, prompt)
     return ORJSONResponse(answer)
 
 
 async def create_version(request: Request) -> Response:
     state = _state(request)
     name: str = request.path_params["name"]
-    try:
-        validate_prompt_name(name)
-        body = await read_json_object(request)
-        unknown = sorted(set(body) - _VERSION_FIELDS)
-        if unknown:
-            raise BadRequest(
-                f"Unknown field(s) {', '.join(unknown)}; a prompt version has {', '.join(sorted(_VERSION_FIELDS))}."
-            )
-        if "template" not in body:
-            raise BadRequest("Field 'template' is required: a string or a list of {role, content} messages.")
-        version = await run_in_threadpool(
-            lambda: state.store.create_version(
-                name,
-                body["template"],
-                commit_message=body.get("commit_message"),
-                tags=tags_field(body),
-                response_format=body.get("response_format"),
-                model_config=body.get("model_config"),
-            )
+    validate_prompt_name(name)
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - _VERSION_FIELDS)
+    if unknown:
+        raise BadRequest(
+            f"Unknown field(s) {', '.join(unknown)}; a prompt version has {', '.join(sorted(_VERSION_FIELDS))}."
         )
-        await state.after_write()
-    except GatewayError as exc:
-        return error_response(exc)
+    if "template" not in body:
+        raise BadRequest("Field 'template' is required: a string or a list of {role, content} messages.")
+    version = await run_in_threadpool(
+        lambda: state.store.create_version(
+            name,
+            body["template"],
+            commit_message=body.get("commit_message"),
+            tags=tags_field(body),
+            response_format=body.get("response_format"),
+            model_config=body.get("model_config"),
+        )
+    )
+    await state.after_write()
     return ORJSONResponse(version.to_dict(), status_code=201)
 
 
 async def refuse_version_change(request: Request) -> Response:
     name, version = request.path_params["name"], request.path_params["version"]
-    return error_response(
-        VersionImmutable(
-            f"Prompt versions are immutable: {request.method} on version {version} of {name!r} is not allowed. "
-            f"Register a new version with POST /api/prompts/{name}/versions and move an alias to it."
-        ),
-        headers={"Allow": "GET"},
+    raise VersionImmutable(
+        f"Prompt versions are immutable: {request.method} on version {version} of {name!r} is not allowed. "
+        f"Register a new version with POST /api/prompts/{name}/versions and move an alias to it."
     )
 
 
 async def set_alias(request: Request) -> Response:
     state = _state(request)
     name, alias = request.path_params["name"], request.path_params["alias"]
-    try:
-        validate_prompt_name(name)
-        validate_alias(alias)
-        body = await read_json_object(request)
-        if "version" not in body:
-            raise BadRequest("Field 'version' is required: the version number the alias should name.")
-        number = parse_prompt_version(body["version"])
-        await run_in_threadpool(state.store.set_alias, name, alias, number)
-        await state.after_write()
-    except GatewayError as exc:
-        return error_response(exc)
+    validate_prompt_name(name)
+    validate_alias(alias)
+    body = await read_json_object(request)
+    if "version" not in body:
+        raise BadRequest("Field 'version' is required: the version number the alias should name.")
+    number = parse_prompt_version(body["version"])
+    await run_in_threadpool(state.store.set_alias, name, alias, number)
+    await state.after_write()
     return ORJSONResponse({"name": name, "alias": alias, "version": number})
 
 
 async def delete_alias(request: Request) -> Response:
     state = _state(request)
     name, alias = request.path_params["name"], request.path_params["alias"]
-    try:
-        validate_prompt_name(name)
-        await run_in_threadpool(state.store.delete_alias, name, alias)
-        await state.after_write()
-    except GatewayError as exc:
-        return error_response(exc)
+    validate_prompt_name(name)
+    await run_in_threadpool(state.store.delete_alias, name, alias)
+    await state.after_write()
     return Response(status_code=204)
 
 

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.bodies import tags_field
-from gateway.errors import BadRequest, GatewayError
-from gateway.http import ORJSONResponse, error_response, read_json_object
+from gateway.errors import BadRequest
+from gateway.http import ORJSONResponse, read_json_object
 from gateway.refs import parse_model_ref, parse_version, validate_model_name
 from gateway.registration import register_version
 from gateway.state import GatewayState
@@ -36,111 +36,87 @@ async def _after_write(request: Request) -> None:
 
 
 async def create_model(request: Request) -> Response:
-    try:
-        body = await read_json_object(request)
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise BadRequest("Field 'name' is required and must be a string.")
-        validate_model_name(name)
-        model = await run_in_threadpool(
-            _state(request).store.create_model, name, _optional_str(body, "description"), tags_field(body)
-        )
-        await _after_write(request)
-    except GatewayError as exc:
-        return error_response(exc)
+    body = await read_json_object(request)
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("Field 'name' is required and must be a string.")
+    validate_model_name(name)
+    model = await run_in_threadpool(
+        _state(request).store.create_model, name, _optional_str(body, "description"), tags_field(body)
+    )
+    await _after_write(request)
     return ORJSONResponse(model.to_dict(), status_code=201)
 
 
 async def list_models(request: Request) -> Response:
-    try:
-        models = await run_in_threadpool(_state(request).store.list_models)
-    except GatewayError as exc:
-        return error_response(exc)
+    models = await run_in_threadpool(_state(request).store.list_models)
     return ORJSONResponse({"models": [m.to_dict() for m in models]})
 
 
 async def get_model(request: Request) -> Response:
     text = request.path_params["name"]
     store = _state(request).store
-    try:
-        if "@" in text:
-            ref = parse_model_ref(text)
-            version = await run_in_threadpool(store.resolve, ref)
-            return ORJSONResponse(version.to_dict())
-        model = await run_in_threadpool(store.get_model, validate_model_name(text))
-        versions = await run_in_threadpool(store.list_versions, model.name)
-    except GatewayError as exc:
-        return error_response(exc)
+    if "@" in text:
+        ref = parse_model_ref(text)
+        version = await run_in_threadpool(store.resolve, ref)
+        return ORJSONResponse(version.to_dict())
+    model = await run_in_threadpool(store.get_model, validate_model_name(text))
+    versions = await run_in_threadpool(store.list_versions, model.name)
     return ORJSONResponse({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
 
 
 async def create_version(request: Request) -> Response:
     state = _state(request)
-    try:
-        name = validate_model_name(request.path_params["name"])
-        body = await read_json_object(request)
-        source = body.get("source")
-        if not isinstance(source, str) or not source:
-            raise BadRequest("Field 'source' is required: the path or file:// URI of a model package.")
-        version = await run_in_threadpool(
-            lambda: register_version(
-                state.store,
-                name,
-                source,
-                artifact_roots=state.settings.artifact_roots,
-                description=_optional_str(body, "description"),
-                tags=tags_field(body),
-            )
+    name = validate_model_name(request.path_params["name"])
+    body = await read_json_object(request)
+    source = body.get("source")
+    if not isinstance(source, str) or not source:
+        raise BadRequest("Field 'source' is required: the path or file:// URI of a model package.")
+    version = await run_in_threadpool(
+        lambda: register_version(
+            state.store,
+            name,
+            source,
+            artifact_roots=state.settings.artifact_roots,
+            description=_optional_str(body, "description"),
+            tags=tags_field(body),
         )
-        await _after_write(request)
-    except GatewayError as exc:
-        return error_response(exc)
+    )
+    await _after_write(request)
     return ORJSONResponse(version.to_dict(), status_code=201)
 
 
 async def list_versions(request: Request) -> Response:
-    try:
-        name = validate_model_name(request.path_params["name"])
-        versions = await run_in_threadpool(_state(request).store.list_versions, name)
-    except GatewayError as exc:
-        return error_response(exc)
+    name = validate_model_name(request.path_params["name"])
+    versions = await run_in_threadpool(_state(request).store.list_versions, name)
     return ORJSONResponse({"versions": [v.to_dict() for v in versions]})
 
 
 async def get_version(request: Request) -> Response:
-    try:
-        name = validate_model_name(request.path_params["name"])
-        number = parse_version(request.path_params["version"])
-        version = await run_in_threadpool(_state(request).store.get_version, name, number)
-    except GatewayError as exc:
-        return error_response(exc)
+    name = validate_model_name(request.path_params["name"])
+    number = parse_version(request.path_params["version"])
+    version = await run_in_threadpool(_state(request).store.get_version, name, number)
     return ORJSONResponse(version.to_dict())
 
 
 async def set_alias(request: Request) -> Response:
-    try:
-        name = validate_model_name(request.path_params["name"])
-        alias = request.path_params["alias"]
-        body = await read_json_object(request)
-        if "version" not in body:
-            raise BadRequest("Field 'version' is required.")
-        number = parse_version(body["version"])
-        store = _state(request).store
-        await run_in_threadpool(store.set_alias, name, alias, number)
-        await _after_write(request)
-    except GatewayError as exc:
-        return error_response(exc)
+    name = validate_model_name(request.path_params["name"])
+    alias = request.path_params["alias"]
+    body = await read_json_object(request)
+    if "version" not in body:
+        raise BadRequest("Field 'version' is required.")
+    number = parse_version(body["version"])
+    store = _state(request).store
+    await run_in_threadpool(store.set_alias, name, alias, number)
+    await _after_write(request)
     return ORJSONResponse({"name": name, "alias": alias, "version": number})
 
 
 async def delete_alias(request: Request) -> Response:
-    try:
-        name = validate_model_name(request.path_params["name"])
-        alias = request.path_params["alias"]
-        await run_in_threadpool(_state(request).store.delete_alias, name, alias)
-        await _after_write(request)
-    except GatewayError as exc:
-        return error_response(exc)
+    name = validate_model_name(request.path_params["name"])
+    alias = request.path_params["alias"]
+    await run_in_threadpool(_state(request).store.delete_alias, name, alias)
+    await _after_write(request)
     return Response(status_code=204)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from gateway.llm.errors import AUTHENTICATION, ProxyError
+from gateway.llm.errors import AuthenticationError
 from gateway.llm.routes_config import AuthSettings
 
 KEY_ID_CHARS = 12
@@ -25,27 +25,21 @@ class GatewayKeys:
         self._digests = settings.key_hashes
 
     def authenticate(self, authorization: str | None) -> str | None:
-        """The key id of a valid key, None when auth is off; ProxyError 401 otherwise."""
+        """The key id of a valid key, None when auth is off; AuthenticationError (401) otherwise."""
         if not self._digests:
             return None
         if not authorization:
-            raise ProxyError(
-                401,
-                "Missing gateway key: send the header 'Authorization: Bearer <key>'.",
-                type=AUTHENTICATION,
-                code="missing_api_key",
+            raise AuthenticationError(
+                "Missing gateway key: send the header 'Authorization: Bearer <key>'.", code="missing_api_key"
             )
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise ProxyError(
-                401,
-                "Malformed Authorization header: expected 'Bearer <key>'.",
-                type=AUTHENTICATION,
-                code="invalid_api_key",
+            raise AuthenticationError(
+                "Malformed Authorization header: expected 'Bearer <key>'.", code="invalid_api_key"
             )
         # Comparing digests (not keys) in a set: the lookup time says nothing about the key.
         digest = hashlib.sha256(key.encode()).hexdigest()
         if digest not in self._digests:
-            raise ProxyError(401, "Invalid gateway key.", type=AUTHENTICATION, code="invalid_api_key")
+            raise AuthenticationError("Invalid gateway key.", code="invalid_api_key")
         return key_id(digest)

@@ -1,16 +1,22 @@
-"""Errors of the OpenAI-compatible endpoints, in OpenAI's shape: ``{"error": {"message", "type", "code"}}``.
+"""Errors of the OpenAI-compatible endpoints: GatewayErrors with OpenAI's ``type`` and ``code``.
 
+The proxy raises them; the app's one error handler (``gateway.http.render_error``) answers them in
+OpenAI's shape, ``{"error": {"message", "type", "code"}}``, as every GatewayError under ``/v1``.
 The official SDK picks its exception class from the status (404 -> NotFoundError, 401 ->
 AuthenticationError, 5xx -> InternalServerError), so the status is what matters most; the message
 says what was wrong and, for upstream failures, which upstream and what it answered.
+
+ProxyError(message)                500 server_error
+ ├── InvalidRequestError           400 invalid_request_error  (also 404 for an unknown model or prompt)
+ ├── AuthenticationError           401 authentication_error
+ ├── UpstreamError                 502 upstream_error
+ └── UpstreamTimeoutError          504 timeout_error
 """
 
 from __future__ import annotations
 
-import orjson
-from starlette.responses import Response
-
 from gateway.errors import GatewayError
+from gateway.http import openai_error_body
 
 INVALID_REQUEST = "invalid_request_error"
 AUTHENTICATION = "authentication_error"
@@ -19,50 +25,61 @@ TIMEOUT = "timeout_error"
 SERVER = "server_error"
 
 
-class ProxyError(Exception):
-    """An answer of the proxy other than a success, with what the span's ``error.type`` should say."""
+class ProxyError(GatewayError):
+    """An answer of the proxy other than a success. ``code`` is OpenAI's ``code`` (upper-cased, the
+    MLflow ``error_code``; by default the class's); ``error_type`` is what the span's ``error.type``
+    says (by default the code);
+    ``retry_after_s`` becomes a ``Retry-After`` header (whole seconds, at least 1)."""
+
+    openai_type = SERVER
 
     def __init__(
         self,
-        status: int,
         message: str,
         *,
-        type: str,
+        status: int | None = None,
         code: str | None = None,
         error_type: str | None = None,
         retry_after_s: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.error_type = error_type or code or str(status)
+        super().__init__(message, status=status, error_code=code.upper() if code else None)
+        self.error_type = error_type or self.openai_code
         self.retry_after_s = retry_after_s
 
-    def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.type, "code": self.code}})
 
-    def response(self) -> Response:
-        headers = {}
-        if self.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, round(self.retry_after_s)))
-        return Response(self.body(), status_code=self.status, media_type="application/json", headers=headers)
+class InvalidRequestError(ProxyError):
+    status = 400
+    error_code = "INVALID_REQUEST"
+    openai_type = INVALID_REQUEST
 
 
-def bad_request(message: str, code: str | None = "invalid_request") -> ProxyError:
-    return ProxyError(400, message, type=INVALID_REQUEST, code=code)
+class AuthenticationError(ProxyError):
+    status = 401
+    error_code = "UNAUTHENTICATED"
+    openai_type = AUTHENTICATION
+
+
+class UpstreamError(ProxyError):
+    status = 502
+    error_code = "UPSTREAM_ERROR"
+    openai_type = UPSTREAM
+
+
+class UpstreamTimeoutError(ProxyError):
+    status = 504
+    error_code = "UPSTREAM_TIMEOUT"
+    openai_type = TIMEOUT
 
 
 def from_gateway_error(exc: GatewayError) -> ProxyError:
-    """A GatewayError raised by a collaborator (the prompt renderer) in OpenAI's shape, status kept."""
+    """A GatewayError raised by a collaborator (the prompt renderer) as the proxy's, status kept."""
     if exc.status == 404:
-        return ProxyError(404, exc.message, type=INVALID_REQUEST, code="prompt_not_found")
+        return InvalidRequestError(exc.message, status=404, code="prompt_not_found")
     if 400 <= exc.status < 500:
-        return ProxyError(exc.status, exc.message, type=INVALID_REQUEST, code=exc.error_code.lower())
-    return ProxyError(exc.status, exc.message, type=SERVER, code=exc.error_code.lower())
+        return InvalidRequestError(exc.message, status=exc.status, code=exc.openai_code)
+    return ProxyError(exc.message, status=exc.status, code=exc.openai_code)
 
 
-def sse_error_event(error: ProxyError) -> bytes:
+def sse_error_event(error: GatewayError) -> bytes:
     """The one event that ends a stream which failed after its first byte reached the client."""
-    return b"data: " + error.body() + b"\n\n"
+    return b"data: " + openai_error_body(error) + b"\n\n"

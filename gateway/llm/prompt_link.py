@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import GatewayError
-from gateway.llm.errors import ProxyError, bad_request, from_gateway_error
+from gateway.llm.errors import InvalidRequestError, from_gateway_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,26 +32,24 @@ def apply_prompt(body: dict[str, Any], renderer: PromptRenderer | None) -> Linke
     """Render ``body["prompt"]`` into ``body`` in place (and drop the key); the prompt used is returned."""
     spec = body.pop("prompt")
     if renderer is None:
-        raise ProxyError(
-            400,
+        raise InvalidRequestError(
             "prompt registry not available: this gateway was started without prompts, so 'prompt' cannot be used.",
-            type="invalid_request_error",
             code="prompt_registry_unavailable",
         )
     if not isinstance(spec, Mapping):
-        raise bad_request(f"'prompt' must be an object with 'ref' and 'variables', got {type(spec).__name__}.")
+        raise InvalidRequestError(f"'prompt' must be an object with 'ref' and 'variables', got {type(spec).__name__}.")
     ref = spec.get("ref")
     if not isinstance(ref, str) or not ref:
-        raise bad_request("'prompt.ref' must be a prompt reference such as 'prompts:/qa@production'.")
+        raise InvalidRequestError("'prompt.ref' must be a prompt reference such as 'prompts:/qa@production'.")
     unknown = sorted(set(spec) - {"ref", "variables"})
     if unknown:
-        raise bad_request(f"'prompt' has unknown key(s) {', '.join(unknown)}; expected 'ref' and 'variables'.")
+        raise InvalidRequestError(f"'prompt' has unknown key(s) {', '.join(unknown)}; expected 'ref' and 'variables'.")
     variables = spec.get("variables") or {}
     if not isinstance(variables, Mapping):
-        raise bad_request(f"'prompt.variables' must be an object, got {type(variables).__name__}.")
+        raise InvalidRequestError(f"'prompt.variables' must be an object, got {type(variables).__name__}.")
     own_messages = body.get("messages", [])
     if not isinstance(own_messages, list):
-        raise bad_request(f"'messages' must be a list, got {type(own_messages).__name__}.")
+        raise InvalidRequestError(f"'messages' must be a list, got {type(own_messages).__name__}.")
     try:
         linked = renderer(ref, variables)
     except GatewayError as exc:

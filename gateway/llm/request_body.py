@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.llm.errors import bad_request
+from gateway.llm.errors import InvalidRequestError
 from gateway.llm.prompt_link import LinkedPrompt, PromptRenderer, apply_prompt
 from gateway.telemetry import semconv as sc
 
@@ -57,9 +57,9 @@ class ParsedCall:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise bad_request(f"Request body is not valid JSON: {exc}.", code="invalid_json") from None
+            raise InvalidRequestError(f"Request body is not valid JSON: {exc}.", code="invalid_json") from None
         if not isinstance(data, dict):
-            raise bad_request(f"Request body must be a JSON object, got {type(data).__name__}.")
+            raise InvalidRequestError(f"Request body must be a JSON object, got {type(data).__name__}.")
         self.data: dict[str, Any] = data
         self.prompt: LinkedPrompt | None = None
         self._changed = False
@@ -68,18 +68,18 @@ class ParsedCall:
             self._changed = True
         model = data.get("model")
         if model is None:
-            raise bad_request("'model' is required: the name of a route of this gateway (see GET /v1/models).")
+            raise InvalidRequestError("'model' is required: the name of a route of this gateway (see GET /v1/models).")
         if not isinstance(model, str) or not model:
-            raise bad_request(f"'model' must be a non-empty string, got {model!r}.")
+            raise InvalidRequestError(f"'model' must be a non-empty string, got {model!r}.")
         self.model: str = model
         stream = data.get("stream", False)
         if stream is None:
             stream = False
         if not isinstance(stream, bool):
-            raise bad_request(f"'stream' must be a boolean, got {stream!r}.")
+            raise InvalidRequestError(f"'stream' must be a boolean, got {stream!r}.")
         self.stream: bool = stream and operation.streams
         if operation is CHAT and "messages" not in data:
-            raise bad_request("'messages' is required: a list of chat messages.")
+            raise InvalidRequestError("'messages' is required: a list of chat messages.")
         self._bodies: dict[str, bytes] = {}
 
     def body_for(self, upstream_model: str) -> bytes:

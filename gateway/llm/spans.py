@@ -15,14 +15,12 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.llm.answer import AnswerSummary
-from gateway.llm.request_body import Operation
+from gateway.llm.request_body import Operation, ParsedCall
 from gateway.llm.routes_config import Target
 from gateway.telemetry import semconv as sc
-
-_PROPAGATOR = TraceContextTextMapPropagator()
+from gateway.telemetry.propagation import PROPAGATOR
 
 
 class ProxySpans:
@@ -34,7 +32,7 @@ class ProxySpans:
     def start_server(self, operation: Operation, path: str, headers: Mapping[str, str]) -> Span:
         parent: Context | None = None
         if "traceparent" in headers:
-            parent = _PROPAGATOR.extract(headers)
+            parent = PROPAGATOR.extract(headers)
         return self._tracer.start_span(
             operation.span_name,
             context=parent,
@@ -42,15 +40,8 @@ class ProxySpans:
             attributes={sc.HTTP_REQUEST_METHOD: "POST", sc.URL_PATH: path},
         )
 
-    def start_client(
-        self,
-        server_span: Span,
-        operation: Operation,
-        target: Target,
-        attempt: int,
-        fallback: bool,
-        request_attributes: Mapping[str, Any],
-    ) -> Span:
+    def start_client(self, server_span: Span, call: ParsedCall, target: Target, attempt: int, fallback: bool) -> Span:
+        operation = call.operation
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: operation.name,
             sc.GEN_AI_PROVIDER_NAME: target.provider,
@@ -60,7 +51,7 @@ class ProxySpans:
             sc.GATEWAY_LLM_ATTEMPT: attempt,
             sc.GATEWAY_LLM_FALLBACK: fallback,
         }
-        attributes.update(request_attributes)
+        attributes.update(call.request_attributes())
         return self._tracer.start_span(
             f"{operation.name} {target.model}",
             context=set_span_in_context(server_span),
@@ -69,40 +60,35 @@ class ProxySpans:
         )
 
 
-def trace_headers(span: Span) -> dict[str, str]:
-    """``traceparent`` (and ``tracestate``) naming ``span`` as the parent, for the upstream request."""
-    context = span.get_span_context()
-    if not context.is_valid:
-        return {}
-    headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"}
-    if context.trace_state:
-        headers["tracestate"] = context.trace_state.to_header()
-    return headers
-
-
 def end_failed(span: Span, error_type: str, message: str) -> None:
     span.set_attribute(sc.ERROR_TYPE, error_type)
     span.set_status(Status(StatusCode.ERROR, message))
     span.end()
 
 
-def end_answered(
-    span: Span,
-    summary: AnswerSummary,
-    *,
-    time_to_first_chunk_s: float | None,
-    error_type: str | None,
-    error_message: str | None = None,
-    content: Mapping[str, str] | None = None,
-    end_time: int | None = None,
-) -> None:
-    """End a CLIENT span whose upstream answered (successfully, or with a status the client gets as is);
-    ``end_time`` (ns since the epoch) when the answer arrived before this call."""
+def answer_attributes(
+    summary: AnswerSummary, time_to_first_chunk_s: float | None, content: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """A CLIENT span's attributes from its upstream's answer (and the captured messages, if any)."""
     attributes = summary.attributes()
     if time_to_first_chunk_s is not None:
         attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk_s
     if content:
         attributes.update(content)
+    return attributes
+
+
+def end_answered(
+    span: Span,
+    attributes: Mapping[str, Any],
+    *,
+    error_type: str | None,
+    error_message: str | None = None,
+    end_time: int | None = None,
+) -> None:
+    """End a CLIENT span whose upstream answered (successfully, or with a status the client gets as is)
+    with ``attributes`` (``answer_attributes``); ``end_time`` (ns since the epoch) when the answer
+    arrived before this call."""
     span.set_attributes(attributes)
     if error_type is not None:
         span.set_attribute(sc.ERROR_TYPE, error_type)

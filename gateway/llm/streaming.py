@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.llm.answer import AnswerSummary
-from gateway.llm.errors import TIMEOUT, UPSTREAM, ProxyError, sse_error_event
+from gateway.llm.errors import ProxyError, UpstreamError, UpstreamTimeoutError, sse_error_event
 from gateway.telemetry import semconv as sc
 
 logger = logging.getLogger("gateway.llm")
@@ -54,6 +55,17 @@ class SSESplitter:
     def rest(self) -> bytes:
         tail, self._tail = self._tail, b""
         return tail
+
+
+@dataclass(slots=True)
+class Opened:
+    """A stream whose first complete events have arrived; the rest is still upstream."""
+
+    response: aiohttp.ClientResponse
+    chunks: AsyncIterator[bytes]
+    splitter: SSESplitter
+    first_events: bytes
+    first_event_at: float  # perf_counter
 
 
 class StreamState:
@@ -154,20 +166,11 @@ class StreamingAnswer(Response):
     called exactly once, after the upstream connection is closed.
     """
 
-    def __init__(
-        self,
-        response: aiohttp.ClientResponse,
-        chunks: AsyncIterator[bytes],
-        splitter: SSESplitter,
-        first_events: bytes,
-        state: StreamState,
-        target_label: str,
-        on_end: StreamEnd,
-    ) -> None:
-        self._response = response
-        self._chunks = chunks
-        self._splitter = splitter
-        self._first = first_events
+    def __init__(self, opened: Opened, state: StreamState, target_label: str, on_end: StreamEnd) -> None:
+        self._response = opened.response
+        self._chunks = opened.chunks
+        self._splitter = opened.splitter
+        self._first = opened.first_events
         self._state = state
         self._target = target_label
         self._on_end = on_end
@@ -246,17 +249,13 @@ class StreamingAnswer(Response):
         name = type(exc).__name__
         logger.warning("Upstream %s failed after the stream started: %s: %s", self._target, name, exc)
         if isinstance(exc, aiohttp.ServerTimeoutError):
-            return ProxyError(
-                504,
+            return UpstreamTimeoutError(
                 f"Upstream {self._target} went silent mid-stream ({name}); the stream ends here.",
-                type=TIMEOUT,
                 code="upstream_timeout",
                 error_type=name,
             )
-        return ProxyError(
-            502,
+        return UpstreamError(
             f"Upstream {self._target} failed mid-stream ({name}); the stream ends here.",
-            type=UPSTREAM,
             code="upstream_stream_interrupted",
             error_type=name,
         )

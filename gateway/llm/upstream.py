@@ -23,7 +23,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -33,11 +33,13 @@ from yarl import URL
 
 from gateway import __version__
 from gateway.llm import metrics
-from gateway.llm.errors import TIMEOUT, UPSTREAM, ProxyError
+from gateway.llm.errors import ProxyError, UpstreamError, UpstreamTimeoutError
+from gateway.llm.metrics import CallLabels
 from gateway.llm.request_body import OPERATION_PATHS, ParsedCall
 from gateway.llm.routes_config import LlmSettings, Route, Target
-from gateway.llm.spans import ProxySpans, end_failed, trace_headers
-from gateway.llm.streaming import SSESplitter
+from gateway.llm.spans import ProxySpans, end_failed
+from gateway.llm.streaming import Opened, SSESplitter
+from gateway.telemetry.propagation import trace_headers
 
 logger = logging.getLogger("gateway.llm")
 
@@ -56,17 +58,6 @@ class Completed:
     content_type: str
     answered_at: float = field(default_factory=time.perf_counter)  # when it was read (perf_counter)
     answered_ns: int = field(default_factory=time.time_ns)  # the same moment, as a span timestamp
-
-
-@dataclass(slots=True)
-class Opened:
-    """A stream whose first complete events have arrived; the rest is still upstream."""
-
-    response: aiohttp.ClientResponse
-    chunks: AsyncIterator[bytes]
-    splitter: SSESplitter
-    first_events: bytes
-    first_event_at: float  # perf_counter
 
 
 @dataclass(slots=True)
@@ -95,9 +86,14 @@ class _Failure:
     kind: str  # "status" | "timeout" | "transport"
     error_type: str
     message: str
-    retryable: bool
     status: int | None = None
     retry_after_s: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Timeouts, transport errors, 408, 429 and 5xx; not a target that is itself unusable (401, 404, ...)."""
+        status = self.status
+        return status is None or status in (408, 429) or status >= 500
 
 
 class Upstreams:
@@ -148,10 +144,10 @@ class Upstreams:
         return text.replace(secret, "[redacted]") if secret and secret in text else text
 
     async def dispatch(self, call: ParsedCall, route: Route, server_span: Span, progress: CallProgress) -> Attempt:
-        """Try the route's targets until one answers; ProxyError (502/504) when none does."""
+        """Try the route's targets until one answers; UpstreamError (502) or UpstreamTimeoutError (504)
+        when none does."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + route.timeout_s
-        request_attributes = call.request_attributes()
         failures: list[tuple[Target, _Failure]] = []
         number = 0
         for position, target in enumerate(_target_order(route)):
@@ -161,25 +157,21 @@ class Upstreams:
                 number += 1
                 progress.attempts = number
                 progress.target = target
-                span = self._spans.start_client(
-                    server_span, call.operation, target, number, position > 0, request_attributes
-                )
+                span = self._spans.start_client(server_span, call, target, number, position > 0)
                 started = time.perf_counter()
                 failure: _Failure
                 try:
                     async with asyncio.timeout_at(deadline):
                         outcome = await self._send(call, route, target, span)
                 except aiohttp.ServerTimeoutError as exc:  # this attempt's connect or read timeout (a TimeoutError)
-                    failure = _Failure("timeout", type(exc).__name__, f"{type(exc).__name__}", retryable=True)
+                    failure = _Failure("timeout", type(exc).__name__, f"{type(exc).__name__}")
                 except aiohttp.ClientError as exc:
-                    failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)), retryable=True)
+                    failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)))
                 except TimeoutError:  # the route's timeout_s
                     message = f"Route {route.name!r} gave no answer within timeout_s={route.timeout_s:g} s"
-                    self._record_failure(call, route, target, span, started, "timeout", message)
-                    raise ProxyError(
-                        504,
+                    _end_failed_attempt(span, _labels(call, route, target), started, "timeout", message)
+                    raise UpstreamTimeoutError(
                         f"{message} ({number} attempt(s); last target {target.label}).",
-                        type=TIMEOUT,
                         code="upstream_timeout",
                         error_type="timeout",
                     ) from None
@@ -187,7 +179,7 @@ class Upstreams:
                     if not isinstance(outcome, _Failure):
                         return Attempt(target, span, number, started, outcome)
                     failure = outcome
-                self._record_failure(call, route, target, span, started, failure.error_type, failure.message)
+                _end_failed_attempt(span, _labels(call, route, target), started, failure.error_type, failure.message)
                 failures.append((target, failure))
                 logger.debug("Upstream %s failed (attempt %d): %s", target.label, number, failure.message)
                 if not failure.retryable or retry == route.retries:
@@ -198,13 +190,6 @@ class Upstreams:
                 metrics.record_retry(route.name)
                 await asyncio.sleep(wait)
         raise _final_error(route, failures, number)
-
-    def _record_failure(
-        self, call: ParsedCall, route: Route, target: Target, span: Span, started: float, error_type: str, message: str
-    ) -> None:
-        end_failed(span, error_type, message)
-        labels = (call.operation.name, target.provider, target.model, route.name)
-        metrics.record_attempt(labels, time.perf_counter() - started, error_type, None)
 
     async def _send(self, call: ParsedCall, route: Route, target: Target, span: Span) -> Completed | Opened | _Failure:
         headers = self._headers[target]
@@ -232,9 +217,7 @@ class Upstreams:
                     if events:
                         opened = True
                         return Opened(response, chunks, splitter, events, time.perf_counter())
-                return _Failure(
-                    "transport", "empty_stream", "closed the stream before sending an event", retryable=True
-                )
+                return _Failure("transport", "empty_stream", "closed the stream before sending an event")
             return Completed(status, await response.read(), content_type)
         finally:
             if not opened:
@@ -243,12 +226,19 @@ class Upstreams:
     def _classify(self, target: Target, status: int, body: bytes, headers: Mapping[str, str]) -> Completed | _Failure:
         if status in (408, 429) or status >= 500 or status in (401, 403, 404, 405) or status < 400:
             message = self.redact(target, _error_message(body))
-            retryable = status in (408, 429) or status >= 500
-            return _Failure(
-                "status", str(status), message, retryable, status=status, retry_after_s=_retry_after_s(headers)
-            )
+            return _Failure("status", str(status), message, status=status, retry_after_s=_retry_after_s(headers))
         # Any other 4xx is about the request itself: the client sees the upstream's answer as it is.
         return Completed(status, self.redact(target, body.decode("utf-8", "replace")).encode(), _json_type(headers))
+
+
+def _labels(call: ParsedCall, route: Route, target: Target) -> CallLabels:
+    return (call.operation.name, target.provider, target.model, route.name)
+
+
+def _end_failed_attempt(span: Span, labels: CallLabels, started: float, error_type: str, message: str) -> None:
+    """The CLIENT span and the metrics of an attempt that got no usable answer."""
+    end_failed(span, error_type, message)
+    metrics.record_attempt(labels, time.perf_counter() - started, error_type, None)
 
 
 def _json_type(headers: Mapping[str, str]) -> str:
@@ -318,24 +308,19 @@ def _final_error(route: Route, failures: list[tuple[Target, _Failure]], attempts
     tried = len({t for t, _ in failures})
     prefix = f"Route {route.name!r}: {tried} target(s) failed after {attempts} attempt(s); last, {target.label}"
     if last.kind == "timeout":
-        return ProxyError(
-            504, f"{prefix} timed out ({last.error_type}).", type=TIMEOUT, code="upstream_timeout",
-            error_type=last.error_type,
-        )  # fmt: skip
+        return UpstreamTimeoutError(
+            f"{prefix} timed out ({last.error_type}).", code="upstream_timeout", error_type=last.error_type
+        )
     if last.kind == "status":
         detail = f": {last.message}" if last.message else ""
-        return ProxyError(
-            502,
+        return UpstreamError(
             f"{prefix} answered HTTP {last.status}{detail}",
-            type=UPSTREAM,
             code=f"upstream_{last.status}",
             error_type=last.error_type,
             retry_after_s=last.retry_after_s if last.status == 429 else None,
         )
-    return ProxyError(
-        502,
+    return UpstreamError(
         f"{prefix} could not be reached ({last.error_type}: {last.message}).",
-        type=UPSTREAM,
         code="upstream_unreachable",
         error_type=last.error_type,
     )

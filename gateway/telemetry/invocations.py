@@ -18,17 +18,16 @@ from collections.abc import Awaitable, Callable
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.refs import ModelRef
 from gateway.telemetry import semconv as sc
+from gateway.telemetry.propagation import PROPAGATOR
 
 TRACER_NAME = "gateway.serving"
 # Where the request's SERVER span waits in the ASGI scope for the endpoint to describe the request.
 SPAN_SCOPE_KEY = "gateway.span"
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 Invoke = Callable[[Request, ModelRef], Awaitable[Response]]
 
@@ -38,7 +37,7 @@ async def trace_invocation(request: Request, ref: ModelRef, invoke: Invoke) -> R
     tracer: Tracer = request.app.state.invocation_tracer
     route = request.scope.get("route")
     http_route = getattr(route, "path", None) or request.url.path
-    parent = _PROPAGATOR.extract(request.headers)
+    parent = PROPAGATOR.extract(request.headers)
     span = tracer.start_span(
         f"{request.method} {http_route}",
         context=parent,

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 
+from gateway import app as gateway_app
 from gateway.api import llm as llm_api
 from gateway.errors import InvalidParameter, NotFound
 from gateway.llm.prompt_link import LinkedPrompt, PromptRenderer
@@ -45,7 +46,8 @@ def render(ref: str, variables: Mapping[str, Any]) -> LinkedPrompt:
 
 @contextlib.contextmanager
 def proxy_app(upstream: FakeUpstream, renderer: PromptRenderer | None) -> Iterator[tuple[str, InMemorySpanExporter]]:
-    """The proxy's routes alone in a Starlette app (as create_app mounts them), with this renderer."""
+    """The proxy's routes alone in a Starlette app (as create_app mounts them: with the app's error
+    handlers, which answer what the proxy raises), with this renderer."""
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -59,7 +61,10 @@ def proxy_app(upstream: FakeUpstream, renderer: PromptRenderer | None) -> Iterat
         yield
         await proxy.close()
 
-    with run_app_in_thread(Starlette(routes=llm_api.routes, lifespan=lifespan)) as base_url:
+    app = Starlette(
+        routes=llm_api.routes, lifespan=lifespan, exception_handlers=dict(gateway_app._EXCEPTION_HANDLERS)
+    )
+    with run_app_in_thread(app) as base_url:
         yield base_url, exporter
 
 

@@ -1,0 +1,178 @@
+"""CallRecord: what one proxied call has gathered, from its SERVER span's start to its end.
+
+``LlmProxy.handle`` fills it in as the call gets further (the key id, the parsed body, the route;
+``Upstreams.dispatch`` counts the attempts and the target on it, as its ``CallProgress``). A call
+ends in exactly one of three ways, each recording the SERVER span's summary (what the trace store
+keeps) and the request metric, and, when an upstream answered, its CLIENT span and attempt metrics:
+
+- ``fail(error)``: no answer came through (a refused request, no such route, every upstream failed),
+  recorded before the error is answered;
+- ``answered(answer)``: a whole answer, recorded by ``RecordingResponse`` once its bytes were sent;
+- ``streamed(opened)``: a stream, relayed by the ``StreamingAnswer`` it returns, recorded when the
+  stream ends (``stream_ended``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from opentelemetry.trace import Span
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import GatewayError
+from gateway.llm import content, metrics, spans
+from gateway.llm.answer import AnswerSummary
+from gateway.llm.errors import ProxyError
+from gateway.llm.request_body import ParsedCall
+from gateway.llm.routes_config import Route
+from gateway.llm.streaming import Opened, StreamingAnswer, StreamState
+from gateway.llm.upstream import Attempt, CallProgress, Completed
+from gateway.telemetry import semconv as sc
+
+logger = logging.getLogger("gateway.llm")
+
+CLIENT_DISCONNECTED = "client_disconnected"
+
+
+class CallRecord(CallProgress):
+    """One proxied call: its SERVER span, start time, progress, key id, parsed body, route and the
+    attempt that answered (set before ``answered`` or ``streamed``)."""
+
+    __slots__ = ("span", "started", "key_id", "parsed", "route", "attempt", "first_event_at")
+
+    attempt: Attempt
+
+    def __init__(self, span: Span, started: float) -> None:
+        super().__init__()
+        self.span = span
+        self.started = started  # perf_counter
+        self.key_id: str | None = None
+        self.parsed: ParsedCall | None = None
+        self.route: Route | None = None
+        self.first_event_at: float | None = None  # a stream's first events (perf_counter)
+
+    def fail(self, error: GatewayError) -> None:
+        """The call ends with ``error`` (or the client left: status 499) and no upstream answer."""
+        error_type = error.error_type if isinstance(error, ProxyError) else error.openai_code
+        self._end(error.status, None, None, error_type, error.message)
+
+    def answered(self, answer: Completed) -> None:
+        """Both spans and the metrics of a whole answer (after it was sent: the client does not wait for this)."""
+        parsed, route, attempt = self.parsed, self.route, self.attempt
+        assert parsed is not None and route is not None  # known before any upstream was asked
+        operation = parsed.operation.name
+        ok = answer.status < 300
+        summary = AnswerSummary.from_body(operation, answer.body, capture=route.capture_content) if ok else None
+        captured = _content(parsed, route, summary)
+        error_type = None if ok else str(answer.status)
+        target = attempt.target
+        attributes = spans.answer_attributes(summary or AnswerSummary(), None, captured)
+        spans.end_answered(attempt.span, attributes, error_type=error_type, end_time=answer.answered_ns)
+        labels = (operation, target.provider, target.model, route.name)
+        metrics.record_attempt(labels, answer.answered_at - attempt.started, error_type, summary)
+        self._end(answer.status, summary, captured, error_type, None if ok else "upstream refused the request")
+
+    def streamed(self, opened: Opened) -> StreamingAnswer:
+        """The response relaying ``opened``; the call is recorded when the stream ends."""
+        parsed, route = self.parsed, self.route
+        assert parsed is not None and route is not None  # known before any upstream was asked
+        self.first_event_at = opened.first_event_at
+        state = StreamState(parsed.operation.name, capture=route.capture_content)
+        return StreamingAnswer(opened, state, self.attempt.target.label, self.stream_ended)
+
+    def stream_ended(self, summary: AnswerSummary, error: ProxyError | None, disconnected: bool) -> None:
+        """Both spans and the metrics of a stream, however it ended (``StreamingAnswer`` calls this once)."""
+        parsed, route, attempt, first_event_at = self.parsed, self.route, self.attempt, self.first_event_at
+        assert parsed is not None and route is not None and first_event_at is not None  # set by streamed()
+        target = attempt.target
+        first_chunk_s = first_event_at - attempt.started
+        error_type = error.error_type if error else (CLIENT_DISCONNECTED if disconnected else None)
+        captured = _content(parsed, route, summary)
+        spans.end_answered(
+            attempt.span,
+            spans.answer_attributes(summary, first_chunk_s, captured),
+            error_type=error_type,
+            error_message=error.message if error else None,
+        )
+        labels = (parsed.operation.name, target.provider, target.model, route.name)
+        upstream_error = error.error_type if error else None
+        duration_s = time.perf_counter() - attempt.started
+        metrics.record_attempt(labels, duration_s, upstream_error, summary, first_chunk_s)
+        if error is not None:
+            self._end(200, summary, captured, error.error_type, error.message)
+        elif disconnected:
+            self._end(200, summary, captured, CLIENT_DISCONNECTED, "client disconnected")
+        else:
+            self._end(200, summary, captured)
+
+    def _end(
+        self,
+        status: int,
+        summary: AnswerSummary | None,
+        captured: dict[str, str] | None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """The SERVER span's summary of the call (what the trace store keeps) and the request metric."""
+        attributes: dict[str, Any] = {}
+        if self.key_id is not None:
+            attributes[sc.GATEWAY_AUTH_KEY_ID] = self.key_id
+        parsed, route = self.parsed, self.route
+        if parsed is not None:
+            attributes[sc.GEN_AI_OPERATION_NAME] = parsed.operation.name
+            attributes[sc.GEN_AI_REQUEST_STREAM] = parsed.stream
+            if parsed.prompt is not None:
+                attributes[sc.GEN_AI_PROMPT_NAME] = parsed.prompt.name
+                attributes[sc.GEN_AI_PROMPT_VERSION] = parsed.prompt.version
+        if route is not None:
+            attributes[sc.GATEWAY_LLM_ROUTE] = route.name
+            attributes[sc.GATEWAY_LLM_ATTEMPTS] = self.attempts
+            target = self.target
+            if target is not None:
+                attributes[sc.GATEWAY_LLM_TARGET] = target.label
+                attributes[sc.GEN_AI_PROVIDER_NAME] = target.provider
+                attributes[sc.GEN_AI_REQUEST_MODEL] = target.model
+            if captured is None and parsed is not None and route.capture_content:
+                captured = _content(parsed, route, summary)
+        if summary is not None:
+            attributes.update(summary.attributes())
+        if self.first_event_at is not None:
+            attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_event_at - self.started
+        if captured:
+            attributes.update(captured)
+        spans.end_server(self.span, status, attributes, error_type=error_type, error_message=error_message)
+        metrics.record_request(route.name if route is not None else "", status)
+
+
+class RecordingResponse(Response):
+    """A whole answer whose call is recorded (spans, metrics) once its bytes are handed to the server,
+    so the client does not wait for that bookkeeping; recorded also when sending fails."""
+
+    def __init__(self, answer: Completed, call: CallRecord) -> None:
+        super().__init__(answer.body, status_code=answer.status, media_type=answer.content_type)
+        self._answer = answer
+        self._call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                self._call.answered(self._answer)
+            except Exception:  # the client has its answer: say so in the log, never in a second response
+                logger.exception("Could not record the spans and metrics of an LLM call")
+
+
+def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) -> dict[str, str] | None:
+    """``gen_ai.input.messages`` / ``gen_ai.output.messages`` when the route captures content."""
+    if not route.capture_content:
+        return None
+    limit = route.capture_max_chars
+    messages = content.input_messages(parsed.operation.name, parsed.data)
+    captured = {sc.GEN_AI_INPUT_MESSAGES: content.to_attribute(messages, limit)}
+    if summary is not None and summary.output_messages is not None:
+        captured[sc.GEN_AI_OUTPUT_MESSAGES] = content.to_attribute(summary.output_messages, limit)
+    return captured
