@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 
-from gateway.api import llm as llm_api
+from gateway.api.routes import LLM
+from gateway.api.routing import table_routes
 from gateway.errors import InvalidParameter, NotFound
 from gateway.llm.prompt_link import LinkedPrompt, PromptRenderer
 from gateway.llm.proxy import LlmProxy
@@ -59,7 +60,7 @@ def proxy_app(upstream: FakeUpstream, renderer: PromptRenderer | None) -> Iterat
         yield
         await proxy.close()
 
-    with run_app_in_thread(Starlette(routes=llm_api.routes, lifespan=lifespan)) as base_url:
+    with run_app_in_thread(Starlette(routes=table_routes(LLM), lifespan=lifespan)) as base_url:
         yield base_url, exporter
 
 
