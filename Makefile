@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := models/iris
 
-.PHONY: serve test bench bench-llm bench-prompts lint typecheck clean
+.PHONY: serve test fuzz bench bench-llm bench-prompts lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ serve: $(VENV)/.serve-installed
 ## test: the whole suite (PostgreSQL and Redis tests fail instead of skipping when CI=true)
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
+
+## fuzz: schemathesis over /openapi.json against a real gateway, longer than the suite's run (FUZZ_EXAMPLES cases
+## per operation and mode, default here 100; FUZZ_SEED to draw other cases)
+FUZZ_EXAMPLES ?= 100
+fuzz: $(VENV)/.dev-installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600 tests/api/test_openapi_fuzz.py
 
 ## bench: the load-test harness, ~7 min (gateway batching on/off vs bare onnxruntime, hello-world, mlflow serve;
 ## iris and an MLP, 1 and 100 rows, 1/16/64 conns); flags via BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick

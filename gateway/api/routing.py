@@ -10,6 +10,7 @@ and, for the prompt registry, prompts/routes.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,7 +82,7 @@ class HotRoute:
     """A hot route as the fast dispatcher holds it. ``ref_of`` is set for the scoring routes, which
     ``GatewayApp`` answers without a Request or Response object (``serving.answer``)."""
 
-    __slots__ = ("prefix", "ref_of", "regex", "route")
+    __slots__ = ("prefix", "ref_of", "regex", "route", "suffix", "tail_param")
 
     def __init__(self, route: TableRoute, full_path: str) -> None:
         self.route = route
@@ -90,7 +91,17 @@ class HotRoute:
         if any(type(c).__name__ != "StringConvertor" for c in convertors.values()):
             raise ValueError(f"hot route {full_path}: only plain {{name}} parameters are matched by the fast path")
         self.regex = regex
-        self.prefix = full_path.partition("{")[0]  # a cheap check before the regex
+        # Cheap checks before the regex: the literal text before the first parameter and after the last.
+        self.prefix = full_path.partition("{")[0]
+        self.suffix = full_path.rpartition("}")[2]
+        # A path whose only parameter is its last segment (``/api/prompts/{name}``) is matched without the regex.
+        rest = full_path[len(self.prefix) :]
+        single = len(convertors) == 1 and rest.startswith("{") and rest.endswith("}") and "/" not in rest
+        self.tail_param = next(iter(convertors)) if single else None
+
+
+# (prefix, suffix, tail_param, regex, route) of a patterned hot route
+_Pattern = tuple[str, str, str | None, re.Pattern[str], HotRoute]
 
 
 class HotRoutes:
@@ -99,15 +110,18 @@ class HotRoutes:
     __slots__ = ("_by_method",)
 
     def __init__(self, hot: Sequence[HotRoute]) -> None:
-        by_method: dict[str, tuple[dict[str, HotRoute], list[HotRoute]]] = {}
+        by_method: dict[str, tuple[dict[str, HotRoute], list[_Pattern]]] = {}
         for route in hot:
             for method in route.route.entry.methods:
                 exact, patterned = by_method.setdefault(method, ({}, []))
                 if "{" not in route.route.entry.path:
                     exact[route.route.entry.path] = route
-                else:
-                    patterned.append(route)
-        self._by_method = {method: (exact, tuple(patterned)) for method, (exact, patterned) in by_method.items()}
+                else:  # unpacked in the loop: cheaper than reading the attributes per request
+                    patterned.append((route.prefix, route.suffix, route.tail_param, route.regex, route))
+        # per method: the fixed paths (None when there are none: no lookup) and the patterns, in table order
+        self._by_method: dict[str, tuple[dict[str, HotRoute] | None, tuple[_Pattern, ...]]] = {
+            method: (exact or None, tuple(patterned)) for method, (exact, patterned) in by_method.items()
+        }
 
     def match(self, scope: Scope) -> HotRoute | None:
         """The hot route for ``scope``, with ``route``, ``endpoint`` and ``path_params`` set in it as
@@ -117,16 +131,22 @@ class HotRoutes:
             return None
         exact, patterned = tables
         path: str = scope["path"]
-        hot = exact.get(path)
+        hot = exact.get(path) if exact is not None else None
         if hot is not None:
             params: dict[str, str] = {}
         else:
-            for hot in patterned:
-                if path.startswith(hot.prefix):
-                    found = hot.regex.match(path)
-                    if found is not None:
-                        params = found.groupdict()  # plain strings (no convertor)
-                        break
+            for prefix, suffix, tail, regex, hot in patterned:  # noqa: B007 (hot is the match after the break)
+                if path.startswith(prefix):
+                    if tail is not None:  # the last segment is the parameter: no regex
+                        value = path[len(prefix) :]
+                        if value and "/" not in value:
+                            params = {tail: value}
+                            break
+                    elif path.endswith(suffix):
+                        found = regex.match(path)
+                        if found is not None:
+                            params = found.groupdict()  # plain strings (no convertor)
+                            break
             else:
                 return None
         route = hot.route
@@ -140,7 +160,7 @@ class HotRoutes:
         return [
             (method, hot.route.entry.path)
             for method, (exact, patterned) in self._by_method.items()
-            for hot in (*exact.values(), *patterned)
+            for hot in (*(exact or {}).values(), *(pattern[-1] for pattern in patterned))
         ]
 
 
