@@ -1,5 +1,6 @@
 """create_app(settings): the composition point. Builds the store, the model pool and the
-background refresher in the lifespan, and mounts every API module."""
+background refresher in the lifespan, and the app from the route table (gateway/api/routes.py with the prompt
+registry's prompts/routes.py)."""
 
 from __future__ import annotations
 

@@ -18,12 +18,11 @@ import hypothesis.errors
 import jsonschema
 import pytest
 import requests
+import schemathesis
 
 from gateway.api.schemas import MLFLOW_ERROR, OPENAI_ERROR
 from tests.api.full_gateway import full_gateway
 from tests.packages import PackageCache
-
-schemathesis = pytest.importorskip("schemathesis")
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 SEED = int(os.environ.get("FUZZ_SEED", "20260"))
