@@ -9,7 +9,7 @@ LATEST := .venv-latest
 LINTED := gateway prompts judges loadtest tests
 TYPED  := gateway prompts judges loadtest
 
-.PHONY: serve test test-latest lock lint format typecheck bench bench-llm bench-prompts clean
+.PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ format: $(VENV)/.dev-installed
 ## typecheck: mypy --strict (pyproject.toml) over everything we ship or run
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy $(TYPED)
+
+## fuzz: schemathesis over /openapi.json against a real gateway, longer than the suite's run (FUZZ_EXAMPLES cases
+## per operation and mode, default here 100; FUZZ_SEED to draw other cases)
+FUZZ_EXAMPLES ?= 100
+fuzz: $(VENV)/.dev-installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600 tests/api/test_openapi_fuzz.py
 
 ## bench: the load-test harness, ~7 min (gateway batching on/off vs bare onnxruntime, hello-world, mlflow serve;
 ## iris and an MLP, 1 and 100 rows, 1/16/64 conns); flags via BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick

@@ -1,5 +1,6 @@
 """create_app(settings): the composition point. Builds the store, the model pool and the
-background refresher in the lifespan, and mounts every API module."""
+background refresher in the lifespan, and the app from the route table (gateway/api/routes.py with the prompt
+registry's prompts/routes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -19,15 +20,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Lifespan, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.api import llm as llm_api
-from gateway.api import ops, registry, serving, traces
+from gateway.api import serving
+from gateway.api.openapi import openapi_document
+from gateway.api.routes import app_table
+from gateway.api.routing import ApiRoute, build_routing, route_family
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
-from gateway.http import ORJSONResponse, error_family, render_error
+from gateway.http import ORJSONResponse, render_error
 from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
@@ -39,6 +41,7 @@ from gateway.telemetry.setup import build_telemetry, check_otel_environment
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
 from prompts.linking import make_renderer
+from prompts.routes import PROMPT_ROUTES
 from prompts.store import PromptStore
 
 logger = logging.getLogger("gateway.app")
@@ -64,9 +67,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
-    """Every GatewayError an endpoint raises: one body, in the shape of the route family."""
+    """Every GatewayError an endpoint raises: one body, in the shape of the matched route's family."""
     assert isinstance(exc, GatewayError)
-    return render_error(exc, error_family(request.scope))
+    return render_error(exc, route_family(request.scope))
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
@@ -93,73 +96,84 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
-_EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+_ERROR_ANSWERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
     HTTPException: _http_exception,
     GatewayError: _gateway_error,
     SQLAlchemyError: _store_error,
     Exception: _unexpected_error,
 }
+_EXPECTED_ERRORS = tuple(c for c in _ERROR_ANSWERS if c is not Exception)
+
+
+async def _answer_error(request: Request, exc: Exception) -> Response:
+    """The answer to what a request raised, on the fast path and on Starlette's (it is the app's handler
+    for every class in ``_ERROR_ANSWERS``). The matched route's error family, MLflow's or OpenAI's shape,
+    is ``route_family(request.scope)`` (gateway/api/routing.py): "mlflow" when no route matched."""
+    answer = next(_ERROR_ANSWERS[c] for c in type(exc).__mro__ if c in _ERROR_ANSWERS)
+    return await answer(request, exc)
+
+
+# Starlette's exception_handlers for an app built from the table (GatewayApp, or a test's Starlette).
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = dict.fromkeys(
+    _ERROR_ANSWERS, _answer_error
+)
 
 
 class GatewayApp(Starlette):
-    """Starlette, except that a POST to ``/invocations`` (or a per-model variant), a proxied LLM call
-    (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``) and a cached prompt
-    read (``GET /api/prompts/{name}[@alias]``) go straight to their endpoint: the router, the request
-    wrapper and both exception middlewares cost about as much CPU as an iris prediction. Errors the
-    endpoint raises get the same handlers and answers as elsewhere; with user middleware or a
-    ``root_path`` every request takes the usual way."""
+    """Starlette with a fast dispatcher in front: the hot routes of the route table (``POST /invocations``
+    and the per-model variants, the proxied LLM calls ``POST /v1/chat/completions``, ``/v1/completions``,
+    ``/v1/embeddings``, and the cached prompt read ``GET /api/prompts/{name}[@alias]``) go straight to their
+    endpoint: the router, the request wrapper and both exception middlewares cost about as much CPU as an
+    iris prediction. A scoring request is answered without a Request or Response object for a prediction.
+    Errors get ``_answer_error``, as on Starlette's way; with user middleware or a ``root_path`` every
+    request takes Starlette's way (its router is built from the same table)."""
 
     # What the /invocations fast path reads on every request, set by the lifespan beside app.state.gateway
     # and app.state.trace_invocations: plain attributes, as a lookup in app.state costs about 0.5 us.
     gateway: GatewayState | None = None
     trace_invocations: bool = False
 
+    def __init__(self, table: Sequence[ApiRoute], lifespan: Lifespan[Starlette]) -> None:
+        routes, self.hot_routes = build_routing(table)
+        super().__init__(
+            routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS)
+        )
+        self.route_table = tuple(table)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
-            method = scope["method"]
-            if method == "POST":
-                route = serving.match_invocation(scope)
-                if route is not None:
-                    await self._invocation(route, scope, receive, send)
+            hot = self.hot_routes.match(scope)
+            if hot is not None:
+                ref_of = hot.ref_of
+                if ref_of is None:
+                    scope["app"] = self
+                    request = Request(scope, receive, send)
+                    try:
+                        response = await hot.route.endpoint(request)
+                    except Exception as exc:
+                        await _send_error(exc, scope, receive, send)
+                        return
+                    await response(scope, receive, send)
                     return
-                route = llm_api.match_post(scope)  # a proxied LLM call (gateway/api/llm.py)
-            elif method == "GET":
-                route = prompts_api.match_read(scope)
-            else:
-                route = None
-            if route is not None:
-                scope["app"] = self
-                request = Request(scope, receive, send)
-                try:
-                    response = await route.endpoint(request)
-                except Exception as exc:
-                    handler = next(_EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in _EXCEPTION_HANDLERS)
-                    await (await handler(request, exc))(scope, receive, send)
-                    if handler is _unexpected_error:
-                        raise  # as Starlette's ServerErrorMiddleware does: the server logs it too
+                state = self.gateway
+                if state is not None:  # else no lifespan ran: Starlette's way answers (a 500, as before)
+                    scope["app"] = self
+                    try:
+                        result = await serving.answer(state, self.trace_invocations, ref_of, scope, receive)
+                    except Exception as exc:
+                        await _send_error(exc, scope, receive, send)
+                        return
+                    await serving.send_answer(result, scope, receive, send)
                     return
-                await response(scope, receive, send)
-                return
         await super().__call__(scope, receive, send)
 
-    async def _invocation(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        """An ``/invocations`` POST without a Request or Response object for a prediction (the hottest
-        path: see gateway/api/serving.py); what ``answer`` raises gets the same handlers as above."""
-        state = self.gateway
-        if state is None:  # no lifespan ran: the usual way answers (a 500, as before)
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self
-        try:
-            result = await serving.answer(state, self.trace_invocations, route, scope, receive)
-        except Exception as exc:
-            request = Request(scope, receive, send)
-            handler = next(_EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in _EXCEPTION_HANDLERS)
-            await (await handler(request, exc))(scope, receive, send)
-            if handler is _unexpected_error:
-                raise  # as Starlette's ServerErrorMiddleware does: the server logs it too
-            return
-        await serving.send_answer(result, scope, receive, send)
+
+async def _send_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Send ``_answer_error``'s answer; an unexpected error is raised again after it, as Starlette's
+    ServerErrorMiddleware does, so that the server logs it too."""
+    await (await _answer_error(Request(scope, receive, send), exc))(scope, receive, send)
+    if not isinstance(exc, _EXPECTED_ERRORS):
+        raise exc
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -257,11 +271,10 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.to_thread(store.close)
             gc.unfreeze()
 
-    return GatewayApp(
-        routes=[*serving.routes, *prompts_api.routes, *registry.routes, *ops.routes, *traces.routes, *llm_api.routes],
-        lifespan=lifespan,
-        exception_handlers=dict(_EXCEPTION_HANDLERS),
-    )
+    table = app_table(PROMPT_ROUTES)
+    app = GatewayApp(table, lifespan)
+    app.state.openapi_json = orjson.dumps(openapi_document(table))  # served by GET /openapi.json
+    return app
 
 
 def _redact(uri: str) -> str:

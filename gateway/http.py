@@ -7,7 +7,7 @@ from typing import Any, Literal
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope
+from starlette.types import Receive
 
 from gateway.errors import GatewayError
 
@@ -42,17 +42,9 @@ class PayloadTooLarge(GatewayError):
     error_code = "REQUEST_LIMIT_EXCEEDED"
 
 
-# The shape of an error body: MLflow's (scoring, registry, prompts, traces, ops) or OpenAI's (/v1).
+# The shape of an error body: MLflow's (scoring, registry, prompts, traces, ops) or OpenAI's (/v1); each
+# route of the table names its own (gateway/api/routing.py, route_family).
 ErrorFamily = Literal["mlflow", "openai"]
-
-
-def error_family(scope: Scope) -> ErrorFamily:
-    """The shape of the error bodies a request gets: OpenAI's under ``/v1/``, MLflow's elsewhere."""
-    path: str = scope["path"]
-    root_path = scope.get("root_path")
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
-    return "openai" if path.startswith("/v1/") else "mlflow"
 
 
 def render_error(exc: GatewayError, family: ErrorFamily) -> Response:

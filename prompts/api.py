@@ -1,4 +1,4 @@
-"""Prompt registry HTTP API (thin over PromptStore for writes, PromptCache for reads).
+"""Prompt registry HTTP API (thin over PromptStore for writes, PromptCache for reads; routes: prompts/routes.py).
 
 Reads never touch the store: they answer from the worker's in-memory catalog, with the JSON body
 and ETag prepared when the catalog was loaded, and ``If-None-Match`` answered with 304. Writes go
@@ -17,8 +17,6 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.types import Scope
 
 from gateway.api.bodies import tags_field
 from gateway.errors import BadRequest, GatewayError, InvalidParameter, NotFound
@@ -297,46 +295,3 @@ async def delete_alias(request: Request) -> Response:
     await run_in_threadpool(state.store.delete_alias, name, alias)
     await state.after_write()
     return Response(status_code=204)
-
-
-_GET_PROMPT_ROUTE = Route("/{name}", get_prompt, methods=["GET"])
-_PREFIX = "/api/prompts/"
-
-
-def match_read(scope: Scope) -> Route | None:
-    """The route of a ``GET /api/prompts/{name}`` (or ``{name}@{alias}``) for ``gateway.app``'s fast
-    path, with ``route``, ``endpoint`` and ``path_params`` set in ``scope`` as the router sets them;
-    None for any other path. The most read route then skips the router and middleware layers."""
-    path: str = scope["path"]
-    if not path.startswith(_PREFIX):
-        return None
-    name = path[len(_PREFIX) :]
-    if not name or "/" in name:
-        return None
-    scope["route"] = _GET_PROMPT_ROUTE
-    scope["endpoint"] = get_prompt
-    scope["path_params"] = {"name": name}
-    return _GET_PROMPT_ROUTE
-
-
-# One Mount for everything below /api/prompts/: a request for another path pays one prefix check,
-# not one per prompt route. The most read route (a name, or name@alias) is matched first.
-routes = [
-    Mount(
-        "/api/prompts",
-        routes=[
-            _GET_PROMPT_ROUTE,
-            Route("/{name}/versions/{version}", get_version, methods=["GET"]),
-            Route("/{name}/render", render_ref, methods=["POST"]),
-            Route("/{name}/versions/{version}/render", render_version, methods=["POST"]),
-            Route("/{name}", update_prompt, methods=["PATCH"]),
-            Route("/{name}/versions", list_versions, methods=["GET"]),
-            Route("/{name}/versions", create_version, methods=["POST"]),
-            Route("/{name}/versions/{version}", refuse_version_change, methods=["PUT", "PATCH", "DELETE"]),
-            Route("/{name}/aliases/{alias}", set_alias, methods=["PUT"]),
-            Route("/{name}/aliases/{alias}", delete_alias, methods=["DELETE"]),
-        ],
-    ),
-    Route("/api/prompts", list_prompts, methods=["GET"]),
-    Route("/api/prompts", create_prompt, methods=["POST"]),
-]

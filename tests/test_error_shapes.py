@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from gateway.errors import NotFound, ServiceUnavailable
-from gateway.http import error_family, render_error
+from gateway.http import render_error
 from gateway.llm.errors import UpstreamError
 
 
@@ -52,19 +50,3 @@ def test_a_client_error_is_an_invalid_request_in_openai_shape() -> None:
     assert body == (
         b'{"error":{"message":"No such thing.","type":"invalid_request_error","code":"resource_does_not_exist"}}'
     )
-
-
-@pytest.mark.parametrize(
-    ("path", "root_path", "family"),
-    [
-        ("/v1/chat/completions", "", "openai"),
-        ("/v1/models", "", "openai"),
-        ("/gw/v1/embeddings", "/gw", "openai"),
-        ("/invocations", "", "mlflow"),
-        ("/api/prompts/qa", "", "mlflow"),
-        ("/v1", "", "mlflow"),
-        ("/v10/x", "", "mlflow"),
-    ],
-)
-def test_the_family_follows_the_path(path: str, root_path: str, family: str) -> None:
-    assert error_family({"type": "http", "path": path, "root_path": root_path}) == family

@@ -7,7 +7,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.api.bodies import tags_field
 from gateway.errors import BadRequest
@@ -118,15 +117,3 @@ async def delete_alias(request: Request) -> Response:
     await run_in_threadpool(_state(request).store.delete_alias, name, alias)
     await _after_write(request)
     return Response(status_code=204)
-
-
-routes = [
-    Route("/api/registry/models", create_model, methods=["POST"]),
-    Route("/api/registry/models", list_models, methods=["GET"]),
-    Route("/api/registry/models/{name}", get_model, methods=["GET"]),
-    Route("/api/registry/models/{name}/versions", create_version, methods=["POST"]),
-    Route("/api/registry/models/{name}/versions", list_versions, methods=["GET"]),
-    Route("/api/registry/models/{name}/versions/{version}", get_version, methods=["GET"]),
-    Route("/api/registry/models/{name}/aliases/{alias}", set_alias, methods=["PUT"]),
-    Route("/api/registry/models/{name}/aliases/{alias}", delete_alias, methods=["DELETE"]),
-]

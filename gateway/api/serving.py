@@ -1,10 +1,11 @@
 """The MLflow scoring protocol: POST /invocations and the per-model variants.
 
-Two ways in, one answer. ``GatewayApp`` (gateway/app.py) takes the hot one: ``match_invocation`` finds
-the route from the raw scope, ``answer`` reads the body from ``receive`` and returns the prediction's
-JSON bytes with the model that made it, and ``send_answer`` sends them with the model's prebuilt header
-list; no Starlette Request or Response object is made for a prediction. The routes below are the usual
-Starlette endpoints over the same core (``_answer``), taken when the app has middleware or a root path.
+Two ways in, one answer. ``GatewayApp`` (gateway/app.py) takes the hot one: its fast dispatcher finds
+the route from the raw scope (the routes are declared in gateway/api/routes.py), ``answer`` reads the body
+from ``receive`` and returns the prediction's JSON bytes with the model that made it, and ``send_answer``
+sends them with the model's prebuilt header list; no Starlette Request or Response object is made for a
+prediction. The endpoints below are the usual Starlette ones over the same core (``_answer``), taken when
+the app has middleware or a root path; ``REF_OF`` names the model each endpoint's path parameters give.
 Errors are ``Response`` objects either way (``error_response``), so their bytes are the same.
 """
 
@@ -18,7 +19,6 @@ from time import monotonic
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
@@ -79,16 +79,16 @@ def _version_ref(state: GatewayState, params: Mapping[str, str]) -> ModelRef:
 
 
 def answer(
-    state: GatewayState, traced: bool, route: Route, scope: Scope, receive: Receive
+    state: GatewayState, traced: bool, ref_of: RefOf, scope: Scope, receive: Receive
 ) -> Awaitable[Response | Prediction]:
-    """The answer to a POST that ``match_invocation`` matched (``GatewayApp``'s fast path): a
+    """The answer to a scoring POST (``GatewayApp``'s fast path; ``ref_of``: the route's ``REF_OF``): a
     ``Prediction`` for a 200, a ``Response`` for anything else or when spans are exported (``traced``:
     the span describes the Response). Unexpected errors propagate, for the app's handlers.
 
     Not a coroutine itself but the one to await: a request that waits for its batch suspends and
     resumes through every coroutine frame above the wait, so the hottest path keeps one fewer."""
     try:
-        ref = _REF_OF[route.path](state, scope["path_params"])
+        ref = ref_of(state, scope["path_params"])
     except GatewayError as exc:
         return _ready(error_response(exc))
     if traced:
@@ -210,38 +210,7 @@ async def invocations_by_version(request: Request) -> Response:
     return await _endpoint(request, _version_ref)
 
 
-_DEFAULT_ROUTE = Route("/invocations", invocations, methods=["POST"])
-_BY_REF_ROUTE = Route("/models/{ref}/invocations", invocations_by_ref, methods=["POST"])
-_BY_VERSION_ROUTE = Route("/models/{name}/versions/{version}/invocations", invocations_by_version, methods=["POST"])
-routes = [_DEFAULT_ROUTE, _BY_REF_ROUTE, _BY_VERSION_ROUTE]
-_REF_OF: dict[str, RefOf] = {
-    _DEFAULT_ROUTE.path: _default_ref, _BY_REF_ROUTE.path: _alias_ref, _BY_VERSION_ROUTE.path: _version_ref,
+# The model each scoring endpoint serves, from its path parameters (the fast path reads it too).
+REF_OF: dict[Callable[[Request], Awaitable[Response]], RefOf] = {
+    invocations: _default_ref, invocations_by_ref: _alias_ref, invocations_by_version: _version_ref,
 }  # fmt: skip
-
-
-def match_invocation(scope: Scope) -> Route | None:
-    """The route a POST to ``scope``'s path takes when it is one of ours, with ``route`` and
-    ``path_params`` set in ``scope`` as Starlette's router sets them; None for any other path.
-
-    Lets ``gateway.app`` answer the hottest requests without the router and middleware layers. These
-    routes come first in the app, so for a POST the first full match is always the one found here.
-    """
-    path: str = scope["path"]
-    if path == "/invocations":
-        route = _DEFAULT_ROUTE
-        params: dict[str, str] = {}
-    elif path.startswith("/models/") and path.endswith("/invocations"):
-        match = _BY_REF_ROUTE.path_regex.match(path)
-        route = _BY_REF_ROUTE
-        if match is None:
-            match = _BY_VERSION_ROUTE.path_regex.match(path)
-            route = _BY_VERSION_ROUTE
-            if match is None:
-                return None
-        params = match.groupdict()  # {ref}, {name} and {version} are plain strings (no convertor)
-    else:
-        return None
-    scope["route"] = route
-    scope["endpoint"] = route.endpoint
-    scope["path_params"] = params
-    return route

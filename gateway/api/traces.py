@@ -11,7 +11,6 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.errors import DependencyError, InvalidParameter, NotFound
 from gateway.http import ORJSONResponse
@@ -113,9 +112,3 @@ def _time(text: str | None, name: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
-
-
-routes = [
-    Route("/api/traces", search_traces, methods=["GET"]),
-    Route("/api/traces/{trace_id}", get_trace, methods=["GET"]),
-]

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 
-from gateway import app as gateway_app
-from gateway.api import llm as llm_api
+from gateway.api.routes import LLM
+from gateway.api.routing import table_routes
+from gateway.app import EXCEPTION_HANDLERS
 from gateway.errors import InvalidParameter, NotFound
 from gateway.llm.prompt_link import LinkedPrompt, PromptRenderer
 from gateway.llm.proxy import LlmProxy
@@ -61,9 +62,7 @@ def proxy_app(upstream: FakeUpstream, renderer: PromptRenderer | None) -> Iterat
         yield
         await proxy.close()
 
-    app = Starlette(
-        routes=llm_api.routes, lifespan=lifespan, exception_handlers=dict(gateway_app._EXCEPTION_HANDLERS)
-    )
+    app = Starlette(routes=table_routes(LLM), lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS))
     with run_app_in_thread(app) as base_url:
         yield base_url, exporter
 

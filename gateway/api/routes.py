@@ -1,0 +1,106 @@
+"""The route table: every endpoint of the gateway, declared once.
+
+Starlette's router, the fast dispatcher (``hot=True``: answered before the router, see gateway/api/routing.py)
+and the OpenAPI document (gateway/api/openapi.py) are all built from it; adding a route is one entry here
+(or, for the prompt registry, in prompts/routes.py). ``app_table`` composes the app's whole table in
+Starlette's matching order: the first full match wins, so the hot routes come first.
+
+Scopes (issue 13, declared here and not enforced yet): ``invoke`` scoring, ``llm`` the OpenAI-compatible
+proxy, ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``,
+``evaluations``, ``admin``, ``metrics`` for /metrics; None for the routes open to anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.api import llm, ops, registry, serving, traces
+from gateway.api import schemas as s
+from gateway.api.routing import ApiRoute, Param
+
+GET, POST, PUT, DELETE = ("GET",), ("POST",), ("PUT",), ("DELETE",)
+
+_TIMEOUT = Param(serving.TIMEOUT_HEADER, "Milliseconds this request may wait (only shortens the server's deadline)")
+_NOT_FOUND = {404: "Not found"}
+_STORE = {503: "The registry store is unavailable (Retry-After)"}
+
+SCORING = (
+    ApiRoute(POST, "/invocations", serving.invocations, "invoke", "Score with the default model",
+             (200, s.PREDICTIONS), s.SCORING_ERRORS, s.SCORING_REQUEST, headers=(_TIMEOUT,), hot=True),
+    ApiRoute(POST, "/models/{ref}/invocations", serving.invocations_by_ref, "invoke",
+             "Score with the version an alias points at ({ref} is NAME@ALIAS)",
+             (200, s.PREDICTIONS), s.SCORING_ERRORS, s.SCORING_REQUEST, headers=(_TIMEOUT,), hot=True),
+    ApiRoute(POST, "/models/{name}/versions/{version}/invocations", serving.invocations_by_version, "invoke",
+             "Score with one model version",
+             (200, s.PREDICTIONS), s.SCORING_ERRORS, s.SCORING_REQUEST, headers=(_TIMEOUT,), hot=True),
+)  # fmt: skip
+
+LLM = (
+    ApiRoute(POST, "/v1/chat/completions", llm.chat_completions, "llm", "A chat completion through a configured route",
+             (200, s.COMPLETION), s.LLM_ERRORS, s.CHAT_REQUEST, family="openai", hot=True),
+    ApiRoute(POST, "/v1/completions", llm.completions, "llm", "A text completion through a configured route",
+             (200, s.COMPLETION), s.LLM_ERRORS, s.COMPLETION_REQUEST, family="openai", hot=True),
+    ApiRoute(POST, "/v1/embeddings", llm.embeddings, "llm", "Embeddings through a configured route",
+             (200, s.EMBEDDINGS), s.LLM_ERRORS, s.EMBEDDING_REQUEST, family="openai", hot=True),
+    ApiRoute(GET, "/v1/models", llm.models, "llm", "The configured routes, as OpenAI's model list",
+             (200, s.MODEL_LIST), {401: "No valid gateway key (when auth.keys is set)"},
+             family="openai"),
+)  # fmt: skip
+
+REGISTRY = (
+    ApiRoute(POST, "/api/registry/models", registry.create_model, "registry:write", "Create a registered model",
+             (201, s.json_body(s.REGISTERED_MODEL)), {400: "Bad name or field", 409: "Exists", **_STORE},
+             s.CREATE_MODEL),
+    ApiRoute(GET, "/api/registry/models", registry.list_models, "registry:read", "List registered models",
+             (200, s.json_body(s.obj(("models",), models={"type": "array", "items": s.REGISTERED_MODEL}))), _STORE),
+    ApiRoute(GET, "/api/registry/models/{name}", registry.get_model, "registry:read",
+             "A registered model with its versions or, for NAME@ALIAS, the version the alias names",
+             (200, s.json_body(s.OBJECT)), {400: "Bad name or reference", **_NOT_FOUND, **_STORE}),
+    ApiRoute(POST, "/api/registry/models/{name}/versions", registry.create_version, "registry:write",
+             "Register a version from a package path",
+             (201, s.json_body(s.MODEL_VERSION)), {400: "Bad package or field", 404: "No such model", **_STORE},
+             s.CREATE_VERSION),
+    ApiRoute(GET, "/api/registry/models/{name}/versions", registry.list_versions, "registry:read", "List versions",
+             (200, s.json_body(s.obj(("versions",), versions={"type": "array", "items": s.MODEL_VERSION}))),
+             {400: "Bad name", **_NOT_FOUND, **_STORE}),
+    ApiRoute(GET, "/api/registry/models/{name}/versions/{version}", registry.get_version, "registry:read",
+             "A model version", (200, s.json_body(s.MODEL_VERSION)),
+             {400: "Bad name or version", **_NOT_FOUND, **_STORE}),
+    ApiRoute(PUT, "/api/registry/models/{name}/aliases/{alias}", registry.set_alias, "registry:write",
+             "Point an alias at a version", (200, s.ALIAS),
+             {400: "Reserved or bad alias, or bad version", 404: "No such version", **_STORE}, s.SET_ALIAS),
+    ApiRoute(DELETE, "/api/registry/models/{name}/aliases/{alias}", registry.delete_alias, "registry:write",
+             "Delete an alias", (204, None), {400: "Bad name", 404: "No such alias", **_STORE}),
+)  # fmt: skip
+
+OPERATIONS = (
+    ApiRoute(GET, "/ping", ops.ping, None, "Liveness (a newline, as MLflow's scoring server answers)",
+             (200, None)),
+    ApiRoute(GET, "/health", ops.health, None, "Readiness: 200 once every preloaded model is loaded",
+             (200, s.HEALTH), {503: "Not yet: the body says what is loading or failed (Retry-After)"}),
+    ApiRoute(GET, "/version", ops.version, None, "Versions of the gateway and its runtimes", (200, s.VERSION)),
+    ApiRoute(GET, "/models", ops.models, "invoke", "Loaded models, their versions, aliases and signatures",
+             (200, s.LOADED_MODELS)),
+    ApiRoute(GET, "/metrics", ops.prometheus_metrics, "metrics", "Prometheus metrics, summed over every worker",
+             (200, s.PROMETHEUS_TEXT)),
+    ApiRoute(GET, "/openapi.json", ops.openapi, "admin", "This document", (200, s.OPENAPI)),
+)  # fmt: skip
+
+TRACES = (
+    ApiRoute(GET, "/api/traces", traces.search_traces, "traces:read", "Search LLM call summaries, newest first",
+             (200, s.TRACES), {400: "Bad filter", 503: "The trace store is unavailable"},
+             query=(Param("route", "LLM route name"), Param("model", "Request or response model"),
+                    Param("status", "ok, error or an HTTP status code"), Param("prompt_name", "Linked prompt"),
+                    Param("prompt_version", "Linked prompt version", {"type": "integer", "minimum": 1}),
+                    Param("from", "Epoch ms or ISO 8601 (inclusive)"), Param("to", "Epoch ms or ISO 8601 (exclusive)"),
+                    Param("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": traces.MAX_LIMIT}),
+                    Param("page_token", "The previous page's next_page_token"))),
+    ApiRoute(GET, "/api/traces/{trace_id}", traces.get_trace, "traces:read", "The summaries of one trace",
+             (200, s.TRACE), {400: "Not a trace id", 404: "Unknown trace", 503: "The trace store is unavailable"}),
+)  # fmt: skip
+
+
+def app_table(*features: Sequence[ApiRoute]) -> tuple[ApiRoute, ...]:
+    """The app's table, in Starlette's matching order: scoring, then the feature packages' routes (the
+    prompt registry, composed by gateway.app, which alone may import them), then the rest."""
+    return (*SCORING, *(route for feature in features for route in feature), *REGISTRY, *OPERATIONS, *TRACES, *LLM)

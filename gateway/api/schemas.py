@@ -1,0 +1,195 @@
+"""JSON schemas of request and response bodies, for the route table's OpenAPI document.
+
+Documentation of what the endpoints read and answer; the endpoints check their bodies themselves (with
+messages that name the field), so these schemas stay loose where the endpoints accept more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.api.routing import Content, JsonSchema
+
+STRING: JsonSchema = {"type": "string"}
+NULLABLE_STRING: JsonSchema = {"type": ["string", "null"]}
+INTEGER: JsonSchema = {"type": "integer"}
+OBJECT: JsonSchema = {"type": "object"}
+TAGS: JsonSchema = {"type": "object", "additionalProperties": {"type": "string"}}
+# Tags as an object, or MLflow's list of {"key", "value"} objects.
+TAGS_IN: JsonSchema = {
+    "oneOf": [
+        TAGS,
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "value"],
+                "properties": {"key": STRING, "value": STRING},
+            },
+        },
+    ]
+}
+
+MLFLOW_ERROR: JsonSchema = {
+    "type": "object",
+    "required": ["error_code", "message"],
+    "properties": {"error_code": STRING, "message": STRING},
+}
+OPENAI_ERROR: JsonSchema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code"],
+            "properties": {"message": STRING, "type": STRING, "code": NULLABLE_STRING},
+        }
+    },
+}
+
+
+def json_body(schema: JsonSchema) -> Content:
+    return {"application/json": {"schema": schema}}
+
+
+def obj(required: tuple[str, ...] = (), **properties: Any) -> JsonSchema:
+    """An object schema with these properties (others allowed)."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+# -- scoring (the MLflow scoring protocol) -------------------------------------------------------------
+
+SCORING_REQUEST: Content = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs; optional params.",
+            "properties": {
+                "dataframe_split": obj(
+                    columns={"type": "array", "items": STRING}, data={"type": "array"}, index={"type": "array"}
+                ),
+                "dataframe_records": {"type": "array", "items": OBJECT},
+                "instances": {},
+                "inputs": {},
+                "params": OBJECT,
+            },
+        }
+    },
+    "text/csv": {"schema": STRING},
+}
+PREDICTIONS: Content = json_body(
+    {"description": '{"predictions": ...}, or the object a model answered with itself; headers X-Model-Name, '
+     "X-Model-Version"}
+)  # fmt: skip
+SCORING_ERRORS = {
+    400: "Malformed body, schema mismatch, bad params, bad X-Request-Timeout-Ms header, or the model raised",
+    404: "Unknown model, version or alias",
+    413: "Body larger than serving.max_body_bytes",
+    415: "Unsupported content type or charset",
+    503: "The model failed to load, or its queue is full (Retry-After)",
+    504: "DEADLINE_EXCEEDED: the deadline (serving.request_timeout_s or X-Request-Timeout-Ms) passed while queued",
+}
+
+# -- operations -----------------------------------------------------------------------------------------
+
+HEALTH: Content = json_body(
+    obj(
+        ("status", "models", "loaded"),
+        status={"enum": ["ok", "unavailable"]},
+        models={"type": "array", "items": STRING},
+        loaded={"type": "array", "items": STRING},
+        loading={"type": "array"},
+        errors=OBJECT,
+        failed_versions=OBJECT,
+        store_error=STRING,
+    )
+)
+VERSION: Content = json_body(obj(("version",), version=STRING, python=STRING, onnxruntime=STRING, numpy=STRING))
+LOADED_MODELS: Content = json_body(
+    obj(
+        ("models",),
+        default_model=NULLABLE_STRING,
+        models={"type": "array", "items": OBJECT},
+        loading={"type": "array"},
+        failed=OBJECT,
+        registry_revision=INTEGER,
+    )
+)
+PROMETHEUS_TEXT: Content = {"text/plain": {"schema": STRING}}
+OPENAPI: Content = json_body(obj(("openapi", "paths"), openapi=STRING, paths=OBJECT))
+
+# -- the model registry ---------------------------------------------------------------------------------
+
+REGISTERED_MODEL = obj(
+    ("name",),
+    name=STRING,
+    description=NULLABLE_STRING,
+    tags=TAGS,
+    created_at=INTEGER,
+    updated_at=INTEGER,
+    aliases={"type": "object", "additionalProperties": INTEGER},
+    latest_version={"type": ["integer", "null"]},
+)
+MODEL_VERSION = obj(
+    ("name", "version"),
+    name=STRING,
+    version=INTEGER,
+    source=STRING,
+    flavor=STRING,
+    signature={"type": ["object", "null"]},
+    tags=TAGS,
+    description=NULLABLE_STRING,
+    created_at=INTEGER,
+    aliases={"type": "array", "items": STRING},
+)
+CREATE_MODEL: Content = json_body(obj(("name",), name=STRING, description=NULLABLE_STRING, tags=TAGS_IN))
+CREATE_VERSION: Content = json_body(
+    obj(("source",), source={**STRING, "description": "Path or file:// URI of a model package under an artifact root"},
+        description=NULLABLE_STRING, tags=TAGS_IN)
+)  # fmt: skip
+SET_ALIAS: Content = json_body(obj(("version",), version={"type": ["integer", "string"]}))
+ALIAS: Content = json_body(obj(("name", "alias", "version"), name=STRING, alias=STRING, version=INTEGER))
+
+# -- traces ---------------------------------------------------------------------------------------------
+
+TRACES: Content = json_body(
+    obj(("traces", "next_page_token"), traces={"type": "array", "items": OBJECT}, next_page_token=NULLABLE_STRING)
+)
+TRACE: Content = json_body(
+    obj(("trace_id", "summaries"), trace_id=STRING, summaries={"type": "array", "items": OBJECT})
+)
+
+# -- the OpenAI-compatible proxy (bodies pass through: only what the gateway reads is described) ---------------
+
+_MODEL = {**STRING, "description": "The name of a route in the llm section of the configuration"}
+CHAT_REQUEST: Content = json_body(
+    obj(
+        ("model", "messages"),
+        model=_MODEL,
+        messages={"type": "array", "items": obj(("role",), role=STRING)},
+        stream={"type": "boolean"},
+        max_tokens=INTEGER,
+    )
+)
+COMPLETION_REQUEST: Content = json_body(obj(("model", "prompt"), model=_MODEL, prompt={}, stream={"type": "boolean"}))
+EMBEDDING_REQUEST: Content = json_body(obj(("model", "input"), model=_MODEL, input={}))
+_COMPLETION = obj(("object",), id=STRING, object=STRING, model=STRING, choices={"type": "array"}, usage=OBJECT)
+COMPLETION: Content = {
+    "application/json": {"schema": _COMPLETION},
+    "text/event-stream": {"schema": {**STRING, "description": "Server-sent events ending with data: [DONE]"}},
+}
+EMBEDDINGS: Content = json_body(obj(("data",), object=STRING, data={"type": "array"}, model=STRING, usage=OBJECT))
+MODEL_LIST: Content = json_body(obj(("data",), object=STRING, data={"type": "array", "items": obj(("id",), id=STRING)}))
+LLM_ERRORS = {
+    400: "Malformed body or a field the upstream refused",
+    401: "No valid gateway key (when auth.keys is set)",
+    404: "No route for the requested model, or an unknown linked prompt",
+    413: "Body larger than llm.max_body_bytes",
+    429: "The upstream's rate limit (Retry-After)",
+    502: "Every upstream target failed",
+    503: "No upstream could be reached",
+    504: "The upstream did not answer in time",
+}
