@@ -6,8 +6,8 @@ BIN    := $(VENV)/bin
 DEMO   := models/iris
 CONSTRAINTS := constraints.txt
 LATEST := .venv-latest
-LINTED := gateway prompts judges loadtest tests
-TYPED  := gateway prompts judges loadtest
+LINTED := gateway prompts judges loadtest tests .ci
+TYPED  := gateway prompts judges loadtest .ci
 
 .PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts clean
 

@@ -61,9 +61,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         message = f"Method {request.method} is not allowed on {request.url.path}."
     else:
         message = str(exc.detail)
-    return ORJSONResponse(
-        {"error_code": code, "message": message}, status_code=exc.status_code, headers=exc.headers
-    )
+    return ORJSONResponse({"error_code": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -135,9 +133,7 @@ class GatewayApp(Starlette):
 
     def __init__(self, table: Sequence[ApiRoute], lifespan: Lifespan[Starlette]) -> None:
         routes, self.hot_routes = build_routing(table)
-        super().__init__(
-            routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS)
-        )
+        super().__init__(routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS))
         self.route_table = tuple(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

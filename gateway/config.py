@@ -229,9 +229,7 @@ PARAMS: tuple[Param, ...] = (
     Param("serving.preload", list_of(_model_ref), "Models loaded at start; /health is 503 until they are."),
     Param("serving.max_loaded_versions", integer(1), "Most model versions kept loaded per worker (LRU unload)."),
     Param("serving.refresh_interval_s", positive, "How often aliases are re-read from the store."),
-    Param(
-        "serving.intra_op_num_threads", optional_integer(1), "ONNX intra-op threads (auto: cores // workers)."
-    ),
+    Param("serving.intra_op_num_threads", optional_integer(1), "ONNX intra-op threads (auto: cores // workers)."),
     Param("serving.max_body_bytes", integer(1), "Largest /invocations body accepted (413 beyond)."),
     Param(
         "serving.inline_max_us",
@@ -330,9 +328,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"config file {str(path)!r} must hold a mapping of keys, not {type(data).__name__}."
-        )
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not {type(data).__name__}.")
     return _flatten(data, f"config file {path}")
 
 

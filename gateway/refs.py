@@ -47,13 +47,9 @@ def validate_model_name(name: str) -> str:
 def validate_alias(alias: str) -> str:
     """Check an alias that is being set (``latest`` and ``v<digits>`` are reserved)."""
     if not alias or len(alias) > MAX_NAME_LENGTH or not _ALIAS_RE.match(alias):
-        raise InvalidParameter(
-            f"Invalid alias name {alias!r}: use 1 to {MAX_NAME_LENGTH} letters, digits, '_' or '-'."
-        )
+        raise InvalidParameter(f"Invalid alias name {alias!r}: use 1 to {MAX_NAME_LENGTH} letters, digits, '_' or '-'.")
     if alias.lower() == LATEST:
-        raise InvalidParameter(
-            f"Alias name {alias!r} is reserved: 'latest' always means the highest version."
-        )
+        raise InvalidParameter(f"Alias name {alias!r} is reserved: 'latest' always means the highest version.")
     if _RESERVED_VERSION_ALIAS_RE.match(alias):
         raise InvalidParameter(f"Version alias name {alias!r} is reserved.")
     return alias

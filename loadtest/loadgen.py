@@ -73,9 +73,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def connection(
-    host: str, port: int, request: bytes, deadline: float, timeout: float, stats: Stats
-) -> None:
+async def connection(host: str, port: int, request: bytes, deadline: float, timeout: float, stats: Stats) -> None:
     writer: asyncio.StreamWriter | None = None
     reader: asyncio.StreamReader | None = None
     while time.monotonic() < deadline:
@@ -135,8 +133,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     start = time.monotonic()
     deadline = start + args.duration
     tasks = [
-        asyncio.create_task(connection(host, port, request, deadline, args.timeout, stats))
-        for _ in range(args.conns)
+        asyncio.create_task(connection(host, port, request, deadline, args.timeout, stats)) for _ in range(args.conns)
     ]
     await asyncio.gather(*tasks)
     gc.enable()
@@ -166,18 +163,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="http://host:port/path (plain HTTP only)")
     parser.add_argument("--body-file", help="request body file (POST when given)")
     parser.add_argument("--method", help="HTTP method (default: POST with a body, else GET)")
     parser.add_argument("--content-type", default="application/json", help="Content-Type of the body")
     parser.add_argument("--conns", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to send requests")
-    parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds before a request counts as a timeout"
-    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as a timeout")
     args = parser.parse_args(argv)
     if args.conns < 1 or args.duration <= 0:
         parser.error("--conns must be >= 1 and --duration > 0")

@@ -197,8 +197,6 @@ async def render_version(request: Request) -> Response:
 # -- writes (to the store, then refresh) ---------------------------------------------------------
 
 
-
-
 def _prompt_answer(catalog: Catalog, prompt: Prompt) -> dict[str, Any]:
     if catalog.prompts.get(prompt.name) == prompt:
         return catalog.prompt_dict(prompt.name)

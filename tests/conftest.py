@@ -16,9 +16,7 @@ import pytest
 from tests.packages import PackageCache
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-POSTGRES_URL = os.environ.get(
-    "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

@@ -182,20 +182,27 @@ def build_onnx_external_data_package(dest: Path) -> Path:
     rng = np.random.default_rng(7)
     weight = rng.standard_normal((4, 512)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "weight"], ["hidden"]),
-         helper.make_node("ReduceSum", ["hidden", "axes"], ["score"], keepdims=1)],
+        [
+            helper.make_node("MatMul", ["input", "weight"], ["hidden"]),
+            helper.make_node("ReduceSum", ["hidden", "axes"], ["score"], keepdims=1),
+        ],
         "external_dense",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
-        initializer=[numpy_helper.from_array(weight, "weight"),
-                     numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+        initializer=[
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        ],
     )
     onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(onx)
     x = onnx_iris_input()
     expected = (x @ weight).sum(axis=1, keepdims=True)
     return _save_onnx(
-        dest, onx, signature=infer_signature(x, {"score": expected}), input_example=x[:2],
+        dest,
+        onx,
+        signature=infer_signature(x, {"score": expected}),
+        input_example=x[:2],
         save_as_external_data=True,
     )
 
@@ -217,11 +224,15 @@ def build_onnx_multi_input_package(dest: Path, *, column_shape: list[int | None]
 
     shape: list[int | None] = column_shape or [None]
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["b"], ["b_float"], to=TensorProto.FLOAT),
-         helper.make_node("Add", ["a", "b_float"], ["total"])],
+        [
+            helper.make_node("Cast", ["b"], ["b_float"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["a", "b_float"], ["total"]),
+        ],
         "two_inputs",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, shape),
-         helper.make_tensor_value_info("b", TensorProto.INT64, shape)],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("b", TensorProto.INT64, shape),
+        ],
         [helper.make_tensor_value_info("total", TensorProto.FLOAT, shape)],
     )
     onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -230,7 +241,10 @@ def build_onnx_multi_input_package(dest: Path, *, column_shape: list[int | None]
 
     frame = pd.DataFrame({"a": [0.5, 1.5, 2.5], "b": [1, 2, 3]})
     return _save_onnx(
-        dest, onx, signature=infer_signature(frame, frame["a"] + frame["b"]), input_example=frame,
+        dest,
+        onx,
+        signature=infer_signature(frame, frame["a"] + frame["b"]),
+        input_example=frame,
     )
 
 
@@ -375,9 +389,11 @@ def break_package(path: Path, how: Breakage) -> Path:
     elif how == "missing_model_file":
         model_file_of(path).unlink()
     elif how == "loader_not_installed":
+
         def change(doc: dict[str, Any]) -> None:
-            doc["flavors"] = {"python_function": {**doc["flavors"]["python_function"],
-                                                  "loader_module": MISSING_LOADER_MODULE}}
+            doc["flavors"] = {
+                "python_function": {**doc["flavors"]["python_function"], "loader_module": MISSING_LOADER_MODULE}
+            }
 
         _rewrite_mlmodel(path, change)
     else:  # pragma: no cover - Literal exhausts the choices
@@ -392,9 +408,19 @@ def copy_package(src: Path, dest: Path) -> Path:
 
 
 PackageKind = Literal[
-    "sklearn_skops", "sklearn_pickle", "sklearn_cloudpickle", "sklearn_proba",
-    "onnx_classifier", "onnx_label_only", "onnx_regressor", "onnx_external", "onnx_multi_input",
-    "onnx_multi_input_2d", "pyfunc_custom", "pyfunc_slow", "pyfunc_gated",
+    "sklearn_skops",
+    "sklearn_pickle",
+    "sklearn_cloudpickle",
+    "sklearn_proba",
+    "onnx_classifier",
+    "onnx_label_only",
+    "onnx_regressor",
+    "onnx_external",
+    "onnx_multi_input",
+    "onnx_multi_input_2d",
+    "pyfunc_custom",
+    "pyfunc_slow",
+    "pyfunc_gated",
 ]
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {

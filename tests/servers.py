@@ -95,9 +95,7 @@ def gateway_env(store_uri: str, artifact_root: Path, **extra: str) -> dict[str, 
     return env
 
 
-def run_cli(
-    args: Sequence[str], env: dict[str, str], *, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def run_cli(args: Sequence[str], env: dict[str, str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([GATEWAY_BIN, *args], env=env, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(f"gateway {' '.join(args)} failed ({result.returncode}): {result.stderr}")

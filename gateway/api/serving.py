@@ -147,9 +147,7 @@ async def _answer(state: GatewayState, scope: Scope, receive: Receive, ref: Mode
         )
     except GatewayError as exc:
         if exc.status >= 500 and exc.status not in (503, 504):
-            logger.error(
-                "%s on model %s version %s: %s", exc.error_code, model.name, model.version, exc.message
-            )
+            logger.error("%s on model %s version %s: %s", exc.error_code, model.name, model.version, exc.message)
         _count_error(model, exc, started)
         return error_response(exc, model.headers)
     except ClientDisconnect:

@@ -136,10 +136,12 @@ def join_outputs(outputs: Sequence[Any]) -> Any:
     first = outputs[0]
     if isinstance(first, np.ndarray) and all(isinstance(o, np.ndarray) for o in outputs):
         return np.concatenate(outputs)
-    if isinstance(first, Frame) and all(isinstance(o, Frame) and o.columns.keys() == first.columns.keys()
-                                        for o in outputs):
-        return Frame({k: np.concatenate([o.columns[k] for o in outputs]) for k in first.columns},
-                     sum(o.nrows for o in outputs))
+    if isinstance(first, Frame) and all(
+        isinstance(o, Frame) and o.columns.keys() == first.columns.keys() for o in outputs
+    ):
+        return Frame(
+            {k: np.concatenate([o.columns[k] for o in outputs]) for k in first.columns}, sum(o.nrows for o in outputs)
+        )
     if isinstance(first, dict) and all(isinstance(o, dict) and o.keys() == first.keys() for o in outputs):
         joined: dict[Any, Any] = {}
         for key in first:

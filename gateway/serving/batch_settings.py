@@ -56,9 +56,7 @@ class BatchSettings:
         }
 
 
-def resolve_batch_settings(
-    name: str, version: int, tags: Mapping[str, str], serving: ServingSettings
-) -> BatchSettings:
+def resolve_batch_settings(name: str, version: int, tags: Mapping[str, str], serving: ServingSettings) -> BatchSettings:
     """The effective settings of ``name`` version ``version``; raises InvalidPackage for a bad tag."""
     server_wide = BatchSettings.from_serving(serving)
     values: dict[str, Any] = {}

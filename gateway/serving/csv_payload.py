@@ -48,13 +48,9 @@ def parse_csv(body: bytes, schema: Schema | None) -> Frame:
             f"Error: '{exc.reason} at byte {exc.start}'"
         ) from None
     if schema is not None and not schema.is_tensor:
-        complex_cols = [
-            str(s.name) for s in schema.inputs if isinstance(s, ColSpec) and s.type not in SCALAR_TYPES
-        ]
+        complex_cols = [str(s.name) for s in schema.inputs if isinstance(s, ColSpec) and s.type not in SCALAR_TYPES]
         if complex_cols:
-            raise _csv_error(
-                f"columns {complex_cols} have array/object/map/any types, which CSV cannot carry"
-            )
+            raise _csv_error(f"columns {complex_cols} have array/object/map/any types, which CSV cannot carry")
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[list[str]] = []
     try:
@@ -62,9 +58,7 @@ def parse_csv(body: bytes, schema: Schema | None) -> Frame:
             if row:  # pandas skips blank lines
                 rows.append(row)
                 if len(row) > len(rows[0]):
-                    raise _csv_error(
-                        f"Expected {len(rows[0])} fields in line {reader.line_num}, saw {len(row)}"
-                    )
+                    raise _csv_error(f"Expected {len(rows[0])} fields in line {reader.line_num}, saw {len(row)}")
     except csv.Error as exc:
         raise _csv_error(exc) from exc
     if not rows:

@@ -35,9 +35,7 @@ _MAX_NAMES_SHOWN = 20
 # --------------------------------------------------------------------------- params
 
 
-def enforce_params(
-    params: dict[str, Any] | None, schema: Sequence[ParamSpec] | None
-) -> dict[str, Any] | None:
+def enforce_params(params: dict[str, Any] | None, schema: Sequence[ParamSpec] | None) -> dict[str, Any] | None:
     """Check request params against the signature's params, filling in defaults.
 
     Without a param schema MLflow ignores params (None stays None, anything else becomes {}).
@@ -105,10 +103,7 @@ def enforce_input(data: Any, schema: Schema | None) -> ModelInput | Any:
             "the signature so we can only verify their count."
         )
     return Frame(
-        {
-            k: enforce_column(cols[k], spec, column_label(k))
-            for k, spec in zip(keys, plan.specs, strict=False)
-        },
+        {k: enforce_column(cols[k], spec, column_label(k)) for k, spec in zip(keys, plan.specs, strict=False)},
         frame.nrows,
     )
 

@@ -75,9 +75,7 @@ class LoadedModel:
     _executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"model-{self.name}-{self.version}"
-        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.name}-{self.version}")
         self.batcher = Batcher(self._predict, self._executor, self.batch, name=self.name, version=self.version)
         # Inline requests of one loop iteration share a call when batching is on (see tick_batcher).
         self.tick_batcher = (
@@ -166,7 +164,9 @@ class LoadedModel:
         self.run_inline = self.warm_up_us <= inline_max_us and _rows(data) <= INLINE_MAX_ROWS
         logger.info(
             "Model %s version %s warmed up: %.0f us per call on its input example; %s",
-            self.name, self.version, self.warm_up_us,
+            self.name,
+            self.version,
+            self.warm_up_us,
             "small requests run inline" if self.run_inline else "runs in its own thread",
         )
 
@@ -213,7 +213,12 @@ def load_model(
     signature = parse_signature(package.signature)
     runtime = load_runtime(package, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning)
     model = LoadedModel(
-        name=name, version=version, source=source, package=package, signature=signature, runtime=runtime,
+        name=name,
+        version=version,
+        source=source,
+        package=package,
+        signature=signature,
+        runtime=runtime,
         batch=batch,
     )
     model.warm_up(inline_max_us)

@@ -30,9 +30,7 @@ def to_jsonable(prediction: Any) -> Any:
     if isinstance(prediction, np.ndarray):
         return _array(prediction)
     if isinstance(prediction, dict):
-        return {
-            _key(k): _array(v) if isinstance(v, np.ndarray) else to_jsonable(v) for k, v in prediction.items()
-        }
+        return {_key(k): _array(v) if isinstance(v, np.ndarray) else to_jsonable(v) for k, v in prediction.items()}
     if type(prediction) in _SCALARS:
         return prediction
     if isinstance(prediction, Frame):

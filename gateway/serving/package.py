@@ -54,8 +54,7 @@ def resolve_source(source: str, artifact_roots: Sequence[Path]) -> Path:
             )
         if parsed.netloc not in ("", "localhost"):
             raise InvalidPackage(
-                f"Model source {source!r} names the host '{parsed.netloc}'; file:// URIs "
-                "must be local (file:///path)."
+                f"Model source {source!r} names the host '{parsed.netloc}'; file:// URIs must be local (file:///path)."
             )
         raw = Path(unquote(parsed.path))
     else:
@@ -172,8 +171,7 @@ def read_package(path: Path) -> ModelPackage:
         )
     if not pkg.data_path.exists():
         raise InvalidPackage(
-            f"Model package at '{path}' is missing '{pkg.data_path}', the data path "
-            f"its python_function flavor names."
+            f"Model package at '{path}' is missing '{pkg.data_path}', the data path its python_function flavor names."
         )
     return pkg
 
@@ -286,9 +284,7 @@ def _package_file(path: Path, rel: object, what: str) -> Path:
         raise InvalidPackage(f"MLmodel in '{path}' does not name its {what}.")
     resolved = _inside(path, rel)
     if resolved is None:
-        raise InvalidPackage(
-            f"MLmodel in '{path}' names its {what} as {rel!r}, which is outside the package."
-        )
+        raise InvalidPackage(f"MLmodel in '{path}' names its {what} as {rel!r}, which is outside the package.")
     return resolved
 
 

@@ -124,11 +124,7 @@ def _parse_json_body(body: bytes, signature: Signature | None, schema: Schema | 
         if frame is not None:
             return ParsedRequest(frame, None)
     if not isinstance(obj, dict):
-        got = (
-            "Received a list"
-            if isinstance(obj, list)
-            else f"Received unexpected input type '{_json_type(obj)}'"
-        )
+        got = "Received a list" if isinstance(obj, list) else f"Received unexpected input type '{_json_type(obj)}'"
         raise BadRequest(f"Invalid input. {REQUIRED_INPUT_FORMAT}. {got}.")
     found = [key for key in obj if key in _FORMAT_SET]
     if not found and any(key in obj for key in LLM_KEYS):
@@ -138,14 +134,12 @@ def _parse_json_body(body: bytes, signature: Signature | None, schema: Schema | 
         return ParsedRequest(llm_data, {k: v for k, v in obj.items() if k in names}, unwrapped=True)
     if len(found) != 1:
         raise BadRequest(
-            f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {found}. "
-            f"{SCORING_PROTOCOL_CHANGE_INFO}"
+            f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {found}. {SCORING_PROTOCOL_CHANGE_INFO}"
         )
     params = obj.get("params")
     if params is not None and not isinstance(params, dict):
         raise BadRequest(
-            "Invalid input. 'params' must be a JSON object mapping param names to values, "
-            f"got {_json_type(params)}."
+            f"Invalid input. 'params' must be a JSON object mapping param names to values, got {_json_type(params)}."
         )
     key = found[0]
     value = obj[key]
@@ -191,16 +185,12 @@ def _frame(names: list[Any], columns: list[Any], nrows: int, schema: Schema | No
     if schema is None:
         return Frame({k: infer_column(v) for k, v in zip(names, columns, strict=True)}, nrows)
     spec_of = schema.column_spec
-    return Frame(
-        {k: _column(v, spec_of(k, i), k) for i, (k, v) in enumerate(zip(names, columns, strict=True))}, nrows
-    )
+    return Frame({k: _column(v, spec_of(k, i), k) for i, (k, v) in enumerate(zip(names, columns, strict=True))}, nrows)
 
 
 def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
     if not isinstance(value, dict):
-        raise BadRequest(
-            f"Invalid input. Dataframe split format must be a dictionary. Got {_json_type(value)}."
-        )
+        raise BadRequest(f"Invalid input. Dataframe split format must be a dictionary. Got {_json_type(value)}.")
     if "data" not in value or not value.keys() <= {"columns", "data", "index"}:
         raise BadRequest(
             "Invalid input. Dataframe split format must have 'data' field and optionally 'columns' and "
@@ -208,9 +198,7 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
         )
     data, columns, index = value["data"], value.get("columns"), value.get("index")
     if not isinstance(data, list):
-        raise BadRequest(
-            f"Invalid input. Dataframe split 'data' must be a list of rows. Got {_json_type(data)}."
-        )
+        raise BadRequest(f"Invalid input. Dataframe split 'data' must be a list of rows. Got {_json_type(data)}.")
     if columns is not None and (schema is None or columns != schema.plan.unique_name_list):
         _check_column_names(columns)  # (the schema's own names, in order, are known to be valid)
     if data and all(type(row) is list for row in data):
@@ -218,9 +206,7 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
         for i, row in enumerate(data):
             if len(row) != width:
                 other = "'columns' names" if columns is not None else "row 0 has"
-                raise BadRequest(
-                    f"Invalid input. Dataframe split row {i} has {len(row)} values but {other} {width}."
-                )
+                raise BadRequest(f"Invalid input. Dataframe split row {i} has {len(row)} values but {other} {width}.")
         if schema is not None and columns is not None:
             block = _double_block(data, columns, schema)
             if block is not None:
@@ -230,14 +216,10 @@ def _frame_from_split(value: Any, schema: Schema | None) -> Frame:
     elif data and not any(type(row) in (list, dict) for row in data):
         width = 1  # a flat list is one column, as pandas reads it
         if columns is not None and len(columns) != 1:
-            raise BadRequest(
-                f"Invalid input. Dataframe split 'data' is one column but 'columns' names {len(columns)}."
-            )
+            raise BadRequest(f"Invalid input. Dataframe split 'data' is one column but 'columns' names {len(columns)}.")
         cols = [data]
     elif data:
-        raise BadRequest(
-            "Invalid input. Dataframe split 'data' must be a list of rows, each a list of values."
-        )
+        raise BadRequest("Invalid input. Dataframe split 'data' must be a list of rows, each a list of values.")
     else:
         width = len(columns) if columns is not None else 0
         cols = [[] for _ in range(width)]
@@ -277,9 +259,7 @@ def _plain_double_split(value: Any, schema: Schema) -> Frame | None:
 def _check_index(index: Any, data: list[Any]) -> None:
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
         size = len(index) if isinstance(index, list) else _json_type(index)
-        raise BadRequest(
-            f"Invalid input. Dataframe split 'index' has {size} entries but 'data' has {len(data)} rows."
-        )
+        raise BadRequest(f"Invalid input. Dataframe split 'index' has {size} entries but 'data' has {len(data)} rows.")
 
 
 def _double_block(data: list[Any], names: list[Any], schema: Schema) -> np.ndarray | None:
@@ -302,9 +282,7 @@ def _double_block(data: list[Any], names: list[Any], schema: Schema) -> np.ndarr
 
 
 def _check_column_names(columns: Any) -> None:
-    if not isinstance(columns, list) or not all(
-        isinstance(c, str | int) and not isinstance(c, bool) for c in columns
-    ):
+    if not isinstance(columns, list) or not all(isinstance(c, str | int) and not isinstance(c, bool) for c in columns):
         raise BadRequest("Invalid input. Dataframe split 'columns' must be a list of column names.")
     if len(set(columns)) != len(columns):
         dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
@@ -341,22 +319,14 @@ def _parse_instances(value: Any, schema: Schema | None) -> Any:
         data = _parse_inputs(value, schema)
         if isinstance(data, dict):
             lengths = {
-                len(v)
-                for k, v in data.items()
-                if isinstance(v, list | np.ndarray) and _length_checked(k, schema)
+                len(v) for k, v in data.items() if isinstance(v, list | np.ndarray) and _length_checked(k, schema)
             }
             if len(lengths) > 1:
-                raise BadRequest(
-                    "Invalid input. The length of values for each input/column name are not the same"
-                )
+                raise BadRequest("Invalid input. The length of values for each input/column name are not the same")
         return data
     names, cols = _transpose_records(value, "instances must be a list of objects")
     for name, col in zip(names, cols, strict=True):
-        if (
-            any(v is None for v in col)
-            and _length_checked(name, schema)
-            and any(name not in r for r in value)
-        ):
+        if any(v is None for v in col) and _length_checked(name, schema) and any(name not in r for r in value):
             raise BadRequest(
                 "Invalid input. The length of values for each input/column name are not the same "
                 f"('{name}' is missing from some instances)"

@@ -32,9 +32,7 @@ VersionKey = tuple[str, int]
 MODEL_LOADS = metrics.counter(
     "gateway_model_loads_total", "Model version loads by outcome (loaded or failed).", ("model", "outcome")
 )
-ALIAS_SWAPS = metrics.counter(
-    "gateway_alias_swaps_total", "Aliases switched to a newly loaded version.", ("model",)
-)
+ALIAS_SWAPS = metrics.counter("gateway_alias_swaps_total", "Aliases switched to a newly loaded version.", ("model",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +101,10 @@ class ModelPool:
                 holds[alias_key] = previous
                 logger.info(
                     "Alias %s@%s moved from version %s to %s: loading it beside the old one",
-                    name, alias_key[1], previous, new_version,
+                    name,
+                    alias_key[1],
+                    previous,
+                    new_version,
                 )
         self.view = view
         self._holds = holds
@@ -121,7 +122,11 @@ class ModelPool:
         except GatewayError as exc:
             logger.error(
                 "Alias %s@%s keeps serving version %s: version %s failed to load: %s",
-                alias_key[0], alias_key[1], self._holds.get(alias_key), new_key[1], exc.message,
+                alias_key[0],
+                alias_key[1],
+                self._holds.get(alias_key),
+                new_key[1],
+                exc.message,
             )
             return
         if self.view.aliases.get(alias_key) != new_key[1]:
@@ -134,9 +139,10 @@ class ModelPool:
 
     def _retire_if_unreferenced(self, key: VersionKey) -> None:
         name, version = key
-        referenced = any(
-            n == name and self._alias_version((n, a)) == version for (n, a) in self.view.aliases
-        ) or key in self._pinned_keys()
+        referenced = (
+            any(n == name and self._alias_version((n, a)) == version for (n, a) in self.view.aliases)
+            or key in self._pinned_keys()
+        )
         model = self._loaded.get(key)
         if referenced or model is None:
             return

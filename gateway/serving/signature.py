@@ -311,12 +311,8 @@ def _parse_tensor(entry: Mapping[str, Any], name: str | None, at: str) -> Tensor
     if dtype.char in ("U", "S") and not dtype.name.isalpha():
         raise _bad(at, f"sized dtype {dtype.name!r} is not supported; use 'str', 'bytes' or 'object'")
     shape = info["shape"]
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape
-    ):
-        raise _bad(
-            at, f"tensor shape must be a list of integers (-1 for a variable dimension), got {show(shape)}"
-        )
+    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise _bad(at, f"tensor shape must be a list of integers (-1 for a variable dimension), got {show(shape)}")
     return TensorSpec(name, dtype, tuple(shape))
 
 
@@ -338,9 +334,7 @@ def _parse_type(
         for prop_name, prop in sorted(props.items()):
             prop_at = f"{at} property '{prop_name}'"
             sub_kind, items, sub_props, values = _parse_type(_mapping(prop, prop_at), prop_at)
-            parsed.append(
-                ColSpec(prop_name, sub_kind, bool(prop.get("required", True)), items, sub_props, values)
-            )
+            parsed.append(ColSpec(prop_name, sub_kind, bool(prop.get("required", True)), items, sub_props, values))
         return kind, None, tuple(parsed), None
     if kind == "map":
         return kind, None, None, _parse_nested(entry.get("values"), f"{at} values")

@@ -74,8 +74,7 @@ class Frame:
         if len(self.columns) != len(other.columns):
             return False
         return all(
-            a == b and x is y
-            for (a, x), (b, y) in zip(self.columns.items(), other.columns.items(), strict=True)
+            a == b and x is y for (a, x), (b, y) in zip(self.columns.items(), other.columns.items(), strict=True)
         )
 
     def __repr__(self) -> str:

@@ -46,9 +46,7 @@ def open_engine(uri: str = DEFAULT_STORE_URI) -> Engine:
                 f"The store {_display(url)} needs the {exc.name} driver: pip install 'gateway[postgres]'."
             ) from None
     else:
-        raise DependencyError(
-            f"Unsupported store URI {_display(url)}: use sqlite:///PATH or postgresql+psycopg://..."
-        )
+        raise DependencyError(f"Unsupported store URI {_display(url)}: use sqlite:///PATH or postgresql+psycopg://...")
     try:
         with engine.connect():
             pass

@@ -206,8 +206,6 @@ def _migration_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def _record_version(conn: Connection, number: int) -> None:
-    updated = conn.execute(
-        _schema_version.update().where(_schema_version.c.id == 1).values(version=number)
-    ).rowcount
+    updated = conn.execute(_schema_version.update().where(_schema_version.c.id == 1).values(version=number)).rowcount
     if not updated:
         conn.execute(_schema_version.insert().values(id=1, version=number))

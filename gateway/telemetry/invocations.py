@@ -76,4 +76,3 @@ def _describe_response(span: trace.Span, response: Response, ref: ModelRef) -> N
     if status >= 500:
         span.set_attribute(sc.ERROR_TYPE, str(status))
         span.set_status(Status(StatusCode.ERROR))
-

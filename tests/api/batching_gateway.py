@@ -73,9 +73,7 @@ class BatchingGateway:
         self.gate.touch()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         body = {"dataframe_split": {"columns": ["x"], "data": [[HOLD_X]]}}
-        blocker = pool.submit(
-            httpx.post, f"{self.base_url}/models/{name}@prod/invocations", json=body, timeout=60
-        )
+        blocker = pool.submit(httpx.post, f"{self.base_url}/models/{name}@prod/invocations", json=body, timeout=60)
         try:
             self.wait_for(name, lambda e: e["queue"]["running"], f"{name} is running the held request")
             yield blocker

@@ -86,9 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, packages: PackageCache) -> 
     store_uri = f"sqlite:///{root}/store.db"
     store = RegistryStore.open(store_uri)
     for kind, path in paths.items():
-        register_version(
-            store, kind, str(path), artifact_roots=[models], alias="champion", create_model=True
-        )
+        register_version(store, kind, str(path), artifact_roots=[models], alias="champion", create_model=True)
     store.close()
     settings = load_settings(
         {

@@ -188,7 +188,8 @@ def test_settings_and_their_sources_show_in_models(gw: BatchingGateway) -> None:
     assert batched["max_queue_requests"] == {"value": 1024, "source": "serving.max_queue_requests"}
     assert batched["request_timeout_s"] == {"value": 60.0, "source": "serving.request_timeout_s"}
     assert gw.model("onnx_alone")["batching"]["batching"] == {
-        "value": False, "source": "serving.models.onnx_alone.batching"
+        "value": False,
+        "source": "serving.models.onnx_alone.batching",
     }
     assert gw.model("onnx_split")["batching"]["max_batch_rows"]["source"] == "tag gateway.max_batch_rows"
     assert gw.model("gated")["batching"]["batching"] == {"value": True, "source": "serving.batching"}

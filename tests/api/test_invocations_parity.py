@@ -78,9 +78,7 @@ CASES += [
 
 def approx_equal(ours: Any, theirs: Any, path: str = "predictions") -> None:
     if isinstance(theirs, float) or isinstance(ours, float):
-        assert isinstance(ours, int | float) and isinstance(theirs, int | float), (
-            f"{path}: {ours!r} vs {theirs!r}"
-        )
+        assert isinstance(ours, int | float) and isinstance(theirs, int | float), f"{path}: {ours!r} vs {theirs!r}"
         assert math.isclose(ours, theirs, rel_tol=1e-6, abs_tol=1e-6), f"{path}: {ours!r} != {theirs!r}"
     elif isinstance(theirs, dict):
         assert isinstance(ours, dict) and list(ours) == list(theirs), f"{path}: keys {ours!r} vs {theirs!r}"

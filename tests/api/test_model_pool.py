@@ -26,12 +26,22 @@ def test_lru_unloads_least_recently_used_and_reloads_on_demand(packages: Package
     store_uri = f"sqlite:///{tmp_path}/store.db"
     store = RegistryStore.open(store_uri)
     for kind in ("onnx_classifier", "onnx_label_only", "sklearn_skops"):
-        register_version(store, kind, str(packages.get(kind)), artifact_roots=[packages.root],  # type: ignore[arg-type]
-                         alias="prod", create_model=True)
+        register_version(
+            store,
+            kind,
+            str(packages.get(kind)),
+            artifact_roots=[packages.root],  # type: ignore[arg-type]
+            alias="prod",
+            create_model=True,
+        )
     store.close()
     settings = load_settings(
-        {"store_uri": store_uri, "artifact_roots": [str(packages.root)], "workers": 1,
-         "serving.max_loaded_versions": 2},
+        {
+            "store_uri": store_uri,
+            "artifact_roots": [str(packages.root)],
+            "workers": 1,
+            "serving.max_loaded_versions": 2,
+        },
         environ={},
     )
     with run_gateway_in_thread(settings) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
@@ -53,8 +63,13 @@ def test_health_follows_a_reference_registered_after_start(packages: PackageCach
     store_uri = f"sqlite:///{tmp_path}/store.db"
     RegistryStore.open(store_uri).close()
     settings = load_settings(
-        {"store_uri": store_uri, "artifact_roots": [str(packages.root)], "workers": 1,
-         "serving.default_model": "models:/late@prod", "serving.refresh_interval_s": 0.2},
+        {
+            "store_uri": store_uri,
+            "artifact_roots": [str(packages.root)],
+            "workers": 1,
+            "serving.default_model": "models:/late@prod",
+            "serving.refresh_interval_s": 0.2,
+        },
         environ={},
     )
     with run_gateway_in_thread(settings) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
@@ -65,8 +80,14 @@ def test_health_follows_a_reference_registered_after_start(packages: PackageCach
         assert missing.status_code == 404 and "late" in missing.json()["message"]
 
         store = RegistryStore.open(store_uri)
-        register_version(store, "late", str(packages.get("onnx_classifier")), artifact_roots=[packages.root],
-                         alias="prod", create_model=True)
+        register_version(
+            store,
+            "late",
+            str(packages.get("onnx_classifier")),
+            artifact_roots=[packages.root],
+            alias="prod",
+            create_model=True,
+        )
         store.close()
         # An unknown reference refreshes the view (at most four times a second), and the refresher
         # polls every 0.2 s: the model is found within moments, with no restart.
@@ -93,8 +114,13 @@ def test_alias_move_swaps_without_failures_and_a_broken_version_keeps_the_old(
         register_version(store, "swap", str(path), artifact_roots=[packages.root], create_model=True)
     store.set_alias("swap", "prod", 1)
     settings = load_settings(
-        {"store_uri": store_uri, "artifact_roots": [str(packages.root)], "workers": 1,
-         "serving.default_model": "models:/swap@prod", "serving.refresh_interval_s": 0.1},
+        {
+            "store_uri": store_uri,
+            "artifact_roots": [str(packages.root)],
+            "workers": 1,
+            "serving.default_model": "models:/swap@prod",
+            "serving.refresh_interval_s": 0.1,
+        },
         environ={},
     )
     with run_gateway_in_thread(settings) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:

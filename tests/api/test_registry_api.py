@@ -16,9 +16,7 @@ BODY = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.
 
 def test_model_lifecycle_and_alias_move(served: ServedGateway) -> None:
     client = served.client
-    created = client.post(
-        "/api/registry/models", json={"name": "flowers", "description": "d", "tags": {"t": "1"}}
-    )
+    created = client.post("/api/registry/models", json={"name": "flowers", "description": "d", "tags": {"t": "1"}})
     assert created.status_code == 201, created.text
     assert created.json()["name"] == "flowers"
     again = client.post("/api/registry/models", json={"name": "flowers"})

@@ -14,8 +14,9 @@ from tests.servers import run_gateway_in_thread
 
 
 @pytest.mark.parametrize(("workers", "spinning"), [(1, "on"), (2, "off")])
-def test_startup_logs_the_thread_plan(tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: int,
-                                      spinning: str) -> None:
+def test_startup_logs_the_thread_plan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: int, spinning: str
+) -> None:
     store_uri = f"sqlite:///{tmp_path}/store.db"
     RegistryStore.open(store_uri).close()
     settings = load_settings(

@@ -62,9 +62,7 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_concurrent_inline_requests_share_calls_and_each_gets_its_own_answer(
-    gw: BatchingGateway, family: str
-) -> None:
+def test_concurrent_inline_requests_share_calls_and_each_gets_its_own_answer(gw: BatchingGateway, family: str) -> None:
     make_body, invalid, complaint = FAMILIES[family]
     bodies = [make_body(i, n) for i, n in enumerate(SIZES)]
     alone = [gw.client.post(f"/models/{family}_alone@prod/invocations", json=body) for body in bodies]

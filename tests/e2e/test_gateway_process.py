@@ -48,9 +48,10 @@ def test_readme_flow_register_serve_curl(workdir: Path, demo_package: Path) -> N
     assert "iris" in listing and "champion=1" in listing
     assert "@champion" in run_cli(["models", "show", "iris"], env).stdout
 
-    with run_gateway_process(
-        ["--model", "models:/iris@champion", "--workers", "1"], env, ready_path="/health"
-    ) as (base_url, _):
+    with run_gateway_process(["--model", "models:/iris@champion", "--workers", "1"], env, ready_path="/health") as (
+        base_url,
+        _,
+    ):
         response = httpx.post(base_url + "/invocations", json=README_BODY, timeout=30)
         assert response.status_code == 200, response.text
         assert response.headers["x-model-name"] == "iris"
@@ -69,9 +70,10 @@ def test_alias_move_reaches_every_worker(workdir: Path, demo_package: Path) -> N
     run_cli(["models", "register", "iris", str(demo_package), "--alias", "champion"], env)
     run_cli(["models", "register", "iris", str(second)], env)
     with (
-        run_gateway_process(
-            ["--model", "models:/iris@champion", "--workers", "2"], env, ready_path="/health"
-        ) as (base_url, _),
+        run_gateway_process(["--model", "models:/iris@champion", "--workers", "2"], env, ready_path="/health") as (
+            base_url,
+            _,
+        ),
         httpx.Client(base_url=base_url) as client,
     ):
         body = README_BODY
@@ -121,13 +123,12 @@ def test_bad_configuration_stops_with_key_and_value(workdir: Path) -> None:
 
 
 def test_body_limit_and_health_before_models(workdir: Path, demo_package: Path) -> None:
-    env = gateway_env(
-        f"sqlite:///{workdir}/limit.db", workdir / "models", GATEWAY_SERVING_MAX_BODY_BYTES="200"
-    )
+    env = gateway_env(f"sqlite:///{workdir}/limit.db", workdir / "models", GATEWAY_SERVING_MAX_BODY_BYTES="200")
     run_cli(["models", "register", "iris", str(demo_package), "--alias", "champion"], env)
-    with run_gateway_process(
-        ["--model", "models:/iris@champion", "--workers", "1"], env, ready_path="/health"
-    ) as (base_url, _):
+    with run_gateway_process(["--model", "models:/iris@champion", "--workers", "1"], env, ready_path="/health") as (
+        base_url,
+        _,
+    ):
         big = {"dataframe_split": {**README_BODY["dataframe_split"], "data": [[5.1, 3.5, 1.4, 0.2]] * 50}}
         response = httpx.post(base_url + "/invocations", json=big, timeout=30)
         assert response.status_code == 413

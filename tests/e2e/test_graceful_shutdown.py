@@ -45,9 +45,22 @@ def test_sigterm_drains_in_flight_requests(packages: PackageCache, tmp_path: Pat
     run_cli(["models", "register", "slow", str(slow), "--alias", "prod"], env)
     port = free_port()
     process = subprocess.Popen(
-        [GATEWAY_BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--model", "models:/slow@prod"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            GATEWAY_BIN,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--model",
+            "models:/slow@prod",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -28,13 +28,17 @@ def test_alias_move_reaches_every_worker_through_redis(packages: PackageCache, t
     require_service("Redis", "127.0.0.1", 6379)
     subscribed_before = _subscribers()
     env = gateway_env(
-        f"sqlite:///{tmp_path}/store.db", packages.root,
-        GATEWAY_REDIS_URL=REDIS_URL, GATEWAY_SERVING_REFRESH_INTERVAL_S="60",
+        f"sqlite:///{tmp_path}/store.db",
+        packages.root,
+        GATEWAY_REDIS_URL=REDIS_URL,
+        GATEWAY_SERVING_REFRESH_INTERVAL_S="60",
     )
     run_cli(["models", "register", "notified", str(packages.get("onnx_classifier")), "--alias", "prod"], env)
     run_cli(["models", "register", "notified", str(packages.get("onnx_label_only"))], env)
-    with run_gateway_process(["--model", "models:/notified@prod", "--workers", "2"], env,
-                             ready_path="/health") as (base_url, _):
+    with run_gateway_process(["--model", "models:/notified@prod", "--workers", "2"], env, ready_path="/health") as (
+        base_url,
+        _,
+    ):
         assert httpx.post(base_url + "/invocations", json=BODY).headers["x-model-version"] == "1"
         # Each worker subscribes in a background task once it is up: wait until both are listening.
         deadline = time.monotonic() + 20
@@ -56,13 +60,17 @@ def test_alias_move_reaches_every_worker_through_redis(packages: PackageCache, t
 
 def test_redis_down_falls_back_to_polling(packages: PackageCache, tmp_path: Path) -> None:
     env = gateway_env(
-        f"sqlite:///{tmp_path}/store.db", packages.root,
-        GATEWAY_REDIS_URL="redis://127.0.0.1:1/0", GATEWAY_SERVING_REFRESH_INTERVAL_S="0.2",
+        f"sqlite:///{tmp_path}/store.db",
+        packages.root,
+        GATEWAY_REDIS_URL="redis://127.0.0.1:1/0",
+        GATEWAY_SERVING_REFRESH_INTERVAL_S="0.2",
     )
     run_cli(["models", "register", "polled", str(packages.get("onnx_classifier")), "--alias", "prod"], env)
     run_cli(["models", "register", "polled", str(packages.get("onnx_label_only"))], env)
-    with run_gateway_process(["--model", "models:/polled@prod", "--workers", "1"], env,
-                             ready_path="/health") as (base_url, _):
+    with run_gateway_process(["--model", "models:/polled@prod", "--workers", "1"], env, ready_path="/health") as (
+        base_url,
+        _,
+    ):
         result = run_cli(["models", "alias", "polled", "prod", "2"], env)
         assert "Redis" in result.stderr  # warned, and the alias was still moved
         deadline = time.monotonic() + 20

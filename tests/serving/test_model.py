@@ -15,8 +15,9 @@ ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 def _load(packages: PackageCache, kind: str, inline_max_us: float):  # type: ignore[no-untyped-def]
     path = packages.get(kind)  # type: ignore[arg-type]
-    return load_model(kind, 1, str(path), artifact_roots=[packages.root], intra_op_num_threads=1,
-                      inline_max_us=inline_max_us)
+    return load_model(
+        kind, 1, str(path), artifact_roots=[packages.root], intra_op_num_threads=1, inline_max_us=inline_max_us
+    )
 
 
 def test_warm_up_measures_and_decides(packages: PackageCache) -> None:
@@ -50,6 +51,5 @@ def test_package_without_example_is_not_warmed(packages: PackageCache, tmp_path_
     path = packages.copy("onnx_regressor", packages.root / "no_example")
     for name in ("input_example.json", "serving_input_example.json"):
         (path / name).unlink()
-    model = load_model("r", 1, str(path), artifact_roots=[packages.root], intra_op_num_threads=1,
-                       inline_max_us=1e12)
+    model = load_model("r", 1, str(path), artifact_roots=[packages.root], intra_op_num_threads=1, inline_max_us=1e12)
     assert model.warm_up_us is None and model.run_inline is False

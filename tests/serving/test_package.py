@@ -86,7 +86,9 @@ def test_read_package_every_kind(packages: PackageCache, kind: Any) -> None:
 
 def test_sklearn_details(packages: PackageCache) -> None:
     formats: list[tuple[PackageKind, str]] = [
-        ("sklearn_skops", "skops"), ("sklearn_pickle", "pickle"), ("sklearn_cloudpickle", "cloudpickle")
+        ("sklearn_skops", "skops"),
+        ("sklearn_pickle", "pickle"),
+        ("sklearn_cloudpickle", "cloudpickle"),
     ]
     for kind, fmt in formats:
         pkg = read_package(packages.get(kind))
@@ -147,11 +149,14 @@ def test_not_a_directory(tmp_path: Path) -> None:
     assert "is not a directory" in _invalid(tmp_path / "nothing-here")
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("flavors: [unclosed", "cannot be read"),
-    ("- just\n- a list\n", "is not a YAML mapping"),
-    ("model_uuid: abc\n", "has no 'flavors' section"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("flavors: [unclosed", "cannot be read"),
+        ("- just\n- a list\n", "is not a YAML mapping"),
+        ("model_uuid: abc\n", "has no 'flavors' section"),
+    ],
+)
 def test_unreadable_mlmodel(tmp_path: Path, text: str, words: str) -> None:
     (tmp_path / "MLmodel").write_text(text)
     message = _invalid(tmp_path)
@@ -210,8 +215,7 @@ def test_mlflow_not_installed(packages: PackageCache, monkeypatch: pytest.Monkey
     with pytest.raises(InvalidPackage) as info:
         pkg.validate()
     assert info.value.message.startswith(
-        "Model package needs the Python package 'mlflow' (loader_module mlflow.pyfunc.model), "
-        "which is not installed."
+        "Model package needs the Python package 'mlflow' (loader_module mlflow.pyfunc.model), which is not installed."
     )
 
 
@@ -231,8 +235,10 @@ def test_loader_shipped_in_package_code_dir(packages: PackageCache, tmp_path: Pa
         "    def predict(self, data):\n        return [self.path]\n\n"
         "def _load_pyfunc(path):\n    return Model(path)\n"
     )
-    _edit_mlmodel(path, lambda d: d["flavors"]["python_function"].update(
-        loader_module="gw_test_code_loader", code="code", config=None))
+    _edit_mlmodel(
+        path,
+        lambda d: d["flavors"]["python_function"].update(loader_module="gw_test_code_loader", code="code", config=None),
+    )
     pkg = read_package(path)
     runtime = load_runtime(pkg)
     try:
@@ -242,13 +248,17 @@ def test_loader_shipped_in_package_code_dir(packages: PackageCache, tmp_path: Pa
         sys.modules.pop("gw_test_code_loader", None)
 
 
-@pytest.mark.parametrize(("kind", "blocked", "named"), [
-    ("sklearn_skops", "skops", "'skops'"),
-    ("sklearn_cloudpickle", "cloudpickle", "'cloudpickle'"),
-    ("sklearn_pickle", "sklearn", "'scikit-learn'"),
-])
-def test_sklearn_extra_missing(packages: PackageCache, monkeypatch: pytest.MonkeyPatch, kind: Any,
-                               blocked: str, named: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "blocked", "named"),
+    [
+        ("sklearn_skops", "skops", "'skops'"),
+        ("sklearn_cloudpickle", "cloudpickle", "'cloudpickle'"),
+        ("sklearn_pickle", "sklearn", "'scikit-learn'"),
+    ],
+)
+def test_sklearn_extra_missing(
+    packages: PackageCache, monkeypatch: pytest.MonkeyPatch, kind: Any, blocked: str, named: str
+) -> None:
     pkg = read_package(packages.get(kind))
     monkeypatch.setitem(sys.modules, blocked, None)
     with pytest.raises(InvalidPackage) as info:
@@ -324,8 +334,7 @@ def test_resolve_outside_is_refused(roots: tuple[Path, Path], how: str) -> None:
 
 def test_resolve_other_schemes_refused(roots: tuple[Path, Path]) -> None:
     root, _ = roots
-    for source, scheme in (("s3://bucket/model", "s3"), ("runs:/abc/model", "runs"),
-                           ("https://host/model", "https")):
+    for source, scheme in (("s3://bucket/model", "s3"), ("runs:/abc/model", "runs"), ("https://host/model", "https")):
         with pytest.raises(InvalidPackage, match=f"URI scheme '{scheme}'"):
             resolve_source(source, [root])
     with pytest.raises(InvalidPackage, match="names the host 'server'"):

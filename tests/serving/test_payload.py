@@ -93,9 +93,7 @@ PARAMS = ModelSignature(
     ),
 )
 CHAT = ModelSignature(
-    inputs=Schema(
-        [ColSpec(Array(Object([Property("role", "string"), Property("content", "string")])), "messages")]
-    ),
+    inputs=Schema([ColSpec(Array(Object([Property("role", "string"), Property("content", "string")])), "messages")]),
     params=ParamSchema([ParamSpec("temperature", "double", 0.1), ParamSpec("max_tokens", "long", 64)]),
 )
 
@@ -782,9 +780,7 @@ def test_difference_non_whole_float_into_long_is_rejected() -> None:
     assert theirs["id"].tolist() == [2]  # MLflow's pre-cast truncates
     err = our_error(MIXED, body)
     assert isinstance(err, InvalidParameter)
-    assert (
-        err.message == "Incompatible input types for column 'id': 2.7 is not a whole number; expected long."
-    )
+    assert err.message == "Incompatible input types for column 'id': 2.7 is not a whole number; expected long."
     err = our_error(MIXED, {"inputs": {"id": [2.5], "name": ["x"], "vip": [True], "ratio": [1.0]}})
     assert "'id'" in err.message and "2.5 is not a whole number" in err.message
 
@@ -866,9 +862,7 @@ def test_difference_binary_is_base64_decoded_in_every_json_format() -> None:
     encoded = "aGVsbG8="  # b"hello"
     theirs_split, _ = run_mlflow(sig, json.dumps(split(["blob"], [[encoded]])), JSON)
     theirs_inputs, _ = run_mlflow(sig, json.dumps({"inputs": {"blob": [encoded]}}), JSON)
-    assert theirs_split["blob"].tolist() == [b"hello"] and theirs_inputs["blob"].tolist() == [
-        encoded.encode()
-    ]
+    assert theirs_split["blob"].tolist() == [b"hello"] and theirs_inputs["blob"].tolist() == [encoded.encode()]
     for body in (split(["blob"], [[encoded]]), {"inputs": {"blob": [encoded]}}, {"inputs": [encoded]}):
         data, _ = run_ours(sig, json.dumps(body), JSON)
         assert data.columns["blob"].tolist() == [b"hello"]
@@ -964,9 +958,7 @@ def test_difference_inputs_string_column_values_are_not_stringified() -> None:
 
 
 def test_difference_numbers_in_object_properties_are_accepted() -> None:
-    sig = ModelSignature(
-        inputs=Schema([ColSpec(Object([Property("f", "float"), Property("i", "integer")]), "o")])
-    )
+    sig = ModelSignature(inputs=Schema([ColSpec(Object([Property("f", "float"), Property("i", "integer")]), "o")]))
     body = {"dataframe_records": [{"o": {"f": 1.5, "i": 3}}]}
     assert mlflow_error(sig, body).error_code == "BAD_REQUEST"
     data, _ = run_ours(sig, json.dumps(body), JSON)

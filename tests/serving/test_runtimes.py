@@ -118,16 +118,17 @@ def test_sklearn_frame_equals_mlflow(packages: PackageCache, runtimes: dict[str,
 
 
 @pytest.mark.parametrize("kind", SKLEARN_KINDS)
-def test_sklearn_dict_and_ndarray_equal_mlflow(packages: PackageCache, runtimes: dict[str, Any],
-                                               kind: Any) -> None:
+def test_sklearn_dict_and_ndarray_equal_mlflow(packages: PackageCache, runtimes: dict[str, Any], kind: Any) -> None:
     runtime = runtimes["get"](kind)
     x = iris_arrays()[0][90:110]
     model = mlflow_model(packages.get(kind))
     columns = {name: x[:, i] for i, name in enumerate(IRIS_COLUMNS)}
     np.testing.assert_array_equal(runtime.predict(columns, None), model.predict(columns))
     # A bare matrix: mlflow's column signature refuses it, so compare with its sklearn wrapper.
-    np.testing.assert_array_equal(runtime.predict(x, None), model._model_impl.predict(x)
-                                  if kind != "sklearn_proba" else model._model_impl.predict_proba(x))
+    np.testing.assert_array_equal(
+        runtime.predict(x, None),
+        model._model_impl.predict(x) if kind != "sklearn_proba" else model._model_impl.predict_proba(x),
+    )
 
 
 def test_sklearn_predict_fn_is_honoured(runtimes: dict[str, Any]) -> None:
@@ -174,9 +175,18 @@ def test_serving_works_without_pandas(packages: PackageCache) -> None:
     df = iris_frame(slice(0, 10))
     rows = df.to_numpy()
     result = subprocess.run(
-        [sys.executable, "-c", NO_PANDAS_SCRIPT, str(packages.get("sklearn_skops")),
-         str(packages.get("onnx_label_only")), json.dumps(rows.tolist())],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+        [
+            sys.executable,
+            "-c",
+            NO_PANDAS_SCRIPT,
+            str(packages.get("sklearn_skops")),
+            str(packages.get("onnx_label_only")),
+            json.dumps(rows.tolist()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -195,8 +205,7 @@ def test_sklearn_model_error_is_a_predict_error(runtimes: dict[str, Any]) -> Non
 # --------------------------------------------------------------------------- onnx
 
 
-def test_onnx_classifier_ndarray_and_dict_equal_mlflow(packages: PackageCache,
-                                                       runtimes: dict[str, Any]) -> None:
+def test_onnx_classifier_ndarray_and_dict_equal_mlflow(packages: PackageCache, runtimes: dict[str, Any]) -> None:
     runtime = runtimes["get"]("onnx_classifier")
     assert isinstance(runtime, OnnxRuntime)
     model = mlflow_model(packages.get("onnx_classifier"))
@@ -210,8 +219,9 @@ def test_onnx_classifier_ndarray_and_dict_equal_mlflow(packages: PackageCache,
         assert_close(wire(ours), mlflow_wire(theirs))
     # float64 is cast to the graph's float32, as mlflow's wrapper does.
     x64 = x32.astype(np.float64)
-    np.testing.assert_allclose(runtime.predict(x64, None)["probabilities"],
-                               model._model_impl.predict(x64)["probabilities"], rtol=1e-6)
+    np.testing.assert_allclose(
+        runtime.predict(x64, None)["probabilities"], model._model_impl.predict(x64)["probabilities"], rtol=1e-6
+    )
 
 
 def test_onnx_two_outputs_on_a_frame(packages: PackageCache, runtimes: dict[str, Any]) -> None:
@@ -246,8 +256,7 @@ def test_onnx_label_only_frame_equals_mlflow(packages: PackageCache, runtimes: d
     assert {r["label"] for r in wire(ours)} == {0, 1, 2}
 
 
-def test_onnx_regressor_column_signature_equals_mlflow(packages: PackageCache,
-                                                       runtimes: dict[str, Any]) -> None:
+def test_onnx_regressor_column_signature_equals_mlflow(packages: PackageCache, runtimes: dict[str, Any]) -> None:
     df = iris_frame(slice(0, 150, 9))[REGRESSOR_COLUMNS]
     theirs = mlflow_model(packages.get("onnx_regressor")).predict(df)  # enforcement passes: named doubles
     ours = runtimes["get"]("onnx_regressor").predict(frame_of(df), None)
@@ -284,9 +293,7 @@ def test_onnx_column_reshaped_for_2d_inputs(packages: PackageCache, runtimes: di
     df = pd.DataFrame({"a": [0.5, 1.5], "b": [1, 2]})
     with pytest.raises(Exception, match="Invalid rank"):
         mlflow_model(packages.get("onnx_multi_input_2d"))._model_impl.predict(df)
-    assert wire(runtimes["get"]("onnx_multi_input_2d").predict(frame_of(df), None)) == [
-        {"total": 1.5}, {"total": 3.5}
-    ]
+    assert wire(runtimes["get"]("onnx_multi_input_2d").predict(frame_of(df), None)) == [{"total": 1.5}, {"total": 3.5}]
 
 
 def test_onnx_external_data(packages: PackageCache, runtimes: dict[str, Any], tmp_path: Path) -> None:
@@ -331,8 +338,7 @@ def _classifier(tmp_path: Path, **kwargs: Any) -> OnnxRuntime:
     return runtime
 
 
-def test_unavailable_providers_are_dropped_with_a_warning(tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_unavailable_providers_are_dropped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.serving")
     runtime = _classifier(tmp_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert runtime.session.get_providers() == ["CPUExecutionProvider"]
@@ -357,16 +363,23 @@ def test_provider_with_options(packages: PackageCache, tmp_path: Path) -> None:
     (path / "MLmodel").write_text(yaml.safe_dump(doc))
     runtime = load_runtime(read_package(path))
     assert runtime.session.get_providers() == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
-    assert ("CPUExecutionProvider" in ort.get_available_providers())
+    assert "CPUExecutionProvider" in ort.get_available_providers()
 
 
 def test_session_options_are_honoured(tmp_path: Path) -> None:
-    runtime = _classifier(tmp_path, session_options={
-        # inter_op 2: with 1 inter-op thread onnxruntime itself switches parallel back to sequential.
-        "intra_op_num_threads": 2, "inter_op_num_threads": 2, "execution_mode": "parallel",
-        "graph_optimization_level": 1, "enable_cpu_mem_arena": False,
-        "extra_session_config": {"session.intra_op.allow_spinning": "0"},
-    }, threads=1)
+    runtime = _classifier(
+        tmp_path,
+        session_options={
+            # inter_op 2: with 1 inter-op thread onnxruntime itself switches parallel back to sequential.
+            "intra_op_num_threads": 2,
+            "inter_op_num_threads": 2,
+            "execution_mode": "parallel",
+            "graph_optimization_level": 1,
+            "enable_cpu_mem_arena": False,
+            "extra_session_config": {"session.intra_op.allow_spinning": "0"},
+        },
+        threads=1,
+    )
     options = runtime.session.get_session_options()
     assert options.intra_op_num_threads == 2  # the package wins over the server's default
     assert options.inter_op_num_threads == 2
@@ -402,8 +415,7 @@ def test_invalid_session_option_is_an_invalid_package(packages: PackageCache, tm
 # --------------------------------------------------------------------------- custom pyfunc
 
 
-def test_custom_pyfunc_equals_mlflow_with_params_and_config(packages: PackageCache,
-                                                            runtimes: dict[str, Any]) -> None:
+def test_custom_pyfunc_equals_mlflow_with_params_and_config(packages: PackageCache, runtimes: dict[str, Any]) -> None:
     runtime = runtimes["get"]("pyfunc_custom")
     model = mlflow_model(packages.get("pyfunc_custom"))
     df = pd.DataFrame({"x": [1.0, 2.0, 4.0]})
@@ -421,8 +433,7 @@ def test_custom_pyfunc_model_error(runtimes: dict[str, Any]) -> None:
         runtimes["get"]("pyfunc_custom").predict(Frame(columns={"z": np.ones(2)}, nrows=2), None)
 
 
-def test_custom_pyfunc_without_pandas_names_the_extra(packages: PackageCache,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_custom_pyfunc_without_pandas_names_the_extra(packages: PackageCache, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow.pyfunc.model  # noqa: F401 - loaded while pandas is still importable
 
     runtime = load_runtime(read_package(packages.get("pyfunc_custom")))
@@ -434,20 +445,24 @@ def test_custom_pyfunc_without_pandas_names_the_extra(packages: PackageCache,
 # --------------------------------------------------------------------------- to_jsonable
 
 
-@pytest.mark.parametrize("prediction", [
-    np.array([1, 2, 3]),
-    np.array([[0.5, np.float32(0.25)]], dtype=np.float32),
-    {"label": np.array([0, 1]), "probabilities": np.array([[0.9, 0.1], [0.2, 0.8]])},
-    pd.DataFrame({"a": [1.5, 2.5], "b": ["x", "y"], "c": [1, 2]}),
-    pd.DataFrame([[1, 2]]),
-    pd.Series([2.0, 4.0], name="x"),
-    pd.Series([1, 2]),
-    [np.int64(3), np.float32(0.5), "s", None, True],
-    {"nested": {"v": np.array([1, 2]), "s": np.bool_(True)}, "n": np.int32(7)},
-    np.float64(1.25),
-    b"\x00\x01binary",
-    np.array(["a", "b"]),
-], ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        np.array([1, 2, 3]),
+        np.array([[0.5, np.float32(0.25)]], dtype=np.float32),
+        {"label": np.array([0, 1]), "probabilities": np.array([[0.9, 0.1], [0.2, 0.8]])},
+        pd.DataFrame({"a": [1.5, 2.5], "b": ["x", "y"], "c": [1, 2]}),
+        pd.DataFrame([[1, 2]]),
+        pd.Series([2.0, 4.0], name="x"),
+        pd.Series([1, 2]),
+        [np.int64(3), np.float32(0.5), "s", None, True],
+        {"nested": {"v": np.array([1, 2]), "s": np.bool_(True)}, "n": np.int32(7)},
+        np.float64(1.25),
+        b"\x00\x01binary",
+        np.array(["a", "b"]),
+    ],
+    ids=lambda p: type(p).__name__,
+)
 def test_to_jsonable_matches_mlflow(prediction: Any) -> None:
     assert wire(prediction) == mlflow_wire(prediction)
 
@@ -456,7 +471,5 @@ def test_to_jsonable_frame_and_special_values() -> None:
     frame = Frame(columns={"label": np.array([0, 2]), 1: np.array([b"ab", b"c"], dtype=object)}, nrows=2)
     assert to_jsonable(frame) == [{"label": 0, "1": "YWI=\n"}, {"label": 2, "1": "Yw==\n"}]
     assert wire(np.array([np.nan, 1.0])) == [None, 1.0]  # orjson writes NaN as null
-    assert to_jsonable(np.array(["2024-01-02T03:04:05"], dtype="datetime64[ns]")) == [
-        "2024-01-02T03:04:05.000000000"
-    ]
+    assert to_jsonable(np.array(["2024-01-02T03:04:05"], dtype="datetime64[ns]")) == ["2024-01-02T03:04:05.000000000"]
     assert to_jsonable({np.int64(1): np.float32(2.0)}) == {"1": 2.0}

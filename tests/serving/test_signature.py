@@ -48,9 +48,7 @@ from gateway.serving.types import Frame
 
 SIGNATURES = {
     "iris": ModelSignature(
-        inputs=Schema(
-            [ColSpec("double", n) for n in ("sepal_length", "sepal_width", "petal_length", "petal_width")]
-        ),
+        inputs=Schema([ColSpec("double", n) for n in ("sepal_length", "sepal_width", "petal_length", "petal_width")]),
         outputs=Schema([ColSpec("long")]),
     ),
     "mixed-optional": ModelSignature(
@@ -82,9 +80,7 @@ SIGNATURES = {
         outputs=Schema([TensorSpec(np.dtype("int64"), (-1,))]),
     ),
     "tensors": ModelSignature(
-        inputs=Schema(
-            [TensorSpec(np.dtype("uint8"), (-1, 28, 28), "image"), TensorSpec(np.dtype("str"), (-1,), "tag")]
-        )
+        inputs=Schema([TensorSpec(np.dtype("uint8"), (-1, 28, 28), "image"), TensorSpec(np.dtype("str"), (-1,), "tag")])
     ),
     "params": ModelSignature(
         inputs=Schema([ColSpec("string", "prompt")]),
@@ -290,9 +286,7 @@ def _plain(value: Any) -> Any:
 
 
 def _dtype(dtype: Any) -> str:
-    return (
-        "object" if isinstance(dtype, pd.StringDtype) or np.dtype(dtype).kind == "O" else np.dtype(dtype).str
-    )
+    return "object" if isinstance(dtype, pd.StringDtype) or np.dtype(dtype).kind == "O" else np.dtype(dtype).str
 
 
 def _same_frame(ours: Any, theirs: pd.DataFrame) -> None:
@@ -392,9 +386,7 @@ def test_missing_value_hint_for_integer_columns() -> None:
 
 
 def test_named_columns_reordered_extras_dropped_optional_absent() -> None:
-    sig = ModelSignature(
-        inputs=Schema([ColSpec("long", "a"), ColSpec("string", "b"), ColSpec("double", "c", False)])
-    )
+    sig = ModelSignature(inputs=Schema([ColSpec("long", "a"), ColSpec("string", "b"), ColSpec("double", "c", False)]))
     df = pd.DataFrame({"z": [1.0], "b": ["x"], "a": np.array([2], dtype="int64")})
     ours = enforce_input(_frame(df), _our(sig).inputs)
     _same_frame(ours, _enforce_schema(df, sig.inputs))
@@ -453,9 +445,7 @@ COMPLEX = ModelSignature(
     inputs=Schema(
         [
             ColSpec(Array("string"), "tags"),
-            ColSpec(
-                Object([Property("role", "string"), Property("weight", "double", required=False)]), "msg"
-            ),
+            ColSpec(Object([Property("role", "string"), Property("weight", "double", required=False)]), "msg"),
             ColSpec(Map(Array("long")), "m", required=False),
             ColSpec(Array(Array("double")), "grid", required=False),
         ]
@@ -504,9 +494,7 @@ def test_complex_cell_errors_name_the_column_and_type(cell: dict[str, Any], word
 
 TENSOR = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, 2))]))
 TENSORS = ModelSignature(
-    inputs=Schema(
-        [TensorSpec(np.dtype("float64"), (-1, 1), "x"), TensorSpec(np.dtype("int64"), (-1, 3), "y")]
-    )
+    inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 1), "x"), TensorSpec(np.dtype("int64"), (-1, 3), "y")])
 )
 
 

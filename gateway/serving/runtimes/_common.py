@@ -35,11 +35,7 @@ def import_pandas() -> Any | None:
 
 def frame_to_dataframe(frame: Frame, pandas: Any) -> Any:
     """A pandas DataFrame with the Frame's columns in order (feature names survive for sklearn)."""
-    return (
-        pandas.DataFrame(frame.columns, copy=False)
-        if frame.columns
-        else pandas.DataFrame(index=range(frame.nrows))
-    )
+    return pandas.DataFrame(frame.columns, copy=False) if frame.columns else pandas.DataFrame(index=range(frame.nrows))
 
 
 def frame_to_matrix(frame: Frame) -> np.ndarray:

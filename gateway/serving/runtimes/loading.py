@@ -27,5 +27,3 @@ def load_runtime(
     from gateway.serving.runtimes.pyfunc import PyfuncRuntime
 
     return PyfuncRuntime(pkg)
-
-

@@ -94,14 +94,10 @@ class OnnxRuntime:
         if pkg.model_file is None:  # read_package always sets it for onnx; guard the type
             raise InvalidPackage(f"Model package at '{pkg.path}' names no ONNX model file.")
         self.package = pkg
-        options = build_session_options(
-            pkg, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning
-        )
+        options = build_session_options(pkg, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning)
         providers = select_providers(pkg.flavor_conf.get("providers"))
         self._session: ort.InferenceSession | None = _create_session(str(pkg.model_file), providers, options)
-        self.inputs = [
-            InputSpec(i.name, _ORT_DTYPES.get(i.type), _dims(i.shape)) for i in self._session.get_inputs()
-        ]
+        self.inputs = [InputSpec(i.name, _ORT_DTYPES.get(i.type), _dims(i.shape)) for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._by_name = {spec.name: spec for spec in self.inputs}
         logger.info(
@@ -283,9 +279,7 @@ def _create_session(path: str, providers: list[Any], options: ort.SessionOptions
         return _create_session(path, [CPU_PROVIDER], options)
     inactive = [_provider_name(p) for p in providers if _provider_name(p) not in session.get_providers()]
     if inactive:
-        logger.warning(
-            "onnxruntime dropped providers %s for %s; active: %s", inactive, path, session.get_providers()
-        )
+        logger.warning("onnxruntime dropped providers %s for %s; active: %s", inactive, path, session.get_providers())
     return session
 
 

@@ -55,9 +55,7 @@ class PyfuncRuntime:
         # Frames become DataFrames when pandas is here (sklearn keeps its feature names); a custom
         # model gets nothing else, so it needs pandas.
         self._pandas = import_pandas()
-        logger.info(
-            "Loaded pyfunc model %s (loader %s, predict_fn %s)", pkg.path, pkg.loader_module, predict_fn
-        )
+        logger.info("Loaded pyfunc model %s (loader %s, predict_fn %s)", pkg.path, pkg.loader_module, predict_fn)
 
     def predict(self, data: ModelInput, params: dict[str, Any] | None = None) -> Any:
         fn = self._predict_fn
@@ -105,17 +103,13 @@ def _load_with_loader(pkg: ModelPackage) -> Any:
         ) from exc
     loader = getattr(module, "_load_pyfunc", None)
     if not callable(loader):
-        raise InvalidPackage(
-            f"loader_module {pkg.loader_module} of '{pkg.path}' has no _load_pyfunc function."
-        )
+        raise InvalidPackage(f"loader_module {pkg.loader_module} of '{pkg.path}' has no _load_pyfunc function.")
     config = pkg.pyfunc_conf.get("config")
     try:
         if config and _positional_count(loader) >= 2:
             return loader(str(pkg.data_path), dict(config))
         if config:
-            logger.warning(
-                "%s._load_pyfunc takes no model_config; ignoring config of %s", pkg.loader_module, pkg.path
-            )
+            logger.warning("%s._load_pyfunc takes no model_config; ignoring config of %s", pkg.loader_module, pkg.path)
         return loader(str(pkg.data_path))
     except GatewayError:
         raise

@@ -47,6 +47,4 @@ def load_sklearn_model(pkg: ModelPackage) -> Any:
             f"installed. Install the scikit-learn extra: {SKLEARN_EXTRA}"
         ) from exc
     except Exception as exc:
-        raise InvalidPackage(
-            f"scikit-learn model '{path}' ({fmt}) cannot be loaded: {first_line(exc)}"
-        ) from exc
+        raise InvalidPackage(f"scikit-learn model '{path}' ({fmt}) cannot be loaded: {first_line(exc)}") from exc
