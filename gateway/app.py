@@ -179,7 +179,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await asyncio.to_thread(RegistryStore.open, settings.store_uri)
-        # One TracerProvider per app (never the global one): the LLM proxy reads app.state.tracer_provider;
+        # One TracerProvider per app (never the global one), handed to the LLM proxy below and kept in
+        # app.state.tracer_provider for whoever flushes it (tests do);
         # /invocations makes spans only when app.state.trace_invocations (spans are exported somewhere).
         telemetry = build_telemetry(settings.telemetry, store.engine)
         app.state.telemetry = telemetry
