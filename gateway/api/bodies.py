@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.error_text import json_type
 from gateway.errors import BadRequest
 
 _TAGS_SHAPE = 'an object or a list of {"key", "value"} objects'
@@ -26,18 +27,8 @@ def tags_field(body: Mapping[str, Any], field: str = "tags") -> dict[str, str] |
         except (TypeError, KeyError):
             raise BadRequest(f"Field {field!r} must be {_TAGS_SHAPE}.") from None
     if not isinstance(tags, dict):
-        raise BadRequest(f"Field {field!r} must be {_TAGS_SHAPE}, got {_json_type(tags)}.")
+        raise BadRequest(f"Field {field!r} must be {_TAGS_SHAPE}, got {json_type(tags)}.")
     for key, value in tags.items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
             raise BadRequest(f"Field {field!r}: tag {key!r} must have a non-empty string key and a string value.")
     return tags
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__

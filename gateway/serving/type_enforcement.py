@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.error_text import json_type
 from gateway.serving.conversion import (
     COLUMN_DTYPES,
     COMPLEX_TYPES,
@@ -126,7 +127,7 @@ def check_value(value: Any, spec: ColumnSpec, required: bool) -> Any:
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if not isinstance(value, list):
-            raise ValueMismatch(f"expected a list, got {_json_type(value)}")
+            raise ValueMismatch(f"expected a list, got {json_type(value)}")
         assert items is not None
         if items.type in SCALAR_TYPES:
             return [_check_item(v, items.type) for v in value]
@@ -135,7 +136,7 @@ def check_value(value: Any, spec: ColumnSpec, required: bool) -> Any:
         if not required and (value is None or value == {}):
             return value
         if not isinstance(value, dict):
-            raise ValueMismatch(f"expected an object, got {_json_type(value)}")
+            raise ValueMismatch(f"expected an object, got {json_type(value)}")
         props = {str(p.name): p for p in spec.properties or ()}
         missing = sorted(n for n, p in props.items() if p.required and n not in value)
         if missing:
@@ -157,7 +158,7 @@ def check_value(value: Any, spec: ColumnSpec, required: bool) -> Any:
         if (not required or values.type == "any") and (value is None or value == {}):
             return value
         if not isinstance(value, dict):
-            raise ValueMismatch(f"expected an object (map), got {_json_type(value)}")
+            raise ValueMismatch(f"expected an object (map), got {json_type(value)}")
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
@@ -223,19 +224,3 @@ def _check_scalar(value: Any, kind: str) -> Any:
 
 def _article(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

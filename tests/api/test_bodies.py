@@ -32,8 +32,8 @@ def test_tags_are_an_object_or_mlflows_key_value_list(body: dict[str, Any], tags
     [
         (["team"], f"Field 'tags' {SHAPE}."),
         ([{"key": "team"}], f"Field 'tags' {SHAPE}."),
-        ("team", f"Field 'tags' {SHAPE}, got a string."),
-        (3, f"Field 'tags' {SHAPE}, got a number."),
+        ("team", f"Field 'tags' {SHAPE}, got string."),
+        (3, f"Field 'tags' {SHAPE}, got number."),
         ({"team": 1}, "Field 'tags': tag 'team' must have a non-empty string key and a string value."),
         ({"": "x"}, "Field 'tags': tag '' must have a non-empty string key and a string value."),
         ([{"key": 1, "value": "x"}], "Field 'tags': tag 1 must have a non-empty string key and a string value."),
