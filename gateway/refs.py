@@ -16,6 +16,8 @@ _ALIAS_RE = re.compile(r"^[\w\-]*$")
 _RESERVED_VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MAX_NAME_LENGTH = 255
+# Versions are 64-bit integers in the store (and in MLflow's API); a larger one is refused, not overflowed.
+MAX_VERSION = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +58,23 @@ def validate_alias(alias: str) -> str:
 
 
 def parse_version(text: str | int) -> int:
+    """A version from a path segment, a JSON value or a reference: a whole number from 1 to ``MAX_VERSION``
+    (``1.5``, ``true`` and ``"1.0"`` are refused rather than truncated)."""
+    problem = f"Invalid model version {_shown(text)}: expected a positive integer up to {MAX_VERSION}."
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise InvalidParameter(problem)
     try:
         version = int(text)
-    except (TypeError, ValueError):
-        raise InvalidParameter(f"Invalid model version {text!r}: expected a positive integer.") from None
-    if version < 1:
-        raise InvalidParameter(f"Invalid model version {text!r}: expected a positive integer.")
+    except ValueError:  # also a string of more digits than int() reads
+        raise InvalidParameter(problem) from None
+    if not 1 <= version <= MAX_VERSION:
+        raise InvalidParameter(problem)
     return version
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_model_ref(text: str) -> ModelRef:

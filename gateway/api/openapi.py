@@ -15,6 +15,7 @@ from gateway import __version__
 from gateway.api.routing import ApiRoute, Content
 from gateway.api.schemas import MLFLOW_ERROR, OPENAI_ERROR
 from gateway.http import ErrorFamily
+from gateway.refs import MAX_VERSION
 
 _ERROR_SCHEMAS: dict[ErrorFamily, tuple[str, dict[str, Any]]] = {
     "mlflow": ("MlflowError", dict(MLFLOW_ERROR)),
@@ -27,6 +28,9 @@ _ROUTING_ERRORS = {
     "404": "No endpoint at this path (ENDPOINT_NOT_FOUND)",
     "405": "Method not allowed on this path (METHOD_NOT_ALLOWED)",
 }
+
+# Path parameters that are not plain strings: a model version is a 64-bit whole number (gateway/refs.py).
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {"version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}}
 
 
 def openapi_document(table: Sequence[ApiRoute]) -> dict[str, Any]:
@@ -59,7 +63,7 @@ def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]
     operation_id = f"{endpoint.__module__}.{endpoint.__name__}" + (f".{method.lower()}" if several else "")
     operation: dict[str, Any] = {"summary": entry.summary, "operationId": operation_id}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": dict(_PATH_SCHEMAS.get(name, {"type": "string"}))}
         for name in _PATH_PARAM.findall(entry.path)
     ]
     for param in entry.query:

@@ -18,6 +18,8 @@ from gateway.store.traces import Status, TraceFilters, TraceStore
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+MAX_INT64 = 2**63 - 1
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment an ISO 8601 time can name
 _QUERY_PARAMS = ("route", "model", "status", "prompt_name", "prompt_version", "from", "to", "limit", "page_token")
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 T = TypeVar("T")
@@ -71,16 +73,20 @@ async def get_trace(request: Request) -> Response:
     return ORJSONResponse({"trace_id": trace_id.lower(), "summaries": summaries})
 
 
-def _int_param(text: str | None, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
+def _int_param(text: str | None, name: str, *, minimum: int, maximum: int = MAX_INT64) -> int | None:
     if text is None or text == "":
         return None
-    if not text.strip().lstrip("-").isdigit():
-        raise InvalidParameter(f"{name} must be an integer, got {text!r}.")
-    value = int(text)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise InvalidParameter(f"{name} must be an integer {bound}, got {value}.")
+    digits = text.strip().lstrip("-")
+    if not digits.isdigit():
+        raise InvalidParameter(f"{name} must be an integer, got {_shown(text)}.")
+    value = int(text) if len(digits) <= 20 else maximum + 1  # more digits than any bound (and than int() reads)
+    if not minimum <= value <= maximum:
+        raise InvalidParameter(f"{name} must be an integer between {minimum} and {maximum}, got {_shown(text)}.")
     return value
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
 
 
 def _status(text: str | None) -> Status | None:
@@ -100,6 +106,10 @@ def _time(text: str | None, name: str) -> int | None:
         return None
     stripped = text.strip()
     if stripped.isdigit():
+        if len(stripped) > len(str(MAX_EPOCH_MS)) or int(stripped) > MAX_EPOCH_MS:
+            raise InvalidParameter(
+                f"{name} must be epoch milliseconds up to {MAX_EPOCH_MS} (the end of year 9999), got {_shown(text)}."
+            )
         return int(stripped)
     if "T" in stripped and " " in stripped:
         stripped = stripped.replace(" ", "+")  # an unescaped "+02:00" arrives as " 02:00"
@@ -107,7 +117,7 @@ def _time(text: str | None, name: str) -> int | None:
         moment = dt.datetime.fromisoformat(stripped.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidParameter(
-            f"{name} must be epoch milliseconds or an ISO 8601 time (2026-01-31T12:00:00Z), got {text!r}."
+            f"{name} must be epoch milliseconds or an ISO 8601 time (2026-01-31T12:00:00Z), got {_shown(text)}."
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)

@@ -39,11 +39,27 @@ _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
 Flavor = Literal["onnx", "python_function"]
 
 
+# PATH_MAX on Linux: no longer path can be opened.
+MAX_SOURCE_CHARS = 4096
+
+
+def _shown(source: str, limit: int = 120) -> str:
+    """A source for an error message: shortened, so a client cannot make us echo (or log) megabytes."""
+    return repr(source) if len(source) <= limit else repr(source[: limit - 3] + "...")
+
+
 def resolve_source(source: str, artifact_roots: Sequence[Path]) -> Path:
     """Turn a local path or ``file://`` URI into a real path that lies inside one of ``artifact_roots``.
 
-    Symlinks are followed before the check, so neither ``..`` nor a symlink can lead outside.
+    Symlinks are followed before the check, so neither ``..`` nor a symlink can lead outside. A source
+    no file system could hold (a NUL character, more than ``MAX_SOURCE_CHARS``) is refused as such.
     """
+    if "\x00" in source:
+        raise InvalidPackage(f"Model source {_shown(source)} contains a NUL character; no path can hold one.")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise InvalidPackage(
+            f"Model source {_shown(source)} is {len(source)} characters long; the limit is {MAX_SOURCE_CHARS}."
+        )
     scheme = _URI_SCHEME.match(source)
     if scheme is not None:
         parsed = urlparse(source)
@@ -61,7 +77,10 @@ def resolve_source(source: str, artifact_roots: Sequence[Path]) -> Path:
         raw = Path(source).expanduser()
     if not artifact_roots:
         raise InvalidPackage(f"Model source {source!r} cannot be served: no artifact roots are configured.")
-    real = raw.resolve()
+    try:
+        real = raw.resolve()
+    except OSError as exc:  # e.g. a symlink loop
+        raise InvalidPackage(f"Model source {_shown(source)} is not a usable path: {exc.strerror or exc}.") from None
     roots = [Path(root).resolve() for root in artifact_roots]
     if not any(real == root or real.is_relative_to(root) for root in roots):
         listed = ", ".join(f"'{r}'" for r in roots)
@@ -219,9 +238,13 @@ def read_serving_input_example(pkg: ModelPackage) -> bytes | None:
 
 def _read_mlmodel(path: Path) -> Mapping[str, Any]:
     mlmodel = path / MLMODEL_FILE
-    if not path.is_dir():
+    try:
+        is_dir, has_mlmodel = path.is_dir(), mlmodel.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows (is_dir raises on that)
+        raise InvalidPackage(f"Model package {_shown(str(path))} cannot be read: {exc.strerror or exc}.") from None
+    if not is_dir:
         raise InvalidPackage(f"Model package '{path}' is not a directory (or does not exist).")
-    if not mlmodel.is_file():
+    if not has_mlmodel:
         raise InvalidPackage(f"Model package at '{path}' has no MLmodel file (expected '{mlmodel}').")
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

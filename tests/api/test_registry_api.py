@@ -138,3 +138,38 @@ def test_bad_admin_requests_name_the_field(
     assert response.status_code == 400, response.text
     for word in words:
         assert word in response.json()["message"]
+
+
+HUGE = 10**30  # past any 64-bit integer: once an OverflowError and a 500 from the store
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "words"),
+    [
+        # a JSON parser reads such a number as a float (1e+30): refused as not a whole number either way
+        ("PUT", "/api/registry/models/sklearn_skops/aliases/a", {"version": HUGE}, ["1e+30", "up to"]),
+        ("PUT", "/api/registry/models/sklearn_skops/aliases/a", {"version": 1.5}, ["1.5"]),  # once taken as 1
+        ("PUT", "/api/registry/models/sklearn_skops/aliases/a", {"version": True}, ["True"]),
+        ("GET", f"/api/registry/models/sklearn_skops/versions/{HUGE}", None, [str(HUGE)]),
+        ("POST", f"/models/sklearn_skops/versions/{HUGE}/invocations", BODY, [str(HUGE)]),
+        ("POST", "/api/registry/models/sklearn_skops/versions", {"source": "/models/a\u0000b"}, ["NUL"]),
+        ("POST", "/api/registry/models/sklearn_skops/versions", {"source": "/x" * 2600}, ["5200 characters"]),
+    ],
+)
+def test_out_of_range_input_is_a_400_and_the_connection_stays_usable(
+    served: ServedGateway, method: str, path: str, body: object, words: list[str]
+) -> None:
+    response = served.client.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    for word in words:
+        assert word in response.json()["message"], response.json()["message"]
+    assert len(response.json()["message"]) < 400  # a long source is not echoed whole
+    assert served.client.get("/ping").status_code == 200  # the same kept-alive connection still answers
+
+
+def test_a_source_name_too_long_for_the_file_system_is_a_400(served: ServedGateway) -> None:
+    source = str(served.packages["sklearn_skops"].parent / ("a" * 300))  # inside the roots, one 300-byte name
+    response = served.client.post("/api/registry/models/sklearn_skops/versions", json={"source": source})
+    assert response.status_code == 400, response.text
+    assert "File name too long" in response.json()["message"]

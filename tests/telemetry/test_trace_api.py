@@ -202,6 +202,10 @@ def test_every_filter_and_pagination_over_http(store_url: str, otel_env: Callabl
         ({"prompt_version": "v2"}, "prompt_version"),
         ({"page_token": "bogus"}, "page_token"),
         ({"colour": "red"}, "colour"),
+        ({"from": "9" * 20}, "from"),  # past year 9999: once an OverflowError and a 500
+        ({"to": "9" * 5000}, "to"),  # more digits than int() reads
+        ({"prompt_version": "9" * 30}, "prompt_version"),
+        ({"limit": "9" * 5000}, "limit"),
     ],
 )
 def test_bad_queries_are_400s_that_name_the_parameter(
