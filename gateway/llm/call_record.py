@@ -29,7 +29,7 @@ from gateway.llm.errors import ProxyError
 from gateway.llm.request_body import ParsedCall
 from gateway.llm.routes_config import Route
 from gateway.llm.streaming import Opened, StreamingAnswer, StreamState
-from gateway.llm.upstream import Attempt, CallProgress, Completed
+from gateway.llm.upstream import Attempt, CallProgress, Completed, call_labels
 from gateway.telemetry import semconv as sc
 
 logger = logging.getLogger("gateway.llm")
@@ -71,8 +71,9 @@ class CallRecord(CallProgress):
         target = attempt.target
         attributes = spans.answer_attributes(summary or AnswerSummary(), None, captured)
         spans.end_answered(attempt.span, attributes, error_type=error_type, end_time=answer.answered_ns)
-        labels = (operation, target.provider, target.model, route.name)
-        metrics.record_attempt(labels, answer.answered_at - attempt.started, error_type, summary)
+        metrics.record_attempt(
+            call_labels(parsed, route, target), answer.answered_at - attempt.started, error_type, summary
+        )
         self._end(answer.status, summary, captured, error_type, None if ok else "upstream refused the request")
 
     def streamed(self, opened: Opened) -> StreamingAnswer:
@@ -97,7 +98,7 @@ class CallRecord(CallProgress):
             error_type=error_type,
             error_message=error.message if error else None,
         )
-        labels = (parsed.operation.name, target.provider, target.model, route.name)
+        labels = call_labels(parsed, route, target)
         upstream_error = error.error_type if error else None
         duration_s = time.perf_counter() - attempt.started
         metrics.record_attempt(labels, duration_s, upstream_error, summary, first_chunk_s)

@@ -169,7 +169,7 @@ class Upstreams:
                     failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)))
                 except TimeoutError:  # the route's timeout_s
                     message = f"Route {route.name!r} gave no answer within timeout_s={route.timeout_s:g} s"
-                    _end_failed_attempt(span, _labels(call, route, target), started, "timeout", message)
+                    _end_failed_attempt(span, call_labels(call, route, target), started, "timeout", message)
                     raise UpstreamTimeoutError(
                         f"{message} ({number} attempt(s); last target {target.label}).",
                         code="upstream_timeout",
@@ -179,7 +179,9 @@ class Upstreams:
                     if not isinstance(outcome, _Failure):
                         return Attempt(target, span, number, started, outcome)
                     failure = outcome
-                _end_failed_attempt(span, _labels(call, route, target), started, failure.error_type, failure.message)
+                _end_failed_attempt(
+                    span, call_labels(call, route, target), started, failure.error_type, failure.message
+                )
                 failures.append((target, failure))
                 logger.debug("Upstream %s failed (attempt %d): %s", target.label, number, failure.message)
                 if not failure.retryable or retry == route.retries:
@@ -231,7 +233,8 @@ class Upstreams:
         return Completed(status, self.redact(target, body.decode("utf-8", "replace")).encode(), _json_type(headers))
 
 
-def _labels(call: ParsedCall, route: Route, target: Target) -> CallLabels:
+def call_labels(call: ParsedCall, route: Route, target: Target) -> CallLabels:
+    """The metric labels of one upstream call: operation, provider, upstream model, route."""
     return (call.operation.name, target.provider, target.model, route.name)
 
 
