@@ -52,7 +52,7 @@ def parse_prompt_version(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidParameter(f"Invalid prompt version {value!r}: expected a positive integer.")
     text = str(value).strip()
-    if not text.isdigit() or int(text) < 1 or len(text) > 9:
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:  # the length first: int() refuses 4,300+ digits
         raise InvalidParameter(f"Invalid prompt version {value!r}: expected a positive integer.")
     return int(text)
 

@@ -142,6 +142,7 @@ def test_every_render_error(api: httpx.Client) -> None:
     assert _error(api.post("/api/prompts/nope@prod/render", json={}), 404) == "Prompt 'nope' not found."
     assert _error(api.post("/api/prompts/qa/versions/7/render", json={}), 404) == "Prompt 'qa' has no version 7."
     assert "Invalid prompt version 'x'" in _error(api.post("/api/prompts/qa/versions/x/render", json={}), 400)
+    assert "Invalid prompt version '999" in _error(api.get("/api/prompts/qa/versions/" + "9" * 5000), 400)
     assert "Invalid prompt name 'b a d'" in _error(api.post("/api/prompts/b a d@prod/render", json={}), 400)
 
 
@@ -193,6 +194,7 @@ def test_list_search_and_pagination(api: httpx.Client) -> None:
     assert [p["name"] for p in api.get("/api/prompts").json()["prompts"]] == ["solo", *(f"team-{i}" for i in range(7))]
     assert "Invalid max_results 'x'" in _error(api.get("/api/prompts", params={"max_results": "x"}), 400)
     assert "Invalid max_results 5000" in _error(api.get("/api/prompts", params={"max_results": 5000}), 400)
+    assert "Invalid max_results '999" in _error(api.get("/api/prompts", params={"max_results": "9" * 5000}), 400)
     assert "Invalid page_token" in _error(api.get("/api/prompts", params={"page_token": "!!"}), 400)
     assert "Unknown query parameter(s) filter" in _error(api.get("/api/prompts", params={"filter": "x"}), 400)
     assert "Invalid tag filter '=x'" in _error(api.get("/api/prompts", params={"tag": "=x"}), 400)
