@@ -43,8 +43,9 @@ CLIENT_DISCONNECTED = "client_disconnected"
 
 
 class CallRecord(CallProgress):
-    """One proxied call: its SERVER span, start time, progress, key id, parsed body, route and the
-    attempt that answered (set before ``answered`` or ``streamed``)."""
+    """One proxied call: its top span (SERVER, or INTERNAL in process), start time, progress, key id,
+    parsed body, route, the attempt that answered (set before ``answered``, ``rejected`` or
+    ``streamed``) and the cost of its answer."""
 
     __slots__ = ("span", "started", "key_id", "parsed", "route", "attempt", "first_event_at", "cost_usd")
 
