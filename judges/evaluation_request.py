@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -138,38 +138,52 @@ def _judges(value: Any) -> tuple[JudgeSpec, ...]:
         elif isinstance(entry, dict):
             unknown = sorted(set(entry) - _JUDGE_FIELDS)
             if unknown:
-                raise BadRequest(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; known: guidelines, name.")
+                raise BadRequest(
+                    f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; known: guidelines, name."
+                )
             guidelines = _optional_text(entry.get("guidelines"), f"{where}.guidelines", limit=None)
             spec = JudgeSpec(_name(entry.get("name"), f"{where}.name"), guidelines)
         else:
             raise BadRequest(f"{where} must be a judge name or an object with 'name', got {json_type(entry)}.")
         if any(earlier.name == spec.name for earlier in specs):
-            raise BadRequest(f"{where}: judge {spec.name!r} is listed twice (each judge gives one assessment per item).")
+            raise BadRequest(
+                f"{where}: judge {spec.name!r} is listed twice (each judge gives one assessment per item)."
+            )
         specs.append(spec)
     return tuple(specs)
 
 
 def _items(value: Any, *, has_target: bool) -> tuple[dict[str, Any], ...]:
     if not isinstance(value, list) or not value:
-        raise BadRequest(f"Field 'items' must be a non-empty list of {{inputs, outputs?, expectations?}} objects, got {_shown_type(value)}.")  # fmt: skip
+        raise BadRequest(
+            "Field 'items' must be a non-empty list of {inputs, outputs?, expectations?} objects, "
+            f"got {_shown_type(value)}."
+        )
     if len(value) > MAX_ITEMS:
         raise BadRequest(f"Field 'items' has {len(value)} items; at most {MAX_ITEMS} per evaluation.")
     items: list[dict[str, Any]] = []
     for index, item in enumerate(value):
         where = f"items[{index}]"
         if not isinstance(item, dict):
-            raise BadRequest(f"{where} must be an object with 'inputs' (and 'outputs', 'expectations'), got {json_type(item)}.")  # fmt: skip
+            raise BadRequest(
+                f"{where} must be an object with 'inputs' (and 'outputs', 'expectations'), got {json_type(item)}."
+            )
         unknown = sorted(set(item) - _ITEM_FIELDS)
         if unknown:
-            raise BadRequest(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; known: expectations, inputs, outputs.")  # fmt: skip
+            raise BadRequest(
+                f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; known: expectations, inputs, outputs."
+            )
         if item.get("inputs") is None:
             raise BadRequest(f"{where}.inputs is required (the question or request the outputs answer).")
         expectations = item.get("expectations")
         if expectations is not None and not isinstance(expectations, dict):
-            raise BadRequest(f"{where}.expectations must be an object (e.g. {{\"expected_response\": ...}}), got {json_type(expectations)}.")  # fmt: skip
+            raise BadRequest(
+                f"{where}.expectations must be an object (expected_response, expected_facts, context...), "
+                f"got {json_type(expectations)}."
+            )
         if item.get("outputs") is None and not has_target:
             raise BadRequest(
-                f"{where} has no outputs: give them, or a 'target' ({{\"route\": ..., \"prompt\": ...}}) to generate them."
+                f"{where} has no outputs: give them, or a 'target' (a route, and a prompt) to generate them."
             )
         items.append({"inputs": item["inputs"], "outputs": item.get("outputs"), "expectations": expectations})
     return tuple(items)
@@ -177,7 +191,9 @@ def _items(value: Any, *, has_target: bool) -> tuple[dict[str, Any], ...]:
 
 def _trace_ids(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise BadRequest(f"Field 'trace_ids' must be a non-empty list of trace ids (32 hex digits), got {_shown_type(value)}.")  # fmt: skip
+        raise BadRequest(
+            f"Field 'trace_ids' must be a non-empty list of trace ids (32 hex digits), got {_shown_type(value)}."
+        )
     seen: dict[str, None] = {}
     for index, trace_id in enumerate(value):
         if not isinstance(trace_id, str) or not _TRACE_ID.fullmatch(trace_id):
@@ -190,10 +206,14 @@ def _trace_ids(value: Any) -> tuple[str, ...]:
 
 def _trace_query(value: Any) -> TraceQuery:
     if not isinstance(value, dict):
-        raise BadRequest(f"Field 'traces' must be an object (a filter: {', '.join(sorted(_TRACE_FIELDS))}), got {json_type(value)}.")  # fmt: skip
+        raise BadRequest(
+            f"Field 'traces' must be an object (a filter: {', '.join(sorted(_TRACE_FIELDS))}), got {json_type(value)}."
+        )
     unknown = sorted(set(value) - _TRACE_FIELDS)
     if unknown:
-        raise BadRequest(f"traces has unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(_TRACE_FIELDS))}.")  # fmt: skip
+        raise BadRequest(
+            f"traces has unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(_TRACE_FIELDS))}."
+        )
     query = TraceQuery(
         route=_optional_text(value.get("route"), "traces.route"),
         prompt_name=_optional_text(value.get("prompt_name"), "traces.prompt_name"),
@@ -211,7 +231,10 @@ def _target(value: Any) -> TargetSpec | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise BadRequest(f'Field \'target\' must be an object like {{"route": "chat", "prompt": "prompts:/qa@production"}}, got {json_type(value)}.')  # fmt: skip
+        raise BadRequest(
+            'Field \'target\' must be an object like {"route": "chat", "prompt": "prompts:/qa@production"}, '
+            f"got {json_type(value)}."
+        )
     unknown = sorted(set(value) - _TARGET_FIELDS)
     if unknown:
         raise BadRequest(f"target has unknown field(s) {', '.join(map(repr, unknown))}; known: prompt, route.")
@@ -272,7 +295,9 @@ def _time(value: Any, field: str) -> int | None:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.UTC)
             return int(moment.timestamp() * 1000)
-    raise BadRequest(f"{field} must be epoch milliseconds or an ISO 8601 time (2026-01-31T12:00:00Z), got {_shown(value)}.")  # fmt: skip
+    raise BadRequest(
+        f"{field} must be epoch milliseconds or an ISO 8601 time (2026-01-31T12:00:00Z), got {_shown(value)}."
+    )
 
 
 def _shown(value: Any, limit: int = 40) -> str:
@@ -282,8 +307,3 @@ def _shown(value: Any, limit: int = 40) -> str:
 
 def _shown_type(value: Any) -> str:
     return "nothing" if value is None else json_type(value)
-
-
-def describe_sources(request: EvaluationRequest) -> Sequence[str]:
-    """The source fields a request used (for messages)."""
-    return [name for name in SOURCES if getattr(request, name) is not None]
