@@ -9,7 +9,7 @@ LATEST := .venv-latest
 LINTED := gateway prompts judges loadtest tests .ci
 TYPED  := gateway prompts judges loadtest .ci
 
-.PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts clean
+.PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts bench-judges clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ bench-llm: $(VENV)/.dev-installed
 ## bench-prompts: cached prompt reads vs a bare constant-JSON route, prompt-linked chat vs literal messages, ~2 min
 bench-prompts: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_prompts.py $(BENCH_PROMPTS_ARGS)
+
+## bench-judges: an evaluation of 1,000 items through a real `gateway serve` and the fake judge, judge calls/s (target
+## >= 300/s), ~1 min; flags via BENCH_JUDGES_ARGS, e.g. --quick
+BENCH_JUDGES_ARGS ?=
+bench-judges: $(VENV)/.dev-installed
+	$(BIN)/python loadtest/bench_judges.py $(BENCH_JUDGES_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) .gateway .pytest_cache .mypy_cache .ruff_cache
