@@ -60,8 +60,13 @@ def add_commands(commands: Any, add_store_options: Callable[[argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("data", metavar="DATA.jsonl", help='One item per line: {"inputs", "outputs"?, "expectations"?}.')
-    run.add_argument("--judge", action="append", required=True, metavar="NAME",
-                     help="A judge (repeatable): relevance_to_query, correctness, safety, ... or a custom one.")
+    run.add_argument(
+        "--judge",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="A judge (repeatable): relevance_to_query, correctness, safety, ... or a custom one.",
+    )
     run.add_argument("--guidelines", metavar="TEXT", help="The guidelines text of the 'guidelines' judge.")
     run.add_argument("--target-route", metavar="ROUTE", help="Generate the items' outputs through this LLM route.")
     run.add_argument("--prompt", action="append", metavar="REF",
@@ -71,8 +76,11 @@ def add_commands(commands: Any, add_store_options: Callable[[argparse.ArgumentPa
     run.add_argument("--json", action="store_true", help="Print one JSON document instead of the table.")
     run.add_argument("--max-error-rate", type=_rate, default=0.0, metavar="X",
                      help="Highest share of items with an error that still exits 0 (default 0).")  # fmt: skip
-    run.add_argument("--url", default=os.environ.get(URL_ENV) or None,
-                     help=f"A running gateway (default ${URL_ENV}); none: run embedded on the local store.")
+    run.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV) or None,
+        help=f"A running gateway (default ${URL_ENV}); none: run embedded on the local store.",
+    )
     add_store_options(run)
 
 
