@@ -63,6 +63,8 @@ class ServingSettings:
     refresh_interval_s: float = 2.0
     intra_op_num_threads: int | None = None
     max_body_bytes: int = 100 * 1024 * 1024
+    max_rows: int = 100_000  # gateway.serving.limits
+    parse_offload_bytes: int = 64 * 1024
     inline_max_us: float = 100.0
     # Batching, queue bounds and deadlines (gateway.serving.batcher); ``models`` overrides them per
     # model name, version tags ``gateway.<key>`` sit between the two (see batch_settings.py).
@@ -231,6 +233,12 @@ PARAMS: tuple[Param, ...] = (
     Param("serving.refresh_interval_s", positive, "How often aliases are re-read from the store."),
     Param("serving.intra_op_num_threads", optional_integer(1), "ONNX intra-op threads (auto: cores // workers)."),
     Param("serving.max_body_bytes", integer(1), "Largest /invocations body accepted (413 beyond)."),
+    Param("serving.max_rows", integer(1), "Most rows one /invocations request may hold (413 beyond)."),
+    Param(
+        "serving.parse_offload_bytes",
+        integer(0),
+        "Bodies larger than this are parsed in a parser thread, off the event loop.",
+    ),
     Param(
         "serving.inline_max_us",
         non_negative,

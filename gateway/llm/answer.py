@@ -40,13 +40,18 @@ class AnswerSummary:
 
     @classmethod
     def from_body(cls, operation: str, body: bytes, *, capture: bool) -> AnswerSummary:
-        summary = cls()
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return summary
+            return cls()
         if not isinstance(data, dict):
-            return summary
+            return cls()
+        return cls.from_data(operation, data, capture=capture)
+
+    @classmethod
+    def from_data(cls, operation: str, data: dict[str, Any], *, capture: bool) -> AnswerSummary:
+        """The same from an answer already parsed (``LlmProxy.complete`` parses it once for its caller)."""
+        summary = cls()
         summary.read_header(data)
         summary.read_usage(data.get("usage"))
         choices = data.get("choices")

@@ -1,15 +1,20 @@
-"""CallRecord: what one proxied call has gathered, from its SERVER span's start to its end.
+"""CallRecord: what one proxied call has gathered, from its top span's start to its end.
 
 ``LlmProxy.handle`` fills it in as the call gets further (the key id, the parsed body, the route;
-``Upstreams.dispatch`` counts the attempts and the target on it, as its ``CallProgress``). A call
-ends in exactly one of three ways, each recording the SERVER span's summary (what the trace store
+``Upstreams.dispatch`` counts the attempts and the target on it, as its ``CallProgress``), and so
+does ``LlmProxy.complete`` for an in-process call, whose top span is INTERNAL instead of SERVER. A
+call ends in exactly one of these ways, each recording the top span's summary (what the trace store
 keeps) and the request metric, and, when an upstream answered, its CLIENT span and attempt metrics:
 
 - ``fail(error)``: no answer came through (a refused request, no such route, every upstream failed),
   recorded before the error is answered;
-- ``answered(answer)``: a whole answer, recorded by ``RecordingResponse`` once its bytes were sent;
+- ``answered(answer)``: a whole answer, recorded by ``RecordingResponse`` once its bytes were sent
+  (by ``LlmProxy.complete`` before it returns);
+- ``rejected(answer, error)``: a 2xx answer an in-process caller cannot use (not a JSON object);
 - ``streamed(opened)``: a stream, relayed by the ``StreamingAnswer`` it returns, recorded when the
   stream ends (``stream_ended``).
+
+The answering target's prices, when it has them, make the call's ``gateway.usage.cost_usd``.
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ CLIENT_DISCONNECTED = "client_disconnected"
 
 
 class CallRecord(CallProgress):
-    """One proxied call: its SERVER span, start time, progress, key id, parsed body, route and the
-    attempt that answered (set before ``answered`` or ``streamed``)."""
+    """One proxied call: its top span (SERVER, or INTERNAL in process), start time, progress, key id,
+    parsed body, route, the attempt that answered (set before ``answered``, ``rejected`` or
+    ``streamed``) and the cost of its answer."""
 
-    __slots__ = ("span", "started", "key_id", "parsed", "route", "attempt", "first_event_at")
+    __slots__ = ("span", "started", "key_id", "parsed", "route", "attempt", "first_event_at", "cost_usd")
 
     attempt: Attempt
 
@@ -53,28 +59,49 @@ class CallRecord(CallProgress):
         self.parsed: ParsedCall | None = None
         self.route: Route | None = None
         self.first_event_at: float | None = None  # a stream's first events (perf_counter)
+        self.cost_usd: float | None = None  # from the answering target's prices and the answer's usage
 
     def fail(self, error: GatewayError) -> None:
         """The call ends with ``error`` (or the client left: status 499) and no upstream answer."""
         error_type = error.error_type if isinstance(error, ProxyError) else error.openai_code
         self._end(error.status, None, None, error_type, error.message)
 
-    def answered(self, answer: Completed) -> None:
-        """Both spans and the metrics of a whole answer (after it was sent: the client does not wait for this)."""
+    def answered(self, answer: Completed, data: dict[str, Any] | None = None) -> AnswerSummary | None:
+        """Both spans and the metrics of a whole answer (after it was sent: the client does not wait for this);
+        ``data`` is the answer already parsed, when it is. The summary of a success is returned."""
         parsed, route, attempt = self.parsed, self.route, self.attempt
         assert parsed is not None and route is not None  # known before any upstream was asked
         operation = parsed.operation.name
         ok = answer.status < 300
-        summary = AnswerSummary.from_body(operation, answer.body, capture=route.capture_content) if ok else None
+        summary: AnswerSummary | None = None
+        if ok:
+            capture = route.capture_content
+            if data is None:
+                summary = AnswerSummary.from_body(operation, answer.body, capture=capture)
+            else:
+                summary = AnswerSummary.from_data(operation, data, capture=capture)
         captured = _content(parsed, route, summary)
         error_type = None if ok else str(answer.status)
         target = attempt.target
         attributes = spans.answer_attributes(summary or AnswerSummary(), None, captured)
+        if summary is not None and target.input_price_per_mtok is not None:
+            self._price(attributes, summary)
         spans.end_answered(attempt.span, attributes, error_type=error_type, end_time=answer.answered_ns)
         metrics.record_attempt(
             call_labels(parsed, route, target), answer.answered_at - attempt.started, error_type, summary
         )
         self._end(answer.status, summary, captured, error_type, None if ok else "upstream refused the request")
+        return summary
+
+    def rejected(self, answer: Completed, error: ProxyError) -> None:
+        """A 2xx answer the in-process caller cannot use (its body is not a JSON object): the attempt
+        failed with ``error.error_type`` and the call fails with ``error``."""
+        parsed, route, attempt = self.parsed, self.route, self.attempt
+        assert parsed is not None and route is not None  # known before any upstream was asked
+        spans.end_failed(attempt.span, error.error_type, error.message)
+        labels = call_labels(parsed, route, attempt.target)
+        metrics.record_attempt(labels, answer.answered_at - attempt.started, error.error_type, None)
+        self.fail(error)
 
     def streamed(self, opened: Opened) -> StreamingAnswer:
         """The response relaying ``opened``; the call is recorded when the stream ends."""
@@ -92,9 +119,12 @@ class CallRecord(CallProgress):
         first_chunk_s = first_event_at - attempt.started
         error_type = error.error_type if error else (CLIENT_DISCONNECTED if disconnected else None)
         captured = _content(parsed, route, summary)
+        attributes = spans.answer_attributes(summary, first_chunk_s, captured)
+        if target.input_price_per_mtok is not None:
+            self._price(attributes, summary)
         spans.end_answered(
             attempt.span,
-            spans.answer_attributes(summary, first_chunk_s, captured),
+            attributes,
             error_type=error_type,
             error_message=error.message if error else None,
         )
@@ -108,6 +138,13 @@ class CallRecord(CallProgress):
             self._end(200, summary, captured, CLIENT_DISCONNECTED, "client disconnected")
         else:
             self._end(200, summary, captured)
+
+    def _price(self, attributes: dict[str, Any], summary: AnswerSummary) -> None:
+        """``gateway.usage.cost_usd`` of the answering target (which has prices) on its CLIENT span's
+        ``attributes``, kept for the call's summary."""
+        cost = self.cost_usd = self.attempt.target.cost_usd(summary.input_tokens, summary.output_tokens)
+        if cost is not None:
+            attributes[sc.GATEWAY_USAGE_COST_USD] = cost
 
     def _end(
         self,
@@ -140,6 +177,8 @@ class CallRecord(CallProgress):
                 captured = _content(parsed, route, summary)
         if summary is not None:
             attributes.update(summary.attributes())
+            if self.cost_usd is not None:
+                attributes[sc.GATEWAY_USAGE_COST_USD] = self.cost_usd
         if self.first_event_at is not None:
             attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_event_at - self.started
         if captured:

@@ -6,14 +6,21 @@ stream relayed event by event. The call's ``CallRecord`` (gateway/llm/call_recor
 SERVER span with the call's summary when the answer (or the stream) is done: a whole answer is sent
 first, and its spans and metrics are recorded after. A call that fails is recorded, then its error
 is raised for the app's one error handler, which answers it in OpenAI's shape.
+
+``complete`` is the same path for a caller in this process (a judge): no HTTP request, no gateway
+key; an INTERNAL span in a trace of its own instead of the SERVER span; the answer returned as a
+``Completion`` (gateway/llm/completion.py) and every other outcome raised as a ``ProxyError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 import orjson
 from opentelemetry.trace import TracerProvider
@@ -23,15 +30,20 @@ from starlette.responses import Response
 from gateway.errors import GatewayError
 from gateway.http import read_body
 from gateway.llm import spans
+from gateway.llm.answer import AnswerSummary
 from gateway.llm.auth import GatewayKeys
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
-from gateway.llm.errors import InvalidRequestError, ProxyError
+from gateway.llm.completion import Completion, message_text, span_links
+from gateway.llm.errors import InvalidRequestError, ProxyError, UpstreamError, from_gateway_error
 from gateway.llm.prompt_link import PromptRenderer
-from gateway.llm.request_body import Operation, ParsedCall
+from gateway.llm.request_body import CHAT, Operation, ParsedCall
 from gateway.llm.routes_config import AuthSettings, LlmSettings
-from gateway.llm.upstream import Completed, Upstreams
+from gateway.llm.upstream import Completed, Upstreams, error_message
 
 logger = logging.getLogger("gateway.llm")
+
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+CANCELLED = "cancelled"
 
 
 class LlmProxy:
@@ -81,12 +93,7 @@ class LlmProxy:
             parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
             route = call.route = self.settings.routes.get(parsed.model)
             if route is None:
-                raise InvalidRequestError(
-                    f"The model {parsed.model!r} does not exist on this gateway; "
-                    f"its routes are: {', '.join(self.settings.routes) or '(none configured)'}.",
-                    status=404,
-                    code="model_not_found",
-                )
+                raise self._unknown_model(parsed.model)
             attempt = await self.upstreams.dispatch(parsed, route, call.span, call)
         except GatewayError as exc:  # a ProxyError, or e.g. a body over llm.max_body_bytes (413)
             if isinstance(exc, ProxyError) and exc.status >= 500:
@@ -97,12 +104,7 @@ class LlmProxy:
             call.fail(InvalidRequestError("client disconnected", status=499, error_type=CLIENT_DISCONNECTED))
             return Response(status_code=499)
         except Exception as exc:
-            logger.exception("Unexpected error in the LLM proxy", exc_info=exc)
-            error = ProxyError(
-                f"Internal error in the LLM proxy ({type(exc).__name__}); see the gateway log.",
-                code="internal_error",
-                error_type=type(exc).__name__,
-            )
+            error = _internal_error(exc)
             call.fail(error)
             raise error from exc
         call.attempt = attempt
@@ -110,3 +112,115 @@ class LlmProxy:
         if isinstance(outcome, Completed):  # the upstream's bytes go to the client unchanged, then the call is recorded
             return RecordingResponse(outcome, call)
         return call.streamed(outcome)
+
+    async def complete(
+        self,
+        body: Mapping[str, Any],
+        *,
+        attributes: Mapping[str, Any] = _NO_ATTRIBUTES,
+        links: Sequence[tuple[str, str]] = (),
+        timeout_s: float | None = None,
+    ) -> Completion:
+        """One non-streaming chat completion for a caller in this process. ``body`` is a chat-completions
+        body whose ``model`` is a route; ``attributes`` go on the call's top span, which starts a new trace
+        linked to ``links`` (``(trace_id_hex, span_id_hex)`` pairs); ``timeout_s`` bounds the whole call
+        (the route's ``timeout_s`` when that is smaller). A 2xx JSON object answer is returned; anything
+        else raises a ProxyError: 404 ``model_not_found``, the upstream's own 4xx status and message, 502
+        when every attempt failed (``retry_after_s`` set after a final 429) or the answer is not a JSON
+        object, 504 on timeout."""
+        started = time.perf_counter()
+        if timeout_s is not None and not timeout_s > 0:
+            raise InvalidRequestError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}.")
+        call = CallRecord(self.spans.start_internal(CHAT, attributes, span_links(links)), started)
+        try:
+            try:
+                raw = orjson.dumps(body if isinstance(body, dict) else dict(body))
+            except TypeError as exc:  # orjson.JSONEncodeError
+                raise InvalidRequestError(f"The request body is not JSON: {exc}.", code="invalid_json") from None
+            parsed = call.parsed = ParsedCall(CHAT, raw, self.renderer)
+            if parsed.stream:
+                raise InvalidRequestError("'stream' must be false: complete() returns the whole answer.")
+            route = call.route = self.settings.routes.get(parsed.model)
+            if route is None:
+                raise self._unknown_model(parsed.model)
+            attempt = await self.upstreams.dispatch(parsed, route, call.span, call, timeout_s)
+        except ProxyError as exc:
+            if exc.status >= 500:
+                logger.warning("In-process LLM call failed with %d: %s", exc.status, exc.message)
+            call.fail(exc)
+            raise
+        except GatewayError as exc:  # a collaborator's own error, as the proxy's
+            error = from_gateway_error(exc)
+            call.fail(error)
+            raise error from exc
+        except asyncio.CancelledError:
+            call.fail(ProxyError("the caller cancelled the call", status=499, error_type=CANCELLED))
+            raise
+        except Exception as exc:
+            error = _internal_error(exc)
+            call.fail(error)
+            raise error from exc
+        call.attempt = attempt
+        answer = attempt.outcome
+        assert isinstance(answer, Completed)  # a call that does not stream gets a whole answer
+        target = attempt.target
+        if answer.status >= 300:  # a 4xx about the request itself (the others were failed attempts)
+            call.answered(answer)
+            raise InvalidRequestError(
+                f"Route {route.name!r}: {target.label} refused the request with HTTP {answer.status}: "
+                f"{error_message(answer.body)}",
+                status=answer.status,
+                code=f"upstream_{answer.status}",
+                error_type=str(answer.status),
+            )
+        data = _json_object(answer.body)
+        if data is None:
+            error = UpstreamError(
+                f"Route {route.name!r}: {target.label} answered HTTP {answer.status} with a body that is not a "
+                f"JSON object ({answer.content_type or 'no content type'}, {len(answer.body)} bytes).",
+                code="upstream_invalid_response",
+                error_type="invalid_response",
+            )
+            call.rejected(answer, error)
+            raise error
+        summary = call.answered(answer, data) or AnswerSummary()
+        context = call.span.get_span_context()
+        return Completion(
+            data=data,
+            text=message_text(data),
+            response_model=summary.response_model,
+            target=target.label,
+            input_tokens=summary.input_tokens,
+            output_tokens=summary.output_tokens,
+            cost_usd=call.cost_usd,
+            trace_id=format(context.trace_id, "032x"),
+            span_id=format(context.span_id, "016x"),
+            attempts=call.attempts,
+            latency_s=time.perf_counter() - started,
+        )
+
+    def _unknown_model(self, model: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"The model {model!r} does not exist on this gateway; "
+            f"its routes are: {', '.join(self.settings.routes) or '(none configured)'}.",
+            status=404,
+            code="model_not_found",
+        )
+
+
+def _internal_error(exc: Exception) -> ProxyError:
+    """An unexpected error of ours, logged with its traceback; the caller gets a 500 pointing to the log."""
+    logger.exception("Unexpected error in the LLM proxy", exc_info=exc)
+    return ProxyError(
+        f"Internal error in the LLM proxy ({type(exc).__name__}); see the gateway log.",
+        code="internal_error",
+        error_type=type(exc).__name__,
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -26,6 +26,8 @@ Example (the keys of design.md plus ours; every route key but ``name`` and ``tar
               api_key_env: OPENAI_API_KEY
               provider: openai      # gen_ai.provider.name
               weight: 3             # any weight given: the first target is drawn by weight
+              input_price_per_mtok: 0.15    # USD per million tokens, both or neither: the call's
+              output_price_per_mtok: 0.6    # gateway.usage.cost_usd (spans, trace store, judges)
     auth:
       keys: [<sha256 hex of a gateway key>, ...]
 """
@@ -33,6 +35,7 @@ Example (the keys of design.md plus ours; every route key but ``name`` and ``tar
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -76,7 +79,15 @@ _ROUTE_KEYS = (
     "capture_content",
     "capture_max_chars",
 )
-_TARGET_KEYS = ("base_url", "model", "api_key_env", "weight", "provider")
+_TARGET_KEYS = (
+    "base_url",
+    "model",
+    "api_key_env",
+    "weight",
+    "provider",
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+)
 _AUTH_KEYS = ("keys",)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROVIDER_NAME = re.compile(r"^[a-z0-9_.]+$")
@@ -96,11 +107,20 @@ class Target:
     provider: str
     host: str
     port: int
+    input_price_per_mtok: float | None = None  # USD per million tokens; both prices or neither
+    output_price_per_mtok: float | None = None
 
     @property
     def label(self) -> str:
         """``"<base_url> <model>"``: how spans, logs and the store name this target."""
         return f"{self.base_url} {self.model}"
+
+    def cost_usd(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
+        """What a call with this usage cost at this target's prices; None without prices or usage."""
+        input_price, output_price = self.input_price_per_mtok, self.output_price_per_mtok
+        if input_price is None or output_price is None or (input_tokens is None and output_tokens is None):
+            return None
+        return ((input_tokens or 0) * input_price + (output_tokens or 0) * output_price) / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +219,29 @@ def capture_from_environ(environ: Mapping[str, str]) -> bool:
     return environ.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower() in _CAPTURE_ON
 
 
+def _price(key: str, value: Any) -> float:
+    price = non_negative(key, value)
+    if not math.isfinite(price):
+        raise ConfigError(f"{key}: {value!r} is not a price (USD per million tokens, e.g. 0.15).")
+    return price
+
+
+def _prices(key: str, data: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """``input_price_per_mtok`` and ``output_price_per_mtok``: both or neither."""
+    given = [name for name in ("input_price_per_mtok", "output_price_per_mtok") if data.get(name) is not None]
+    if not given:
+        return None, None
+    if len(given) == 1:
+        other = "output_price_per_mtok" if given[0] == "input_price_per_mtok" else "input_price_per_mtok"
+        raise ConfigError(
+            f"{key}.{other}: required with {given[0]} (give both prices, in USD per million tokens, or neither)."
+        )
+    return (
+        _price(f"{key}.input_price_per_mtok", data["input_price_per_mtok"]),
+        _price(f"{key}.output_price_per_mtok", data["output_price_per_mtok"]),
+    )
+
+
 def _target(key: str, raw: Any, route_provider: str) -> Target:
     data = keys_of(key, raw, _TARGET_KEYS)
     if "base_url" not in data:
@@ -218,6 +261,7 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
     if data.get("weight") is not None:
         weight = non_negative(f"{key}.weight", data["weight"])
     provider = _provider(f"{key}.provider", data["provider"]) if "provider" in data else route_provider
+    input_price, output_price = _prices(key, data)
     return Target(
         base_url=base_url,
         model=text(f"{key}.model", data["model"]),
@@ -226,6 +270,8 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
         provider=provider,
         host=host,
         port=port,
+        input_price_per_mtok=input_price,
+        output_price_per_mtok=output_price,
     )
 
 

@@ -1,26 +1,38 @@
 """Spans of a proxied call: one SERVER span per request, one CLIENT span per upstream attempt.
 
 The SERVER span continues the client's W3C ``traceparent`` and, at its end, carries the call's
-summary (route, final target, attempts, usage, ...): the trace store's sink reads only SERVER spans
-that have ``gateway.llm.route``. CLIENT spans follow the GenAI inference span conventions, and
-their context is what the upstream receives as ``traceparent``.
+summary (route, final target, attempts, usage, ...): the trace store's sink reads only the spans
+that have ``gateway.llm.route``. An in-process call (``LlmProxy.complete``: a judge's) has an
+INTERNAL span in that place, the root of a trace of its own, linked to the spans it is about.
+CLIENT spans follow the GenAI inference span conventions, and their context is what the upstream
+receives as ``traceparent``.
 
 The tracer comes from the provider ``create_app`` hands the proxy (never the global one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider, set_span_in_context
+from opentelemetry.trace import (
+    Link,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+    set_span_in_context,
+)
 
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.request_body import Operation, ParsedCall
 from gateway.llm.routes_config import Target
 from gateway.telemetry import semconv as sc
 from gateway.telemetry.propagation import PROPAGATOR
+
+COMPLETE_SPAN_PREFIX = "gateway.complete"  # the in-process call's span: "gateway.complete chat"
 
 
 class ProxySpans:
@@ -38,6 +50,16 @@ class ProxySpans:
             context=parent,
             kind=SpanKind.SERVER,
             attributes={sc.HTTP_REQUEST_METHOD: "POST", sc.URL_PATH: path},
+        )
+
+    def start_internal(self, operation: Operation, attributes: Mapping[str, Any], links: Sequence[Link]) -> Span:
+        """The top span of an in-process call: a new trace (never the caller's current span as parent)."""
+        return self._tracer.start_span(
+            f"{COMPLETE_SPAN_PREFIX} {operation.name}",
+            context=Context(),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
         )
 
     def start_client(self, server_span: Span, call: ParsedCall, target: Target, attempt: int, fallback: bool) -> Span:

@@ -143,11 +143,19 @@ class Upstreams:
         secret = self._secrets.get(target)
         return text.replace(secret, "[redacted]") if secret and secret in text else text
 
-    async def dispatch(self, call: ParsedCall, route: Route, server_span: Span, progress: CallProgress) -> Attempt:
+    async def dispatch(
+        self,
+        call: ParsedCall,
+        route: Route,
+        server_span: Span,
+        progress: CallProgress,
+        timeout_s: float | None = None,
+    ) -> Attempt:
         """Try the route's targets until one answers; UpstreamError (502) or UpstreamTimeoutError (504)
-        when none does."""
+        when none does. ``timeout_s``, when smaller than the route's, is the whole call's budget instead."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + route.timeout_s
+        budget_s = route.timeout_s if timeout_s is None or timeout_s >= route.timeout_s else timeout_s
+        deadline = loop.time() + budget_s
         failures: list[tuple[Target, _Failure]] = []
         number = 0
         for position, target in enumerate(_target_order(route)):
@@ -167,14 +175,17 @@ class Upstreams:
                     failure = _Failure("timeout", type(exc).__name__, f"{type(exc).__name__}")
                 except aiohttp.ClientError as exc:
                     failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)))
-                except TimeoutError:  # the route's timeout_s
-                    message = f"Route {route.name!r} gave no answer within timeout_s={route.timeout_s:g} s"
+                except TimeoutError:  # the route's timeout_s (or the caller's, smaller)
+                    message = f"Route {route.name!r} gave no answer within timeout_s={budget_s:g} s"
                     _end_failed_attempt(span, call_labels(call, route, target), started, "timeout", message)
                     raise UpstreamTimeoutError(
                         f"{message} ({number} attempt(s); last target {target.label}).",
                         code="upstream_timeout",
                         error_type="timeout",
                     ) from None
+                except asyncio.CancelledError:  # the caller gave up (an in-process caller's task cancelled)
+                    _end_failed_attempt(span, call_labels(call, route, target), started, "cancelled", "cancelled")
+                    raise
                 else:
                     if not isinstance(outcome, _Failure):
                         return Attempt(target, span, number, started, outcome)
@@ -227,7 +238,7 @@ class Upstreams:
 
     def _classify(self, target: Target, status: int, body: bytes, headers: Mapping[str, str]) -> Completed | _Failure:
         if status in (408, 429) or status >= 500 or status in (401, 403, 404, 405) or status < 400:
-            message = self.redact(target, _error_message(body))
+            message = self.redact(target, error_message(body))
             return _Failure("status", str(status), message, status=status, retry_after_s=_retry_after_s(headers))
         # Any other 4xx is about the request itself: the client sees the upstream's answer as it is.
         return Completed(status, self.redact(target, body.decode("utf-8", "replace")).encode(), _json_type(headers))
@@ -285,7 +296,7 @@ def _retry_after_s(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error_message(body: bytes) -> str:
+def error_message(body: bytes) -> str:
     """The upstream's own error message (OpenAI shape when it has one), shortened for our message."""
     text = ""
     try:

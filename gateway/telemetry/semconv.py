@@ -51,6 +51,13 @@ GEN_AI_PROMPT_VERSION: Final = "gen_ai.prompt.version"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 
+# --- GenAI evaluation (the gen_ai.evaluation.result event) -------------------------------------------
+EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
+GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
+GEN_AI_EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
+GEN_AI_EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
+GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
+
 # gen_ai.operation.name values
 OPERATION_CHAT: Final = "chat"
 OPERATION_TEXT_COMPLETION: Final = "text_completion"
@@ -66,6 +73,15 @@ GATEWAY_LLM_ATTEMPT: Final = "gateway.llm.attempt"
 GATEWAY_LLM_ATTEMPTS: Final = "gateway.llm.attempts"
 GATEWAY_LLM_FALLBACK: Final = "gateway.llm.fallback"
 GATEWAY_AUTH_KEY_ID: Final = "gateway.auth.key_id"  # the gateway key's id, never the key
+GATEWAY_USAGE_COST_USD: Final = "gateway.usage.cost_usd"  # from the answering target's prices, when it has them
+
+# --- ours: judge calls (LlmProxy.complete's top span) and evaluation runs ------------------------------
+GATEWAY_JUDGE_NAME: Final = "gateway.judge.name"
+GATEWAY_JUDGE_PROMPT_NAME: Final = "gateway.judge.prompt.name"
+GATEWAY_JUDGE_PROMPT_VERSION: Final = "gateway.judge.prompt.version"
+GATEWAY_JUDGE_TARGET_TRACE_ID: Final = "gateway.judge.target_trace_id"
+GATEWAY_JUDGE_TARGET_SPAN_ID: Final = "gateway.judge.target_span_id"
+GATEWAY_EVALUATION_ID: Final = "gateway.evaluation.id"
 
 # --- ours: /invocations SERVER spans -----------------------------------------------------------------
 GATEWAY_MODEL_NAME: Final = "gateway.model.name"

@@ -1,4 +1,4 @@
-"""The trace-summary sink: a ``SpanProcessor`` that turns each LLM call's SERVER span into a row of
+"""The trace-summary sink: a ``SpanProcessor`` that turns each LLM call's top span into a row of
 ``trace_summaries``, written in batches by one background thread, never on the request path.
 
 ``on_end`` (on the thread that ended the span) only appends the finished span to a bounded buffer;
@@ -75,9 +75,13 @@ _NEVER_STORED = frozenset({"url.full", "url.query"})
 
 
 def is_llm_summary_span(span: ReadableSpan) -> bool:
-    """The LLM proxy's SERVER span: the one carrying ``gateway.llm.route``."""
+    """An LLM call's top span, the one carrying ``gateway.llm.route``: the proxy's SERVER span, or the
+    INTERNAL span of an in-process call (``LlmProxy.complete``: a judge's)."""
+    kind = span.kind
+    if kind is not SpanKind.SERVER and kind is not SpanKind.INTERNAL:
+        return False
     attributes = span.attributes
-    return span.kind is SpanKind.SERVER and attributes is not None and sc.GATEWAY_LLM_ROUTE in attributes
+    return attributes is not None and sc.GATEWAY_LLM_ROUTE in attributes
 
 
 def summary_row(span: ReadableSpan) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_settings
-from gateway.llm.routes_config import parse_auth_settings, parse_llm_settings
+from gateway.llm.routes_config import LlmSettings, parse_auth_settings, parse_llm_settings
 from tests.servers import GATEWAY_BIN, free_port
 
 DESIGN_EXAMPLE = """
@@ -75,6 +75,19 @@ def _route(**changes: Any) -> dict[str, Any]:
         ({"routes": {"name": "r"}}, "llm.routes: expected a list of routes"),
         ({"route": []}, "llm: unknown key(s) route"),
         ({"capture_max_chars": 0}, "llm.capture_max_chars: 0 is out of range; expected an integer >= 1"),
+        (_route(targets=[{"base_url": "http://a/v1", "model": "m", "input_price_per_mtok": 1}]),
+         "llm.routes[0].targets[0].output_price_per_mtok: required with input_price_per_mtok"),
+        (_route(targets=[{"base_url": "http://a/v1", "model": "m", "output_price_per_mtok": 1}]),
+         "llm.routes[0].targets[0].input_price_per_mtok: required with output_price_per_mtok"),
+        (_route(targets=[{"base_url": "http://a/v1", "model": "m", "input_price_per_mtok": -1,
+                          "output_price_per_mtok": 1}]),
+         "llm.routes[0].targets[0].input_price_per_mtok: -1 must be a number >= 0"),
+        (_route(targets=[{"base_url": "http://a/v1", "model": "m", "input_price_per_mtok": 1,
+                          "output_price_per_mtok": "free"}]),
+         "llm.routes[0].targets[0].output_price_per_mtok: 'free' is not a number"),
+        (_route(targets=[{"base_url": "http://a/v1", "model": "m", "input_price_per_mtok": "inf",
+                          "output_price_per_mtok": 1}]),
+         "llm.routes[0].targets[0].input_price_per_mtok: 'inf' is not a price"),
     ],
 )  # fmt: skip
 def test_bad_llm_values_name_their_key(llm: dict[str, Any], fragment: str) -> None:
@@ -114,6 +127,18 @@ def test_route_options_and_capture_defaults() -> None:
         .routes["s"]
         .capture_content
     )
+
+
+def test_target_prices_make_a_cost() -> None:
+    priced = {"base_url": "http://a/v1", "model": "m", "input_price_per_mtok": 0.15, "output_price_per_mtok": "0.6"}
+    settings = parse_llm_settings(_route(targets=[priced, {"base_url": "http://b/v1", "model": "m"}]), environ={})
+    first, second = settings.routes["r"].targets
+    assert (first.input_price_per_mtok, first.output_price_per_mtok) == (0.15, 0.6)
+    assert first.cost_usd(1_000_000, 2_000_000) == pytest.approx(0.15 + 1.2)
+    assert first.cost_usd(1000, None) == pytest.approx(0.15 / 1000)  # embeddings: input tokens only
+    assert first.cost_usd(None, None) is None  # no usage: no cost
+    assert second.input_price_per_mtok is None and second.cost_usd(10, 10) is None
+    assert LlmSettings.from_dict(settings.to_dict()) == settings  # to worker processes, prices included
 
 
 def test_auth_keys_must_be_sha256_digests() -> None:
