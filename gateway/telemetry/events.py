@@ -55,10 +55,13 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 class _Pending:
-    """Records handed to the batch processor and not yet taken by the exporter (see export._PendingCounter).
+    """Records handed to the batch processor whose export has not ended: queued, or in an export.
 
-    ``release`` answers how many it released: after ``take_all`` (shutdown counted them as dropped) a
-    batch the exporter still takes releases none, so no record is ever counted twice."""
+    Unlike spans (``export._PendingCounter`` frees a batch's slots when the exporter takes it), a batch
+    holds its slots until its export ends, so a shutdown that gives up counts the records of an export
+    stuck on a silent endpoint too. ``release`` answers how many it released: after ``take_all`` (shutdown
+    counted them as dropped) an export that ends late releases none, so no record is counted twice. The
+    price: the queue admits up to one batch fewer while an export runs."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -85,7 +88,7 @@ class _Pending:
 
 
 class CountingLogExporter(LogRecordExporter):
-    """Delegates to ``inner``; releases each batch's queue slots and counts its outcome."""
+    """Delegates to ``inner``; when a batch's export ends, releases its slots and counts its outcome."""
 
     def __init__(self, inner: LogRecordExporter, pending: _Pending) -> None:
         self.inner = inner
@@ -94,12 +97,12 @@ class CountingLogExporter(LogRecordExporter):
         self._lock = threading.Lock()
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        counted = self._pending.release(len(batch))
         try:
             result = self.inner.export(batch)
         except Exception:  # an exporter should not raise; count it and keep the worker alive
             logger.exception("Log record exporter %s raised", type(self.inner).__name__)
             result = LogRecordExportResult.FAILURE
+        counted = self._pending.release(len(batch))
         if counted:
             if result is LogRecordExportResult.SUCCESS:
                 EVENTS_EXPORTED.inc((), counted)
