@@ -10,10 +10,10 @@ its parser and default. The CLI's ``--help`` and ``docs/configuration.md`` descr
 The value parsers (integers, numbers and durations, booleans, lists, mappings) and ``ConfigError``
 live in gateway/config_values.py, shared with the structured sections.
 
-Structured sections (``llm``, ``auth``) have nested keys and lists: their ``Param`` reads the whole
+Structured sections (``llm``, ``auth``, ``judges``) have nested keys and lists: their ``Param`` reads the whole
 section as a mapping (``GATEWAY_LLM`` holds JSON or YAML text), then their parser, listed in
 ``SECTIONS``, builds the typed value (``Settings.llm: LlmSettings``) in ``load_settings``, naming a bad
-key by its path (``llm.routes[0].retries``). To add a section (judges, keys, ...):
+key by its path (``llm.routes[0].retries``). To add a section (keys, ...; gateway/judge_settings.py is a small example):
 
 1. in a module under gateway/ that imports nothing of ours but gateway/config_values.py (as
    gateway/llm/routes_config.py does; gateway/config.py imports it), frozen dataclasses with defaults,
@@ -46,6 +46,7 @@ from gateway.config_values import (
     positive,
     text,
 )
+from gateway.judge_settings import JudgesSettings, parse_judges_settings
 from gateway.llm.routes_config import AuthSettings, LlmSettings, parse_auth_settings, parse_llm_settings
 from gateway.refs import parse_model_ref
 
@@ -63,6 +64,8 @@ class ServingSettings:
     refresh_interval_s: float = 2.0
     intra_op_num_threads: int | None = None
     max_body_bytes: int = 100 * 1024 * 1024
+    max_rows: int = 100_000  # gateway.serving.limits
+    parse_offload_bytes: int = 64 * 1024
     inline_max_us: float = 100.0
     # Batching, queue bounds and deadlines (gateway.serving.batcher); ``models`` overrides them per
     # model name, version tags ``gateway.<key>`` sit between the two (see batch_settings.py).
@@ -99,6 +102,7 @@ class Settings:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    judges: JudgesSettings = field(default_factory=JudgesSettings)
 
     @property
     def default_model(self) -> str | None:
@@ -231,6 +235,12 @@ PARAMS: tuple[Param, ...] = (
     Param("serving.refresh_interval_s", positive, "How often aliases are re-read from the store."),
     Param("serving.intra_op_num_threads", optional_integer(1), "ONNX intra-op threads (auto: cores // workers)."),
     Param("serving.max_body_bytes", integer(1), "Largest /invocations body accepted (413 beyond)."),
+    Param("serving.max_rows", integer(1), "Most rows one /invocations request may hold (413 beyond)."),
+    Param(
+        "serving.parse_offload_bytes",
+        integer(0),
+        "Bodies larger than this are parsed in a parser thread, off the event loop.",
+    ),
     Param(
         "serving.inline_max_us",
         non_negative,
@@ -275,6 +285,12 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("llm", mapping, "LLM proxy routes (see docs/configuration.md)."),
     Param("auth", mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
+    Param(
+        "judges",
+        mapping,
+        "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items} "
+        "(see docs/configuration.md).",
+    ),
 )
 _PARAMS_BY_KEY = {param.key: param for param in PARAMS}
 # Groups of plain keys: ``serving: {max_batch_rows: 64}`` in the file is the key serving.max_batch_rows.
@@ -294,6 +310,7 @@ SECTIONS: dict[str, Section] = {
     # The OTEL content-capture variable is llm.capture_content's default.
     "llm": Section(parse_llm_settings, LlmSettings.from_dict),
     "auth": Section(lambda raw, environ: parse_auth_settings(raw), AuthSettings.from_dict),
+    "judges": Section(lambda raw, environ: parse_judges_settings(raw), JudgesSettings.from_dict),
 }
 
 

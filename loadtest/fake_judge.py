@@ -29,11 +29,12 @@ The verdict, the first rule that applies:
    - ``conciseness``: no when the output is longer than 50 words or holds a filler phrase
      (``_FILLER``: "great question", "I hope this helps"...); yes otherwise. Padding an answer
      never makes it more concise: adding words or filler can only turn a yes into a no.
-   - ``correctness``: against ``expected_response`` (or every one of ``expected_facts``): the
-     expected words that the question does not already hold must be at least 60% present in the
-     output, every number of the expectation too, and a leading yes/no must not contradict the
-     expected one. A wrong answer that keeps the expected wording ("not Canberra") passes; a
-     right one in other words fails. No expectations: no.
+   - ``correctness``: against ``expected_response`` (or every one of ``expected_facts``): a leading
+     yes/no must not contradict the expected one; then an expectation with numbers needs every one
+     of them in the output (and nothing more: "100 °C" matches "100 degrees Celsius"), one without
+     needs at least 60% of its words that the question does not already hold. A wrong answer that
+     keeps the expected wording ("not Canberra") passes; a right one in other words, or with a
+     number left out ("November 1989" for "9 November 1989"), fails. No expectations: no.
    - ``groundedness``: at least 60% of the output's words and every one of its numbers appear in
      ``expectations.context`` (a string or a list of strings); no context: no.
    - ``guidelines``: each guideline (a line or sentence of ``<guidelines>``, or an item of a JSON
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -336,9 +338,14 @@ def _stem(word: str) -> str:
     return word[:6]
 
 
+def _fold(text: str) -> str:
+    """Lower case without accents (García -> garcia)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+
+
 def stems(text: str, *, skip: frozenset[str] = frozenset()) -> set[str]:
-    """The content words of ``text`` (no stop words, nothing in ``skip``), stemmed."""
-    return {_stem(w) for w in _LETTERS.findall(text.lower()) if w not in _STOPWORDS and w not in skip}
+    """The content words of ``text`` (two letters or more, no stop words, nothing in ``skip``), stemmed."""
+    return {_stem(w) for w in _LETTERS.findall(_fold(text)) if len(w) > 1 and w not in _STOPWORDS and w not in skip}
 
 
 def numbers(text: str) -> set[str]:
@@ -386,14 +393,16 @@ def _conciseness(s: _Sections) -> tuple[bool, str]:
 
 
 def _covers(expected: str, output: str, question_stems: set[str]) -> tuple[bool, str]:
-    wanted = stems(expected)
-    novel = (wanted - question_stems) or wanted
-    have = stems(output)
-    found = novel & have
-    share = len(found) / len(novel) if novel else 1.0
-    missing_numbers = numbers(expected) - numbers(output)
+    """Whether ``output`` says what ``expected`` says beyond the question: its numbers, else most of its words."""
+    expected_numbers = numbers(expected)
+    missing_numbers = expected_numbers - numbers(output)
     if missing_numbers:
         return False, f"the output lacks {', '.join(sorted(missing_numbers))} from the expected answer"
+    if expected_numbers:
+        return True, f"the output has the expected {', '.join(sorted(expected_numbers))}"
+    novel = stems(expected) - question_stems
+    have = stems(output)
+    share = len(novel & have) / len(novel) if novel else 1.0
     if share < COVERAGE:
         missing = ", ".join(sorted(novel - have)[:5])
         return False, f"the output covers {share:.0%} of the expected answer (missing {missing})"

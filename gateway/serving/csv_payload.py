@@ -16,6 +16,7 @@ import numpy as np
 
 from gateway.errors import BadRequest
 from gateway.serving.conversion import COLUMN_DTYPES, SCALAR_TYPES, array_from_json, object_column
+from gateway.serving.limits import check_rows
 from gateway.serving.messages import column_label
 from gateway.serving.signature import ColSpec, Schema, TensorSpec
 from gateway.serving.types import Frame
@@ -38,8 +39,9 @@ def _csv_error(detail: object) -> BadRequest:
     )
 
 
-def parse_csv(body: bytes, schema: Schema | None) -> Frame:
-    """A CSV body (header row, then rows) to a Frame typed as ``pandas.read_csv(dtype=...)`` types it."""
+def parse_csv(body: bytes, schema: Schema | None, max_rows: int | None = None) -> Frame:
+    """A CSV body (header row, then rows) to a Frame typed as ``pandas.read_csv(dtype=...)`` types it;
+    ``TooManyRows`` past ``max_rows`` data rows, before any cell is converted."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -51,18 +53,16 @@ def parse_csv(body: bytes, schema: Schema | None) -> Frame:
         complex_cols = [str(s.name) for s in schema.inputs if isinstance(s, ColSpec) and s.type not in SCALAR_TYPES]
         if complex_cols:
             raise _csv_error(f"columns {complex_cols} have array/object/map/any types, which CSV cannot carry")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[list[str]] = []
     try:
-        for row in reader:
-            if row:  # pandas skips blank lines
-                rows.append(row)
-                if len(row) > len(rows[0]):
-                    raise _csv_error(f"Expected {len(rows[0])} fields in line {reader.line_num}, saw {len(row)}")
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]  # pandas skips blank lines
     except csv.Error as exc:
         raise _csv_error(exc) from exc
+    if rows and max(map(len, rows)) > len(rows[0]):
+        _raise_wide_row(text)
     if not rows:
         raise _csv_error("No columns to parse from file")
+    if max_rows is not None:
+        check_rows(len(rows) - 1, max_rows)
     names = _csv_names(rows[0])
     width = len(names)
     data = [row if len(row) == width else row + [""] * (width - len(row)) for row in rows[1:]]
@@ -73,6 +73,19 @@ def parse_csv(body: bytes, schema: Schema | None) -> Frame:
         spec = schema.column_spec(name, i) if schema is not None else None
         out[name] = _csv_column(cells, spec, name)
     return Frame(out, len(data))
+
+
+def _raise_wide_row(text: str) -> None:
+    """pandas' error for the first row wider than the header, with its line number (the error path
+    reads the body again, row by row, for that number)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    width = None
+    for row in reader:
+        if row:
+            if width is None:
+                width = len(row)
+            elif len(row) > width:
+                raise _csv_error(f"Expected {width} fields in line {reader.line_num}, saw {len(row)}")
 
 
 def _csv_names(header: list[str]) -> list[str]:

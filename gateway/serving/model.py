@@ -18,6 +18,7 @@ from gateway.errors import GatewayError
 from gateway.serving.batch_settings import BatchSettings, resolve_batch_settings
 from gateway.serving.batcher import Batcher
 from gateway.serving.enforcement import enforce_input, enforce_params
+from gateway.serving.limits import DEFAULT_MAX_ROWS, DEFAULT_PARSE_OFFLOAD_BYTES, LARGE_BODIES
 from gateway.serving.output import to_jsonable
 from gateway.serving.package import ModelPackage, read_package, read_serving_input_example, resolve_source
 from gateway.serving.payload import parse_request
@@ -25,7 +26,7 @@ from gateway.serving.runtimes._common import predict_error
 from gateway.serving.runtimes.loading import load_runtime
 from gateway.serving.signature import Signature, parse_signature
 from gateway.serving.tick_batcher import TickBatcher
-from gateway.serving.types import Frame, Runtime
+from gateway.serving.types import Frame, ParsedRequest, Runtime
 from gateway.telemetry.semconv import GATEWAY_REQUEST_ROWS
 
 logger = logging.getLogger("gateway.serving")
@@ -72,6 +73,8 @@ class LoadedModel:
     run_inline: bool = False
     warm_up_us: float | None = None
     batch: BatchSettings = field(default_factory=BatchSettings)
+    max_rows: int | None = DEFAULT_MAX_ROWS  # serving.max_rows
+    parse_offload_bytes: int = DEFAULT_PARSE_OFFLOAD_BYTES  # serving.parse_offload_bytes
     _executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,10 +110,12 @@ class LoadedModel:
         deadline) matter only to a request that queues: an inline one runs at once. ``span``, the
         request's SERVER span when spans are exported, learns how many rows the request holds.
         """
-        parsed = parse_request(body, content_type, self.signature)
-        # MLflow enforces the schema on unified-LLM bodies (a dict) too.
-        data = enforce_input(parsed.data, self._input_schema)
-        params = enforce_params(parsed.params, self._param_specs)
+        if len(body) > self.parse_offload_bytes:  # seconds of parsing for a large one: off the loop
+            try:
+                return await self._invoke_large(body, content_type, started, timeout_s, span)
+            finally:
+                LARGE_BODIES.release_memory_soon()
+        parsed, data, params = self._parse(body, content_type)
         rows = _rows(data)
         if span is not None:
             span.set_attribute(GATEWAY_REQUEST_ROWS, rows)
@@ -126,6 +131,27 @@ class LoadedModel:
                 data, params, started=time.monotonic() if started is None else started, timeout_s=timeout_s
             )
         return to_jsonable(prediction), parsed.unwrapped
+
+    def _parse(self, body: bytes, content_type: str | None) -> tuple[ParsedRequest, Any, dict[str, Any] | None]:
+        """Parse and enforce the signature: the request's data and params, ready for the model."""
+        parsed = parse_request(body, content_type, self.signature, self.max_rows)  # rows counted before conversion
+        # MLflow enforces the schema on unified-LLM bodies (a dict) too.
+        data = enforce_input(parsed.data, self._input_schema)
+        params = enforce_params(parsed.params, self._param_specs)
+        return parsed, data, params
+
+    async def _invoke_large(
+        self, body: bytes, content_type: str | None, started: float | None, timeout_s: float | None, span: Span | None
+    ) -> tuple[Any, bool]:
+        """A body over ``parse_offload_bytes``: parsed in a parser thread, then always run in the model's
+        thread (never inline), its output shaped for JSON there too."""
+        parsed, data, params = await LARGE_BODIES.run(lambda: self._parse(body, content_type))
+        if span is not None:
+            span.set_attribute(GATEWAY_REQUEST_ROWS, _rows(data))
+        prediction = await self.batcher.submit(
+            data, params, started=time.monotonic() if started is None else started, timeout_s=timeout_s
+        )
+        return await LARGE_BODIES.run(lambda: to_jsonable(prediction)), parsed.unwrapped
 
     def _predict(self, data: Any, params: dict[str, Any] | None) -> Any:
         try:
@@ -220,6 +246,8 @@ def load_model(
         signature=signature,
         runtime=runtime,
         batch=batch,
+        max_rows=(serving or ServingSettings()).max_rows,
+        parse_offload_bytes=(serving or ServingSettings()).parse_offload_bytes,
     )
     model.warm_up(inline_max_us)
     return model

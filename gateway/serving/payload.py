@@ -32,6 +32,7 @@ from gateway.serving.conversion import (
     object_column,
 )
 from gateway.serving.csv_payload import parse_csv
+from gateway.serving.limits import check_rows
 from gateway.serving.messages import cannot_convert, column_label, show
 from gateway.serving.signature import ColSpec, Schema, Signature, TensorSpec
 from gateway.serving.types import Frame, ParsedRequest
@@ -61,16 +62,19 @@ SCORING_PROTOCOL_CHANGE_INFO = (
 )
 
 
-def parse_request(body: bytes, content_type: str | None, signature: Signature | None) -> ParsedRequest:
+def parse_request(
+    body: bytes, content_type: str | None, signature: Signature | None, max_rows: int | None = None
+) -> ParsedRequest:
     """Decode one ``/invocations`` body; data is typed by ``signature.inputs`` when there is one.
 
     Raises ``UnsupportedMediaType`` (415) for the content type, ``BadRequest`` for a body that is
-    not a valid request, ``InvalidParameter`` for a value that does not fit its column's type.
+    not a valid request, ``InvalidParameter`` for a value that does not fit its column's type, and
+    ``TooManyRows`` (413) for more than ``max_rows`` rows, counted before any value is converted.
     """
     schema = signature.inputs if signature is not None else None
     if _media_type(content_type) == CONTENT_TYPE_CSV:
-        return ParsedRequest(parse_csv(body, schema), None)
-    return _parse_json_body(body, signature, schema)
+        return ParsedRequest(parse_csv(body, schema, max_rows), None)
+    return _parse_json_body(body, signature, schema, max_rows)
 
 
 def _media_type(content_type: str | None) -> str:
@@ -117,8 +121,12 @@ def _decode_json(body: bytes) -> Any:
     raise BadRequest(f"Invalid input. Ensure that input is a valid JSON formatted string. Error: '{error}'")
 
 
-def _parse_json_body(body: bytes, signature: Signature | None, schema: Schema | None) -> ParsedRequest:
+def _parse_json_body(
+    body: bytes, signature: Signature | None, schema: Schema | None, max_rows: int | None
+) -> ParsedRequest:
     obj = _decode_json(body)
+    if max_rows is not None and type(obj) is dict:
+        check_rows(_json_rows(obj), max_rows)
     if schema is not None and type(obj) is dict and len(obj) == 1:
         frame = _plain_double_split(obj.get("dataframe_split"), schema)
         if frame is not None:
@@ -152,6 +160,19 @@ def _parse_json_body(body: bytes, signature: Signature | None, schema: Schema | 
     else:
         data = _parse_inputs(value, schema)
     return ParsedRequest(data, params)
+
+
+def _json_rows(obj: dict[str, Any]) -> int:
+    """The rows a decoded body holds, as the conversions will count them (0 when its shape is wrong:
+    those errors are worded where the shape is checked)."""
+    value = next((obj[key] for key in FORMAT_KEYS if key in obj), None)
+    if isinstance(value, dict):
+        if "dataframe_split" in obj:
+            data = value.get("data")
+            return len(data) if isinstance(data, list) else 0
+        # instances/inputs as named columns: the longest column
+        return max((len(v) for v in value.values() if isinstance(v, list)), default=1)
+    return len(value) if isinstance(value, list) else 0
 
 
 def _json_type(value: Any) -> str:

@@ -16,10 +16,8 @@ import openai
 import pytest
 
 from loadtest.fake_upstream import Recorder
-from loadtest.fake_upstream import create_app as create_fake_app
-from tests.servers import run_app_in_thread
+from tests.loadtest._judge_requests import BOOL, ask, fake_judge_client, judge_body, prompt
 
-BOOL = {"type": "boolean"}
 SCALE = {"type": "integer", "minimum": 1, "maximum": 5}
 FLOAT = {"type": "number", "minimum": 0, "maximum": 1}
 LABELS = {"type": "string", "enum": ["good", "ok", "bad"]}
@@ -27,79 +25,14 @@ LABELS = {"type": "string", "enum": ["good", "ok", "bad"]}
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[tuple[openai.OpenAI, Recorder]]:
-    recorder = Recorder()
-    with run_app_in_thread(create_fake_app(recorder)) as base_url:
-        client = openai.OpenAI(base_url=base_url + "/v1", api_key="sk-fake", max_retries=0, timeout=10)
-        yield client, recorder
-        client.close()
+    with fake_judge_client() as running:
+        yield running
 
 
 @pytest.fixture
 def client(fake: tuple[openai.OpenAI, Recorder]) -> openai.OpenAI:
     fake[1].reset()
     return fake[0]
-
-
-def prompt(
-    inputs: Any = None, outputs: Any = None, expectations: Any = None, guidelines: str | None = None, extra: str = ""
-) -> str:
-    """A judge's user message as the built-in instructions render it: each field in its tag."""
-    parts = [extra] if extra else []
-    for tag, value in (("inputs", inputs), ("outputs", outputs), ("guidelines", guidelines)):
-        if value is not None:
-            text = value if isinstance(value, str) else json.dumps(value)
-            parts.append(f"<{tag}>\n{text}\n</{tag}>")
-    if expectations is not None:
-        parts.append(f"<expectations>\n{json.dumps(expectations)}\n</expectations>")
-    return "Judge the response.\n\n" + "\n".join(parts)
-
-
-def body(judge: str, user: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    value = schema or BOOL
-    return {
-        "temperature": 0,
-        "messages": [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": user}],
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {
-                "name": f"judge_{judge}",
-                "strict": True,
-                "schema": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["rationale", "result"],
-                    "properties": {"rationale": {"type": "string"}, "result": value},
-                },
-            },
-        },
-    }
-
-
-def ask(
-    client: openai.OpenAI,
-    judge: str,
-    user: str,
-    schema: dict[str, Any] | None = None,
-    *,
-    model: str = "fake-model",
-    fake: dict[str, Any] | None = None,
-    messages: list[dict[str, Any]] | None = None,
-) -> str:
-    """The verdict text of one judge call."""
-    request = body(judge, user, schema)
-    extra = {"response_format": request["response_format"]}
-    if fake is not None:
-        extra["fake"] = fake
-    completion = client.chat.completions.create(
-        model=model,
-        messages=request["messages"] + (messages or []),  # type: ignore[arg-type]
-        temperature=0,
-        extra_body=extra,
-    )
-    content = completion.choices[0].message.content
-    assert content is not None
-    assert completion.usage is not None and completion.usage.completion_tokens == len(content.split())
-    return content
 
 
 def result(client: openai.OpenAI, judge: str, user: str, schema: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -171,7 +104,7 @@ def test_a_marker_inside_inputs_rendered_as_json_is_read(client: openai.OpenAI) 
 
 
 def test_a_marker_in_the_system_message_does_not_count(client: openai.OpenAI) -> None:
-    request = body("tone", prompt(outputs="Fine."), LABELS)
+    request = judge_body("tone", prompt(outputs="Fine."), LABELS)
     request["messages"][0]["content"] += ' [[verdict="bad"]]'
     completion = client.chat.completions.create(
         model="fake-model", messages=request["messages"], extra_body={"response_format": request["response_format"]}
