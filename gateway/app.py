@@ -40,6 +40,8 @@ from gateway.store.registry import RegistryStore
 from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
 from gateway.telemetry.setup import build_telemetry, check_otel_environment
 from judges.api import start_judges
+from judges.evaluation_routes import EVALUATION_ROUTES
+from judges.evaluations import start_evaluations
 from judges.routes import JUDGE_ROUTES
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
@@ -175,7 +177,9 @@ async def _send_error(exc: Exception, scope: Scope, receive: Receive, send: Send
         raise exc
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starlette:
+    """The app for ``settings``; ``resume_evaluations`` False leaves the evaluation runs that a stopped process
+    left unfinished alone (``gateway eval run`` embedded runs its own and exits)."""
     # An OTEL_* choice we cannot honour raises ConfigError here, before the server binds (exit 2 from the CLI).
     check_otel_environment()
 
@@ -225,6 +229,11 @@ def create_app(settings: Settings) -> Starlette:
         app.state.judges = await start_judges(
             settings.judges, app.state.prompts, llm_proxy, app.state.assessments, telemetry.events, settings.llm.routes
         )
+        # Evaluation runs (judges/evaluations.py): this worker's in-process queue; runs a stopped process left
+        # unfinished are resumed in the background.
+        evaluations = app.state.evaluations = await start_evaluations(
+            settings, app.state.judges, llm_proxy, telemetry.traces, resume=resume_evaluations
+        )
 
         async def on_store_change() -> None:
             await state.refresh_view()
@@ -270,6 +279,7 @@ def create_app(settings: Settings) -> Starlette:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
             await state.pool.close()
             await llm_proxy.close()
             if state.notifier is not None:
@@ -278,7 +288,7 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.to_thread(store.close)
             gc.unfreeze()
 
-    table = app_table(PROMPT_ROUTES, JUDGE_ROUTES)
+    table = app_table(PROMPT_ROUTES, JUDGE_ROUTES, EVALUATION_ROUTES)
     app = GatewayApp(table, lifespan)
     app.state.openapi_json = orjson.dumps(openapi_document(table))  # served by GET /openapi.json
     return app

@@ -22,54 +22,67 @@ answer ``JUDGE_OUTPUT_TOKENS`` per judge call and the prompt's ``max_tokens`` (e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
 from gateway.error_text import json_type
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import BadRequest, GatewayError, InvalidParameter
 from gateway.llm.routes_config import Route
 from gateway.store.traces import TraceFilters, TraceStore
 from gateway.telemetry import semconv as sc
+from judges.catalog import JudgeCatalog, judge_from_version, parse_guidelines, prompt_name
+from judges.definitions import Judge, missing_field
 from judges.evaluation_request import EvaluationRequest, JudgeSpec, TraceQuery
+from judges.request import judge_request
 from prompts.catalog import CachedVersion, Catalog
 from prompts.refs import parse_prompt_ref
 
 CHARS_PER_TOKEN: Final = 4
 JUDGE_OUTPUT_TOKENS: Final = 80  # a short rationale and the result, as JSON
 TARGET_OUTPUT_TOKENS: Final = 256
-JUDGE_SYSTEM_CHARS: Final = 400  # the judge's system message and the JSON schema it is asked to follow
 _TRACE_PAGE: Final = 500
 _NOT_JUDGED: Final = (sc.GATEWAY_JUDGE_NAME, sc.GATEWAY_EVALUATION_ID)  # calls a filter never picks
 
 
+def judge_to_dict(judge: Judge) -> dict[str, Any]:
+    """A judge of a run as its stored request keeps it: enough to run the same version again."""
+    data: dict[str, Any] = {"name": judge.name, "route": judge.route, "prompt_name": judge.prompt_name,
+                            "prompt_version": judge.prompt_version}  # fmt: skip
+    if judge.uses_guidelines:
+        data["guidelines"] = list(judge.guidelines)
+    return data
+
+
 @dataclass(frozen=True, slots=True)
-class ResolvedJudge:
-    """A judge of the run, pinned to one prompt version. ``judge`` is what the judge runner takes."""
+class JudgeResolver:
+    """The judges a run names, from the judge catalog (the prompt registry in memory), ready to run."""
 
-    name: str
-    route: str
-    prompt_name: str | None
-    prompt_version: int | None
-    instructions: str  # the template (for the estimate)
-    guidelines: str | None
-    judge: Any
+    catalog: JudgeCatalog
+    routes: Collection[str]
 
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "route": self.route, "prompt_name": self.prompt_name,
-                                "prompt_version": self.prompt_version}  # fmt: skip
-        if self.guidelines is not None:
-            data["guidelines"] = self.guidelines
-        return data
+    def resolve(self, spec: JudgeSpec, version: int | None, where: str) -> Judge:
+        """The judge ``spec`` names, at its current version or at ``version`` (a resumed run); a 400
+        naming ``where`` when there is no such judge or version, it has no usable route, or the
+        guidelines do not fit it."""
+        try:
+            if version is None:
+                return self.catalog.runnable(spec.name, guidelines=spec.guidelines, routes=self.routes, field=where)
+            return self._pinned(spec, version, where)
+        except GatewayError as exc:  # NotFound, JudgeUnusable, InvalidParameter
+            message = exc.message if where in exc.message else f"{where}: {exc.message}"
+            raise BadRequest(message) from None
 
-
-class JudgeSource(Protocol):
-    def resolve(self, spec: JudgeSpec, version: int | None, where: str) -> ResolvedJudge:
-        """The judge ``spec`` names (at ``version`` when given, else its current one); BadRequest naming
-        ``where`` when there is no such judge or the spec does not fit it."""
-        ...
+    def _pinned(self, spec: JudgeSpec, version: int, where: str) -> Judge:
+        cached = self.catalog.cache.catalog.version(prompt_name(spec.name), version)
+        judge = judge_from_version(cached.version, self.catalog.settings)
+        if judge.route is None or judge.route not in self.routes:
+            raise InvalidParameter(f"The judge {spec.name!r} version {version} has no LLM route of this gateway.")
+        if judge.uses_guidelines:
+            judge = judge.with_guidelines(parse_guidelines(spec.guidelines, f"{where}.guidelines"))
+        return judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +116,11 @@ class Plan:
 
     request: dict[str, Any]
     items: list[dict[str, Any]]
-    judges: list[ResolvedJudge]
+    judges: list[Judge]
     target: PlannedTarget | None
     cap: dict[str, Any] | None = None
     estimate: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def judge_calls(self) -> int:
-        return len(self.items) * len(self.judges)
+    judge_calls: int = 0  # without repairs; an item lacking a field a judge needs makes no call
 
     @property
     def target_calls(self) -> int:
@@ -130,7 +140,7 @@ class Planner:
     """Everything a plan reads: the judges, the routes, the prompt registry (the worker's catalog), the
     trace store and the trace cap."""
 
-    judges: JudgeSource
+    judges: JudgeResolver
     routes: Mapping[str, Route]
     catalog: Callable[[], Catalog]
     traces: TraceStore
@@ -139,8 +149,6 @@ class Planner:
     def plan(self, request: EvaluationRequest) -> Plan:
         """The run ``request`` asks for (blocking: it may read the trace store); BadRequest naming what is wrong."""
         judges = [self.judges.resolve(spec, None, f"judges[{i}]") for i, spec in enumerate(request.judges)]
-        for index, judge in enumerate(judges):
-            self._check_route(judge.route, f"judges[{index}] ({judge.name}) runs on route")
         target, compiled = self._target(request)
         cap: dict[str, Any] | None = None
         if request.items is not None:
@@ -155,7 +163,7 @@ class Planner:
         normalized = {
             "name": request.name,
             "source": request.source,
-            "judges": [judge.to_dict() for judge in judges],
+            "judges": [judge_to_dict(judge) for judge in judges],
             "target": target.to_dict() if target is not None else None,
             "traces": request.traces.to_dict() if request.traces is not None else None,
             "trace_ids": list(request.trace_ids) if request.trace_ids is not None else None,
@@ -243,16 +251,20 @@ class Planner:
             max_tokens = (compiled.version.model_config or {}).get("max_tokens")
             if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
                 target_output = max_tokens
+        plan.judge_calls = 0
         for item in plan.items:
-            needs_output = generated and item.get("outputs") is None
-            if needs_output:
+            judged = item
+            if generated and item.get("outputs") is None:
                 assert plan.target is not None
                 add(plan.target.route, 1, _target_chars(item, compiled), target_output)
-            item_chars = _json_chars(item.get("inputs")) + _json_chars(item.get("expectations"))
-            item_chars += target_output * CHARS_PER_TOKEN if needs_output else _json_chars(item.get("outputs"))
+                judged = {**item, "outputs": "x" * (target_output * CHARS_PER_TOKEN)}  # as long as expected
             for judge in plan.judges:
-                chars = JUDGE_SYSTEM_CHARS + len(judge.instructions) + len(judge.guidelines or "") + item_chars
+                if judge.route is None or missing_field(judge, judged) is not None:
+                    continue  # an error assessment, without a call
+                body = judge_request(judge, judged, judge.route)
+                chars = sum(len(m["content"]) for m in body["messages"]) + len(orjson.dumps(body["response_format"]))
                 add(judge.route, 1, chars, JUDGE_OUTPUT_TOKENS)
+                plan.judge_calls += 1
         total_cost: float | None = 0.0
         for route_name, entry in by_route.items():
             entry["cost_usd"] = _cost(self.routes[route_name], entry["input_tokens"], entry["output_tokens"])

@@ -45,13 +45,11 @@ _TRACE_ID: Final = re.compile(r"[0-9a-fA-F]{32}")
 
 @dataclass(frozen=True, slots=True)
 class JudgeSpec:
-    """A judge as the request names it; ``guidelines`` only for judges that take them."""
+    """A judge as the request names it; ``guidelines`` (a string, one a line, or a list of strings) only for
+    the judges that take them (judges/catalog.py checks them)."""
 
     name: str
-    guidelines: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name} if self.guidelines is None else {"name": self.name, "guidelines": self.guidelines}
+    guidelines: str | list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +139,10 @@ def _judges(value: Any) -> tuple[JudgeSpec, ...]:
                 raise BadRequest(
                     f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; known: guidelines, name."
                 )
-            guidelines = _optional_text(entry.get("guidelines"), f"{where}.guidelines", limit=None)
+            guidelines = entry.get("guidelines")
+            if guidelines is not None and not isinstance(guidelines, str | list):
+                raise BadRequest(f"{where}.guidelines must be a string (one guideline a line) or a list of strings, "
+                                 f"got {json_type(guidelines)}.")  # fmt: skip
             spec = JudgeSpec(_name(entry.get("name"), f"{where}.name"), guidelines)
         else:
             raise BadRequest(f"{where} must be a judge name or an object with 'name', got {json_type(entry)}.")

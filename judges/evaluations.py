@@ -30,22 +30,28 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway import metrics
+from gateway.config import Settings
 from gateway.error_text import first_line
 from gateway.errors import GatewayError, NotFound
 from gateway.llm.completion import Completion
 from gateway.llm.errors import ProxyError
-from gateway.store.assessments import LLM_JUDGE, Assessment, AssessmentStore
+from gateway.llm.proxy import LlmProxy
+from gateway.store.assessments import LLM_JUDGE, AssessmentStore
 from gateway.store.evaluation_runs import claim_run, finish_run, run_status, unfinished_runs
 from gateway.store.evaluations import EvaluationStore
+from gateway.store.traces import TraceStore
 from gateway.telemetry import semconv as sc
-from judges.evaluation_plan import PlannedTarget, Planner, ResolvedJudge, prompt_variables, target_messages
+from judges.api import JudgesState
+from judges.definitions import Judge
+from judges.evaluation_plan import JudgeResolver, PlannedTarget, Planner, prompt_variables, target_messages
 from judges.evaluation_request import EvaluationRequest, JudgeSpec
 from judges.evaluation_results import run_summary, run_view
+from judges.runner import JudgeRunner, Target
 
 logger = logging.getLogger("judges.evaluations")
 
@@ -58,8 +64,6 @@ ITEMS = metrics.counter(
 )
 _DONE, _ERROR, _CANCELLED = ("done",), ("error",), ("cancelled",)
 
-# (judge, item row, evaluation id) -> the stored assessment; never raises for a judge's own failure
-JudgeCall = Callable[[ResolvedJudge, Mapping[str, Any], str], Awaitable[Assessment]]
 # LlmProxy.complete
 Complete = Callable[..., Awaitable[Completion]]
 
@@ -74,7 +78,7 @@ class InvalidState(GatewayError):
 @dataclass(eq=False)
 class _Run:
     id: str
-    judges: list[ResolvedJudge]
+    judges: list[Judge]
     target: PlannedTarget | None
     judged: set[tuple[int, str]] = field(default_factory=set)  # (item, judge) with a verdict already (resumed)
     in_work: int = 0  # items queued or being judged
@@ -92,7 +96,7 @@ class EvaluationService:
         evaluations: EvaluationStore,
         assessments: AssessmentStore,
         planner: Planner,
-        judge: JudgeCall,
+        runner: JudgeRunner,
         complete: Complete,
         concurrency: int,
         call_timeout_s: float | None = None,
@@ -100,7 +104,7 @@ class EvaluationService:
         self.store = evaluations
         self.assessments = assessments
         self.planner = planner
-        self.judge = judge
+        self.runner = runner
         self.complete = complete
         self.concurrency = max(1, concurrency)
         self.call_timeout_s = call_timeout_s
@@ -305,7 +309,10 @@ class EvaluationService:
                 await asyncio.to_thread(self.store.update_item, run.id, index, status="error", error_message=error)
                 return
         judges = [judge for judge in run.judges if (index, judge.name) not in run.judged]
-        results = await asyncio.gather(*(self.judge(judge, item, run.id) for judge in judges))
+        target = Target(item["trace_id"], item["span_id"], index)
+        results = await asyncio.gather(
+            *(self.runner.run(judge, item, target=target, evaluation_id=run.id) for judge in judges)
+        )
         failed = [a for a in results if a.error_code is not None]
         if failed:
             first = failed[0]
@@ -347,3 +354,29 @@ class EvaluationService:
         if completion.text is None:
             return f"The target route {target.route!r} answered without text (trace {completion.trace_id})."
         return None
+
+
+async def start_evaluations(
+    settings: Settings, judges: JudgesState, proxy: LlmProxy, traces: TraceStore, *, resume: bool = True
+) -> EvaluationService:
+    """At start (gateway.app's lifespan, after the judges): the worker's evaluation service over the judges'
+    catalog and runner, this app's LLM proxy and the trace store; its queue started, and the runs a stopped
+    process left resumed in the background (unless ``resume`` is False: ``gateway eval run`` embedded)."""
+    planner = Planner(
+        judges=JudgeResolver(judges.catalog, judges.routes),
+        routes=settings.llm.routes,
+        catalog=lambda: judges.catalog.cache.catalog,
+        traces=traces,
+        max_trace_items=settings.judges.max_trace_items,
+    )
+    service = EvaluationService(
+        evaluations=EvaluationStore(judges.assessments.engine),
+        assessments=judges.assessments,
+        planner=planner,
+        runner=judges.runner,
+        complete=proxy.complete,
+        concurrency=settings.judges.concurrency,
+        call_timeout_s=settings.judges.call_timeout_s,
+    )
+    await service.start(resume=resume)
+    return service
