@@ -170,7 +170,7 @@ class Planner:
         }
         plan = Plan(normalized, items, judges, target, cap)
         plan.estimate = self.estimate(plan, compiled)
-        normalized.update(plan.summary())
+        normalized.update({key: value for key, value in plan.summary().items() if key != "judges"})
         return plan
 
     # -- the target ---------------------------------------------------------------------------------
