@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sqlalchemy.engine import Engine
+
 from gateway import metrics
 from gateway.config import Settings
 from gateway.error_text import first_line
@@ -42,7 +44,14 @@ from gateway.llm.completion import Completion
 from gateway.llm.errors import ProxyError
 from gateway.llm.proxy import LlmProxy
 from gateway.store.assessments import LLM_JUDGE, AssessmentStore
-from gateway.store.evaluation_runs import claim_run, finish_run, run_status, unfinished_runs
+from gateway.store.evaluation_runs import (
+    claim_run,
+    finish_run,
+    run_outline,
+    run_status,
+    set_item_statuses,
+    unfinished_runs,
+)
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
 from gateway.telemetry import semconv as sc
@@ -56,6 +65,7 @@ from judges.runner import JudgeRunner, Target
 logger = logging.getLogger("judges.evaluations")
 
 CANCEL_POLL_S: Final = 0.5
+OUTCOMES_FLUSH_S: Final = 0.1
 ITEMS = metrics.counter(
     "gateway_evaluation_items_total",
     "Evaluation items finished in this process, by status: done, error (outputs not generated, or a judge "
@@ -87,6 +97,38 @@ class _Run:
     checked_at: float = 0.0
 
 
+class _Outcomes:
+    """Items' outcomes (status, error message), written in batches: one transaction per ``OUTCOMES_FLUSH_S``
+    instead of one per item. An outcome not yet written when the process stops leaves its item ``pending``:
+    resumed, its judges find their verdicts stored and make no call."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[str, int, str, str | None]] = []
+        self._lock = asyncio.Lock()
+
+    def add(self, evaluation_id: str, item_index: int, status: str, error_message: str | None) -> None:
+        self._pending.append((evaluation_id, item_index, status, error_message))
+
+    async def flush(self) -> None:
+        async with self._lock:  # a run's completion waits for a flush in progress, then writes what is left
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await asyncio.to_thread(set_item_statuses, self.engine, batch)
+                except BaseException:
+                    self._pending[:0] = batch  # written with the next flush
+                    raise
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(OUTCOMES_FLUSH_S)
+            try:
+                await self.flush()
+            except Exception as exc:  # the store: the next flush tries again with what came since
+                logger.error("Could not write evaluation item outcomes: %s", first_line(exc))
+
+
 class EvaluationService:
     """The worker's evaluation runs: create (or estimate), read, list, cancel; the queue and its workers."""
 
@@ -112,6 +154,7 @@ class EvaluationService:
         self._runs: dict[str, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: list[asyncio.Task[None]] = []
+        self._outcomes = _Outcomes(evaluations.engine)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -120,6 +163,7 @@ class EvaluationService:
         self._workers = [
             asyncio.create_task(self._work(), name=f"evaluation-worker-{i}") for i in range(self.concurrency)
         ]
+        self._spawn(self._outcomes.run(), "evaluation-outcomes")
         if resume:
             self._spawn(self._resume(), "evaluation-resume")
 
@@ -129,6 +173,8 @@ class EvaluationService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # what finished is kept; else those items run again at the next start
+            await self._outcomes.flush()
         self._runs.clear()
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
@@ -156,8 +202,11 @@ class EvaluationService:
     async def view(self, evaluation_id: str, *, include_items: bool = True) -> dict[str, Any]:
         def read() -> dict[str, Any]:
             run = self._row(evaluation_id)
-            items = self.store.items(evaluation_id)
-            return run_view(run, items, self.assessments.for_evaluation(evaluation_id), include_items=include_items)
+            if include_items:
+                items, assessments = self.store.items(evaluation_id), self.assessments.for_evaluation(evaluation_id)
+            else:  # progress and aggregates only (what a client polling the run reads): no contents, no texts
+                items, assessments = run_outline(self.store.engine, evaluation_id)
+            return run_view(run, items, assessments, include_items=include_items)
 
         return await asyncio.to_thread(read)
 
@@ -273,6 +322,7 @@ class EvaluationService:
 
     async def _finish(self, run: _Run) -> None:
         self._runs.pop(run.id, None)
+        await self._outcomes.flush()
         if not run.cancelled:
             await asyncio.to_thread(finish_run, self.store.engine, run.id, "completed")
             logger.info("Evaluation %s completed", run.id)
@@ -292,9 +342,7 @@ class EvaluationService:
             except Exception as exc:  # a bug or the store: the item says so, the run goes on
                 logger.exception("Evaluation %s item %d failed", run.id, item["item_index"])
                 ITEMS.inc(_ERROR)
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.store.update_item, run.id, item["item_index"], status="error",
-                                            error_message=f"Internal error: {first_line(exc)}")  # fmt: skip
+                self._outcomes.add(run.id, item["item_index"], "error", f"Internal error: {first_line(exc)}")
             finally:
                 run.in_work -= 1
             if run.in_work == 0 and not run.feeding:
@@ -306,7 +354,7 @@ class EvaluationService:
             error = await self._generate(run, item)
             if error is not None:
                 ITEMS.inc(_ERROR)
-                await asyncio.to_thread(self.store.update_item, run.id, index, status="error", error_message=error)
+                self._outcomes.add(run.id, index, "error", error)
                 return
         judges = [judge for judge in run.judges if (index, judge.name) not in run.judged]
         target = Target(item["trace_id"], item["span_id"], index)
@@ -320,10 +368,10 @@ class EvaluationService:
                 f"{len(failed)} judge(s) recorded an error; {first.name}: {first.error_code}: {first.error_message}"
             )
             ITEMS.inc(_ERROR)
-            await asyncio.to_thread(self.store.update_item, run.id, index, status="error", error_message=message)
+            self._outcomes.add(run.id, index, "error", message)
         else:
             ITEMS.inc(_DONE)
-            await asyncio.to_thread(self.store.update_item, run.id, index, status="done")
+            self._outcomes.add(run.id, index, "done", None)
 
     async def _generate(self, run: _Run, item: dict[str, Any]) -> str | None:
         """The item's outputs through the run's target, stored on the item (with the call's trace, span,

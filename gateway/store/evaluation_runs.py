@@ -1,4 +1,5 @@
-"""Which process runs an evaluation: the runs left unfinished, and claiming one of them.
+"""Which process runs an evaluation (the runs left unfinished, and claiming one of them), and the queue's other
+reads and writes that must stay cheap: item outcomes in batches, a run's outline for its progress.
 
 Evaluation runs execute on an in-process queue (judges/evaluations.py). A process that stops leaves its
 runs ``queued`` or ``running``; every gateway worker looks for them when it starts (:func:`unfinished_runs`)
@@ -12,16 +13,18 @@ The rows themselves are read and written by :class:`gateway.store.evaluations.Ev
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.store.assessments import now_ms
+from gateway.store.assessments import Assessment, now_ms
 from gateway.store.engine import begin_read, begin_write
-from gateway.store.schema import evaluations
+from gateway.store.schema import assessments, evaluation_items, evaluations
 
-_ev = evaluations
+_ev, _it, _a = evaluations, evaluation_items, assessments
 UNFINISHED: Final = ("queued", "running")
 
 
@@ -68,3 +71,48 @@ def run_status(engine: Engine, evaluation_id: str) -> str | None:
     with begin_read(engine) as conn:
         status: str | None = conn.execute(sa.select(_ev.c.status).where(_ev.c.id == evaluation_id)).scalar()
     return status
+
+
+def set_item_statuses(engine: Engine, outcomes: Sequence[tuple[str, int, str, str | None]]) -> None:
+    """``(evaluation_id, item_index, status, error_message)`` of many items in one transaction: the
+    evaluation queue writes its items' outcomes in batches (one commit per item cost as much as the judge
+    call itself on SQLite)."""
+    if not outcomes:
+        return
+    statement = (
+        _it.update()
+        .where(_it.c.evaluation_id == sa.bindparam("e_id"), _it.c.item_index == sa.bindparam("e_index"))
+        .values(status=sa.bindparam("e_status"), error_message=sa.bindparam("e_error"))
+    )
+    rows = [{"e_id": e, "e_index": i, "e_status": s, "e_error": m} for e, i, s, m in outcomes]
+    with begin_write(engine) as conn:
+        conn.execute(statement, rows)
+
+
+def run_outline(engine: Engine, evaluation_id: str) -> tuple[list[dict[str, Any]], list[Assessment]]:
+    """What a run's progress and aggregates need, without the items' contents nor the assessments' texts:
+    the items' index, status, prompt name and version and model, and the assessments' id, item, name,
+    source, value, score, label and error code (the rest left at their defaults)."""
+    items = sa.select(_it.c.item_index, _it.c.status, _it.c.prompt_name, _it.c.prompt_version, _it.c.model).where(
+        _it.c.evaluation_id == evaluation_id
+    )
+    verdicts = sa.select(
+        _a.c.id, _a.c.item_index, _a.c.name, _a.c.source_type, _a.c.value, _a.c.score, _a.c.label, _a.c.error_code
+    ).where(_a.c.evaluation_id == evaluation_id)
+    with begin_read(engine) as conn:
+        item_rows = [dict(row._mapping) for row in conn.execute(items.order_by(_it.c.item_index))]
+        assessments = [
+            Assessment(
+                id=row.id,
+                evaluation_id=evaluation_id,
+                item_index=row.item_index,
+                name=row.name,
+                source_type=row.source_type,
+                value=None if row.value is None else orjson.loads(row.value),
+                score=row.score,
+                label=row.label,
+                error_code=row.error_code,
+            )  # fmt: skip
+            for row in conn.execute(verdicts)
+        ]
+    return item_rows, assessments
