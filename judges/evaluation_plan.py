@@ -13,10 +13,14 @@ message's text when the call had one user message, else the messages; the answer
 without content becomes an item with empty inputs and no outputs, whose judges record an error naming the
 missing field. Calls made by judges or by evaluation targets are never picked by a filter.
 
-The estimate is a rough guide for cost, never a bill: about 4 characters per token of the rendered
-request (judge instructions and the item's fields; the rendered prompt for a target call), and for the
-answer ``JUDGE_OUTPUT_TOKENS`` per judge call and the prompt's ``max_tokens`` (else
-``TARGET_OUTPUT_TOKENS``) per target call, priced at the route's first target's prices when it has them.
+The counts: ``target_calls``, one per item without outputs when there is a target; ``judge_calls``, one per
+(item, judge) that can be judged, without the repair requests an unusable answer adds (an item lacking a
+field a judge needs gets its error assessment without a call; outputs a target will generate count as
+present). The estimate is a rough guide for cost, never a bill: about 4 characters per token of each
+request (the judge request exactly as the runner renders it, judges/request.py, with generated outputs
+assumed as long as the expected answer; the rendered prompt of a target call), and for the answer
+``JUDGE_OUTPUT_TOKENS`` per judge call and the prompt's ``max_tokens`` (else ``TARGET_OUTPUT_TOKENS``) per
+target call, priced at each route's first target's prices when it has them.
 """
 
 from __future__ import annotations
