@@ -1,14 +1,17 @@
-"""A real OTLP/HTTP trace receiver on loopback for tests.
+"""A real OTLP/HTTP trace and log receiver on loopback for tests.
 
-It accepts ``POST /v1/traces`` with ``application/x-protobuf`` (gzip or not), decodes each body with
-``opentelemetry-proto``'s ``ExportTraceServiceRequest`` and keeps the spans for assertions. It can be
+It accepts ``POST /v1/traces`` and ``POST /v1/logs`` with ``application/x-protobuf`` (gzip or not),
+decodes each body with ``opentelemetry-proto``'s ``ExportTraceServiceRequest`` or
+``ExportLogsServiceRequest`` and keeps the spans and log records (events) for assertions. It can be
 told to be slow (``delay_s``: each export waits before the answer) or down (``stop()``: the port
-refuses connections; ``start()`` listens on the same port again).
+refuses connections; ``start()`` listens on the same port again). :func:`black_hole` is the other
+kind of outage: a port that accepts connections and never answers.
 """
 
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +20,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -48,6 +55,23 @@ class ReceivedSpan:
     @property
     def is_error(self) -> bool:
         return self.status_code == Status.StatusCode.STATUS_CODE_ERROR
+
+
+@dataclass(frozen=True)
+class ReceivedLogRecord:
+    """One decoded log record (an event when ``event_name`` is set). Ids are lowercase hex ("" when absent);
+    ``attribute_kinds`` names each attribute's OTLP ``AnyValue`` field (``double_value``, ``string_value``...)."""
+
+    event_name: str
+    trace_id: str
+    span_id: str
+    flags: int
+    attributes: dict[str, Any]
+    attribute_kinds: dict[str, str]
+    resource: dict[str, Any]
+    scope: str
+    time_ns: int
+    severity_number: int
 
 
 def any_value(value: AnyValue) -> Any:
@@ -97,6 +121,31 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
+def decode_logs(body: bytes) -> list[ReceivedLogRecord]:
+    request = ExportLogsServiceRequest()
+    request.ParseFromString(body)
+    records: list[ReceivedLogRecord] = []
+    for resource_logs in request.resource_logs:
+        resource = attributes_of(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                records.append(
+                    ReceivedLogRecord(
+                        event_name=record.event_name,
+                        trace_id=record.trace_id.hex(),
+                        span_id=record.span_id.hex(),
+                        flags=record.flags,
+                        attributes=attributes_of(record.attributes),
+                        attribute_kinds={kv.key: str(kv.value.WhichOneof("value")) for kv in record.attributes},
+                        resource=resource,
+                        scope=scope_logs.scope.name,
+                        time_ns=record.time_unix_nano,
+                        severity_number=record.severity_number,
+                    )
+                )
+    return records
+
+
 @dataclass(eq=False)
 class OtlpReceiver:
     """Start with ``start()`` (or use :func:`otlp_receiver`); ``endpoint`` is what OTEL_EXPORTER_OTLP_ENDPOINT takes."""
@@ -105,7 +154,9 @@ class OtlpReceiver:
     port: int = 0
     delay_s: float = 0.0
     spans: list[ReceivedSpan] = field(default_factory=list)
-    requests: int = 0
+    logs: list[ReceivedLogRecord] = field(default_factory=list)
+    requests: int = 0  # trace exports
+    log_requests: int = 0
     headers: list[dict[str, str]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -125,7 +176,7 @@ class OtlpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
-                if self.path != "/v1/traces":
+                if self.path not in ("/v1/traces", "/v1/logs"):
                     self._answer(404, b"not found", "text/plain")
                     return
                 if self.headers.get("content-type") != "application/x-protobuf":
@@ -133,14 +184,23 @@ class OtlpReceiver:
                     return
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
-                spans = decode(body)
+                if self.path == "/v1/logs":
+                    records = decode_logs(body)
+                    answer = ExportLogsServiceResponse().SerializeToString()
+                else:
+                    spans = decode(body)
+                    answer = ExportTraceServiceResponse().SerializeToString()
                 if receiver.delay_s > 0:
                     receiver._released.wait(receiver.delay_s)
                 with receiver._lock:
-                    receiver.requests += 1
                     receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    receiver.spans.extend(spans)
-                self._answer(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+                    if self.path == "/v1/logs":
+                        receiver.log_requests += 1
+                        receiver.logs.extend(records)
+                    else:
+                        receiver.requests += 1
+                        receiver.spans.extend(spans)
+                self._answer(200, answer, "application/x-protobuf")
 
             def _answer(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)
@@ -189,6 +249,26 @@ class OtlpReceiver:
                 )
             time.sleep(0.02)
 
+    def received_logs(self) -> list[ReceivedLogRecord]:
+        with self._lock:
+            return list(self.logs)
+
+    def wait_for_logs(
+        self, predicate: Callable[[list[ReceivedLogRecord]], bool], timeout_s: float = 15.0
+    ) -> list[ReceivedLogRecord]:
+        """The log records received once ``predicate`` holds for them; AssertionError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            records = self.received_logs()
+            if predicate(records):
+                return records
+            if time.monotonic() > deadline:
+                names = sorted({r.event_name for r in records})
+                raise AssertionError(
+                    f"OTLP receiver: condition not met within {timeout_s} s; got {len(records)} log records {names}"
+                )
+            time.sleep(0.02)
+
 
 @contextmanager
 def otlp_receiver(delay_s: float = 0.0) -> Iterator[OtlpReceiver]:
@@ -198,3 +278,16 @@ def otlp_receiver(delay_s: float = 0.0) -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+@contextmanager
+def black_hole() -> Iterator[str]:
+    """An endpoint (``http://127.0.0.1:PORT``) whose port accepts TCP connections (the kernel completes
+    them from the listen backlog) and never reads nor answers: an export to it hangs until its timeout."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

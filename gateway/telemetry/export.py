@@ -170,18 +170,21 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             SPANS_DROPPED.inc(("shutdown",), left)
 
 
-def export_batch_size_from_env(max_queue_size: int, environ: Mapping[str, str] | None = None) -> int | None:
-    """None (the SDK reads and checks the variable) when ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` is set;
+def export_batch_size_from_env(
+    max_queue_size: int, environ: Mapping[str, str] | None = None, variable: str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+) -> int | None:
+    """None (the SDK reads and checks the variable) when ``variable`` is set (logs: ``OTEL_BLRP_...``);
     else our default, never above the queue size."""
     env = os.environ if environ is None else environ
-    if env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip():
+    if env.get(variable, "").strip():
         return None
     return min(DEFAULT_MAX_EXPORT_BATCH_SIZE, max_queue_size)
 
 
-def max_queue_size_from_env(environ: Mapping[str, str] | None = None) -> int:
+def max_queue_size_from_env(environ: Mapping[str, str] | None = None, variable: str = "OTEL_BSP_MAX_QUEUE_SIZE") -> int:
+    """``variable`` (logs: ``OTEL_BLRP_MAX_QUEUE_SIZE``) as a positive integer, or the SDK's default."""
     env = os.environ if environ is None else environ
-    text = env.get("OTEL_BSP_MAX_QUEUE_SIZE", "").strip()
+    text = env.get(variable, "").strip()
     if not text:
         return DEFAULT_MAX_QUEUE_SIZE
     try:
@@ -189,5 +192,5 @@ def max_queue_size_from_env(environ: Mapping[str, str] | None = None) -> int:
     except ValueError:
         size = 0
     if size <= 0:
-        raise ConfigError(f"OTEL_BSP_MAX_QUEUE_SIZE (environment): {text!r} is not a positive integer.")
+        raise ConfigError(f"{variable} (environment): {text!r} is not a positive integer.")
     return size

@@ -1,4 +1,5 @@
-"""One OpenTelemetry ``TracerProvider`` per app, built from Settings and the standard ``OTEL_*`` variables.
+"""One OpenTelemetry ``TracerProvider`` (and ``LoggerProvider``) per app, built from Settings and the standard
+``OTEL_*`` variables.
 
 The provider is never installed as the global one: tests build many apps in one process, and the
 app hands its provider to whatever records spans (the LLM proxy, ``/invocations``). Its processors:
@@ -7,6 +8,11 @@ app hands its provider to whatever records spans (the LLM proxy, ``/invocations`
   an endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)
   or ``OTEL_TRACES_EXPORTER`` asks for one;
 - ``TraceSummarySink`` → the trace store, always.
+
+Events (``gen_ai.evaluation.result``, see ``gateway.telemetry.events``) go through a ``LoggerProvider`` of
+their own, built the same way from the logs variables: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` is set or ``OTEL_LOGS_EXPORTER`` asks for it, the queue from
+``OTEL_BLRP_*``; with neither, ``Telemetry.events`` is a no-op.
 
 The SDK itself reads ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER(_ARG)``,
 ``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` (headers, timeout, compression, certificates); we only add
@@ -23,6 +29,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
@@ -32,6 +39,7 @@ from sqlalchemy.engine import Engine
 from gateway import __version__
 from gateway.config import ConfigError, TelemetrySettings
 from gateway.store.traces import TraceStore
+from gateway.telemetry.events import BoundedBatchLogRecordProcessor, EvaluationEvents
 from gateway.telemetry.export import BoundedBatchSpanProcessor, export_batch_size_from_env, max_queue_size_from_env
 from gateway.telemetry.store_sink import TraceSummarySink
 
@@ -44,6 +52,8 @@ DEFAULT_SERVICE_NAME = "gateway"
 # (loadtest/llm_paced.py) then matched OTEL_TRACES_EXPORTER=none (docs/benchmarks.md).
 MAX_SWITCH_INTERVAL_S = 0.001
 _EXPORTERS = ("otlp", "console", "none")
+_LOG_QUEUE_SIZE = "OTEL_BLRP_MAX_QUEUE_SIZE"
+_LOG_BATCH_SIZE = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,6 +62,7 @@ class Telemetry:
 
     ``export_enabled`` says whether spans leave the process: the cheap check a hot path makes
     before doing any span work of its own (``/invocations`` spans are only made when it is true).
+    ``events`` emits ``gen_ai.evaluation.result`` events (a no-op when logs are not exported).
     """
 
     provider: TracerProvider
@@ -59,6 +70,7 @@ class Telemetry:
     traces: TraceStore
     exporters: tuple[BoundedBatchSpanProcessor, ...]
     shutdown_timeout_s: float
+    events: EvaluationEvents = dataclasses.field(default_factory=EvaluationEvents)
 
     @property
     def export_enabled(self) -> bool:
@@ -68,15 +80,16 @@ class Telemetry:
         return self.provider.get_tracer(name, __version__)
 
     def shutdown(self) -> None:
-        """Flush spans and summaries (each for at most ``shutdown_timeout_s``), then stop. Blocking."""
+        """Flush spans, events and summaries (each for at most ``shutdown_timeout_s``), then stop. Blocking."""
         for processor in self.exporters:
             processor.shutdown(self.shutdown_timeout_s)
+        self.events.shutdown(self.shutdown_timeout_s)
         self.sink.shutdown(self.shutdown_timeout_s)
         self.provider.shutdown()  # the processors above are already stopped: this returns at once
 
 
 def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mapping[str, str] | None = None) -> Telemetry:
-    """The provider with its processors. Raises ``ConfigError`` for an ``OTEL_*`` value it cannot honour.
+    """The providers with their processors. Raises ``ConfigError`` for an ``OTEL_*`` value it cannot honour.
     Lowers the process's switch interval to ``MAX_SWITCH_INTERVAL_S`` (their threads, see there).
 
     ``environ`` is where the gateway's own decisions read (default ``os.environ``); the SDK and the
@@ -91,6 +104,8 @@ def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mappin
         BoundedBatchSpanProcessor(exporter, max_queue_size=queue_size, max_export_batch_size=batch_size)
         for exporter in span_exporters(env)
     )
+    resource = build_resource()
+    events = build_events(env, resource)
     traces = TraceStore(engine)
     sink = TraceSummarySink(
         traces,
@@ -98,7 +113,7 @@ def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mappin
         batch_size=settings.summary_batch,
         flush_interval_s=settings.summary_flush_interval_s,
     )
-    provider = TracerProvider(resource=build_resource(), shutdown_on_exit=False)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     for processor in exporters:
         provider.add_span_processor(processor)
     provider.add_span_processor(sink)
@@ -108,7 +123,22 @@ def build_telemetry(settings: TelemetrySettings, engine: Engine, environ: Mappin
         traces=traces,
         exporters=exporters,
         shutdown_timeout_s=settings.shutdown_timeout_s,
+        events=events,
     )
+
+
+def build_events(environ: Mapping[str, str], resource: Resource) -> EvaluationEvents:
+    """``EvaluationEvents`` exporting through ``log_exporters(environ)``; a no-op when there are none."""
+    exporters = log_exporters(environ)
+    if not exporters:
+        return EvaluationEvents()
+    queue_size = max_queue_size_from_env(environ, _LOG_QUEUE_SIZE)
+    batch_size = export_batch_size_from_env(queue_size, environ, _LOG_BATCH_SIZE)
+    processors = [
+        BoundedBatchLogRecordProcessor(exporter, max_queue_size=queue_size, max_export_batch_size=batch_size)
+        for exporter in exporters
+    ]
+    return EvaluationEvents(processors, resource)
 
 
 def build_resource() -> Resource:
@@ -126,16 +156,18 @@ def check_otel_environment(environ: Mapping[str, str] | None = None) -> None:
     """Refuse, before the server binds, ``OTEL_*`` choices the gateway cannot honour (``ConfigError``
     naming the variable); builds nothing. The lifespan checks the rest (the SDK's own combinations)."""
     env = os.environ if environ is None else environ
-    names = _exporter_names(env)
-    if "otlp" in names and "none" not in names:
-        _otlp_protocol(env)
+    for signal in ("traces", "logs"):
+        names = _exporter_names(env, signal)
+        if "otlp" in names and "none" not in names:
+            _otlp_protocol(env, signal)
     max_queue_size_from_env(env)
+    max_queue_size_from_env(env, _LOG_QUEUE_SIZE)
 
 
 def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     """The exporters ``OTEL_TRACES_EXPORTER`` names; unset means ``otlp`` when an OTLP endpoint is set,
     else none (the embedded default exports nothing)."""
-    names = _exporter_names(environ)
+    names = _exporter_names(environ, "traces")
     if "none" in names:
         return []
     exporters: list[SpanExporter] = []
@@ -146,26 +178,40 @@ def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def _exporter_names(environ: Mapping[str, str]) -> list[str]:
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    names_text = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() or ("otlp" if endpoint else "none")
+def log_exporters(environ: Mapping[str, str]) -> list[LogRecordExporter]:
+    """The exporters ``OTEL_LOGS_EXPORTER`` names; unset means ``otlp`` when an OTLP endpoint is set
+    (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``…/v1/logs`` appended, or ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``), else none."""
+    names = _exporter_names(environ, "logs")
+    if "none" in names:
+        return []
+    exporters: list[LogRecordExporter] = []
+    if "otlp" in names:
+        exporters.append(_otlp_log_exporter(environ))
+    if "console" in names:
+        exporters.append(ConsoleLogRecordExporter())
+    return exporters
+
+
+def _exporter_names(environ: Mapping[str, str], signal: str) -> list[str]:
+    """``OTEL_TRACES_EXPORTER`` (signal ``traces``) or ``OTEL_LOGS_EXPORTER`` (``logs``), checked."""
+    upper = signal.upper()
+    variable = f"OTEL_{upper}_EXPORTER"
+    endpoint = environ.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    names_text = environ.get(variable, "").strip().lower() or ("otlp" if endpoint else "none")
     names = [name.strip() for name in names_text.split(",") if name.strip()]
     unknown = [name for name in names if name not in _EXPORTERS]
     if unknown:
         raise ConfigError(
-            f"OTEL_TRACES_EXPORTER (environment): {names_text!r} names unsupported exporter(s) "
+            f"{variable} (environment): {names_text!r} names unsupported exporter(s) "
             f"{', '.join(unknown)}; expected a comma-separated list of {', '.join(_EXPORTERS)}."
         )
     return names
 
 
-def _otlp_protocol(environ: Mapping[str, str]) -> str:
+def _otlp_protocol(environ: Mapping[str, str], signal: str) -> str:
     """``http/protobuf`` or ``grpc`` (only when its exporter package is installed)."""
-    variable = (
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-        if environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        else "OTEL_EXPORTER_OTLP_PROTOCOL"
-    )
+    specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+    variable = specific if environ.get(specific) else "OTEL_EXPORTER_OTLP_PROTOCOL"
     protocol = environ.get(variable, "").strip().lower() or "http/protobuf"
     if protocol == "grpc":
         if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
@@ -179,7 +225,7 @@ def _otlp_protocol(environ: Mapping[str, str]) -> str:
 
 
 def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
-    if _otlp_protocol(environ) == "grpc":
+    if _otlp_protocol(environ, "traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
         exporter: SpanExporter = GrpcSpanExporter()
@@ -187,3 +233,14 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
+
+
+def _otlp_log_exporter(environ: Mapping[str, str]) -> LogRecordExporter:
+    if _otlp_protocol(environ, "logs") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+
+        exporter: LogRecordExporter = GrpcLogExporter()
+        return exporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    return OTLPLogExporter()
