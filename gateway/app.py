@@ -34,6 +34,7 @@ from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
+from gateway.store.assessments import AssessmentStore
 from gateway.store.notify import ChangeNotifier
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
@@ -187,6 +188,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.tracer_provider = telemetry.provider
         app.state.trace_invocations = telemetry.export_enabled
         app.state.invocation_tracer = telemetry.tracer(INVOCATION_TRACER_NAME)
+        # Assessments (judges' verdicts, human feedback), on the store's engine: read and written by the trace API.
+        app.state.assessments = AssessmentStore(store.engine)
         state = GatewayState(settings=settings, store=store)
         loader = partial(
             load_model,

@@ -93,10 +93,19 @@ TRACES = (
                     Param("status", "ok, error or an HTTP status code"), Param("prompt_name", "Linked prompt"),
                     Param("prompt_version", "Linked prompt version", {"type": "integer", "minimum": 1}),
                     Param("from", "Epoch ms or ISO 8601 (inclusive)"), Param("to", "Epoch ms or ISO 8601 (exclusive)"),
+                    Param("assessment", "Traces with an assessment of this name"),
+                    Param("assessment_value", "An assessment whose label or JSON value is this (yes, true, good...)"),
+                    Param("min_score", "An assessment scored at least this", {"type": "number"}),
+                    Param("max_score", "An assessment scored at most this", {"type": "number"}),
                     Param("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": traces.MAX_LIMIT}),
                     Param("page_token", "The previous page's next_page_token"))),
-    ApiRoute(GET, "/api/traces/{trace_id}", traces.get_trace, "traces:read", "The summaries of one trace",
+    ApiRoute(GET, "/api/traces/{trace_id}", traces.get_trace, "traces:read", "The summaries and assessments of a trace",
              (200, s.TRACE), {400: "Not a trace id", 404: "Unknown trace", 503: "The trace store is unavailable"}),
+    ApiRoute(POST, "/api/traces/{trace_id}/assessments", traces.record_feedback, "evaluations",
+             "Record human feedback on a trace (the same source_id again replaces its label)",
+             (201, s.json_body(s.ASSESSMENT)),
+             {400: "Not a trace id, or a bad field", 404: "Unknown trace", 503: "The trace store is unavailable"},
+             s.FEEDBACK),
 )  # fmt: skip
 
 

@@ -158,9 +158,56 @@ ALIAS: Content = json_body(obj(("name", "alias", "version"), name=STRING, alias=
 TRACES: Content = json_body(
     obj(("traces", "next_page_token"), traces={"type": "array", "items": OBJECT}, next_page_token=NULLABLE_STRING)
 )
-TRACE: Content = json_body(
-    obj(("trace_id", "summaries"), trace_id=STRING, summaries={"type": "array", "items": OBJECT})
+_NULLABLE_INTEGER: JsonSchema = {"type": ["integer", "null"]}
+_NULLABLE_NUMBER: JsonSchema = {"type": ["number", "null"]}
+ASSESSMENT = obj(
+    ("id", "name", "source_type", "value", "score", "label", "created_at", "metadata"),
+    id=STRING,
+    trace_id=NULLABLE_STRING,
+    span_id=NULLABLE_STRING,
+    evaluation_id=NULLABLE_STRING,
+    item_index=_NULLABLE_INTEGER,
+    name=STRING,
+    source_type={"enum": ["LLM_JUDGE", "HUMAN", "CODE"]},
+    source_id=NULLABLE_STRING,
+    value={"description": "The verdict (any JSON; null for an error assessment)"},
+    score=_NULLABLE_NUMBER,
+    label=NULLABLE_STRING,
+    rationale=NULLABLE_STRING,
+    error_code=NULLABLE_STRING,
+    error_message=NULLABLE_STRING,
+    judge_prompt_name=NULLABLE_STRING,
+    judge_prompt_version=_NULLABLE_INTEGER,
+    judge_model=NULLABLE_STRING,
+    judge_trace_id=NULLABLE_STRING,
+    input_tokens=_NULLABLE_INTEGER,
+    output_tokens=_NULLABLE_INTEGER,
+    cost_usd=_NULLABLE_NUMBER,
+    latency_ms=_NULLABLE_NUMBER,
+    attempts=_NULLABLE_INTEGER,
+    created_at=INTEGER,
+    metadata=OBJECT,
 )
+TRACE: Content = json_body(
+    obj(
+        ("trace_id", "summaries", "assessments"),
+        trace_id=STRING,
+        summaries={"type": "array", "items": OBJECT},
+        assessments={"type": "array", "items": ASSESSMENT},
+    )
+)
+FEEDBACK: Content = json_body(
+    obj(
+        ("name", "value"),
+        name={**STRING, "minLength": 1, "maxLength": 255},
+        value={"type": ["boolean", "number", "string"], "description": "bool: score 1/0, label yes/no; "
+               "number: the score; string: the label"},
+        rationale=NULLABLE_STRING,
+        source_id={**NULLABLE_STRING, "description": "Who gives it: the same source_id again replaces its label"},
+        span_id={**NULLABLE_STRING, "description": "An LLM call of the trace (default: its only one)"},
+        metadata={"type": ["object", "null"]},
+    )
+)  # fmt: skip
 
 # -- the OpenAI-compatible proxy (bodies pass through: only what the gateway reads is described) ---------------
 

@@ -1,33 +1,61 @@
-"""The trace store over HTTP: ``GET /api/traces`` (search, newest first) and ``GET /api/traces/{trace_id}``."""
+"""The trace store over HTTP: ``GET /api/traces`` (search, newest first), ``GET /api/traces/{trace_id}`` (its
+summaries and assessments) and ``POST /api/traces/{trace_id}/assessments`` (human feedback).
+
+Human feedback is an assessment like a judge's (gateway/store/assessments.py), with source ``HUMAN`` and an id
+made from the target, the name and ``"human:" + source_id``: the same person labelling the same call again
+replaces their label, another person adds one. Without a ``span_id``, feedback on a trace holding one LLM call
+targets that call's span (where a judge's verdict on it lands, so the two pair up for agreement figures).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import DependencyError, InvalidParameter, NotFound
-from gateway.http import ORJSONResponse
+from gateway.error_text import json_type
+from gateway.errors import BadRequest, DependencyError, InvalidParameter, NotFound
+from gateway.http import ORJSONResponse, read_json_object
+from gateway.store.assessments import (
+    COLUMN_LENGTHS,
+    HUMAN,
+    Assessment,
+    AssessmentStore,
+    assessment_id,
+    score_and_label,
+    trace_target,
+)
 from gateway.store.traces import Status, TraceFilters, TraceStore
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_INT64 = 2**63 - 1
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment an ISO 8601 time can name
-_QUERY_PARAMS = ("route", "model", "status", "prompt_name", "prompt_version", "from", "to", "limit", "page_token")
+_QUERY_PARAMS = (
+    "route", "model", "status", "prompt_name", "prompt_version", "from", "to",
+    "assessment", "assessment_value", "min_score", "max_score", "limit", "page_token",
+)  # fmt: skip
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
+_FEEDBACK_FIELDS = ("name", "value", "rationale", "source_id", "span_id", "metadata")
 T = TypeVar("T")
 
 
 def _store(request: Request) -> TraceStore:
     traces: TraceStore = request.app.state.telemetry.traces
     return traces
+
+
+def _assessments(request: Request) -> AssessmentStore:
+    assessments: AssessmentStore = request.app.state.assessments
+    return assessments
 
 
 async def _query(call: Callable[[], T]) -> T:
@@ -40,20 +68,26 @@ async def _query(call: Callable[[], T]) -> T:
 async def search_traces(request: Request) -> Response:
     """Filters: route, model (request or response model), status (ok | error | an HTTP code),
     prompt_name, prompt_version, from / to (epoch ms or ISO 8601; from inclusive, to exclusive);
-    pagination: limit (1-1000, default 50) and the opaque page_token of the previous page."""
+    assessment (a name), assessment_value (a label or JSON value), min_score / max_score (inclusive):
+    one assessment of the trace must match them all; pagination: limit (1-1000, default 50) and the
+    opaque page_token of the previous page."""
     params = request.query_params
     unknown = sorted(set(params) - set(_QUERY_PARAMS))
     if unknown:
         raise InvalidParameter(f"Unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(_QUERY_PARAMS)}.")
     prompt_version = _int_param(params.get("prompt_version"), "prompt_version", minimum=1)
     filters = TraceFilters(
-        route=params.get("route") or None,
-        model=params.get("model") or None,
+        route=_text(params.get("route"), "route"),
+        model=_text(params.get("model"), "model"),
         status=_status(params.get("status")),
-        prompt_name=params.get("prompt_name") or None,
+        prompt_name=_text(params.get("prompt_name"), "prompt_name"),
         prompt_version=prompt_version,
         start_ms=_time(params.get("from"), "from"),
         end_ms=_time(params.get("to"), "to"),
+        assessment_name=_text(params.get("assessment"), "assessment"),
+        assessment_value=_text(params.get("assessment_value"), "assessment_value"),
+        min_score=_float_param(params.get("min_score"), "min_score"),
+        max_score=_float_param(params.get("max_score"), "max_score"),
     )
     limit = _int_param(params.get("limit"), "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
     token = params.get("page_token") or None
@@ -63,14 +97,96 @@ async def search_traces(request: Request) -> Response:
 
 
 async def get_trace(request: Request) -> Response:
-    trace_id: str = request.path_params["trace_id"]
-    if not _TRACE_ID.fullmatch(trace_id):
-        raise InvalidParameter(f"trace_id {trace_id!r} is not a trace id: expected 32 hexadecimal characters.")
-    store = _store(request)
+    """The trace's summaries (oldest first) and its assessments (oldest first); 404 without summaries."""
+    trace_id = _trace_id(request)
+    store, assessments = _store(request), _assessments(request)
+    summaries, assessed = await _query(lambda: (store.get(trace_id), assessments.for_trace(trace_id)))
+    if not summaries:
+        raise NotFound(f"No trace summaries for trace {trace_id}.")
+    return ORJSONResponse(
+        {"trace_id": trace_id, "summaries": summaries, "assessments": [a.to_dict() for a in assessed]}
+    )
+
+
+async def record_feedback(request: Request) -> Response:
+    """Human feedback on a trace: ``{"name", "value", "rationale"?, "source_id"?, "span_id"?, "metadata"?}``;
+    201 with the stored assessment (the same source_id's earlier label of that target replaced)."""
+    trace_id = _trace_id(request)
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - set(_FEEDBACK_FIELDS))
+    if unknown:
+        raise BadRequest(f"Unknown field(s) {', '.join(unknown)}; feedback has {', '.join(_FEEDBACK_FIELDS)}.")
+    name = _body_text(body, "name")
+    if name is None:
+        raise BadRequest("Field 'name' is required: what is assessed (a judge's name, to compare with its verdicts).")
+    value = _feedback_value(body)
+    rationale = _body_text(body, "rationale")
+    source_id = _body_text(body, "source_id")
+    span_id = _body_text(body, "span_id")
+    if span_id is not None and not _SPAN_ID.fullmatch(span_id):
+        raise BadRequest(f"Field 'span_id' must be 16 hexadecimal characters, got {_shown(span_id)}.")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest(f"Field 'metadata' must be an object, got {json_type(metadata)}.")
+    store, assessments = _store(request), _assessments(request)
     summaries = await _query(lambda: store.get(trace_id))
     if not summaries:
-        raise NotFound(f"No trace summaries for trace {trace_id.lower()}.")
-    return ORJSONResponse({"trace_id": trace_id.lower(), "summaries": summaries})
+        raise NotFound(f"No trace summaries for trace {trace_id}: feedback is given on a stored trace.")
+    spans = [summary["span_id"] for summary in summaries]
+    if span_id is None and len(spans) == 1:
+        span_id = spans[0]
+    elif span_id is not None and span_id.lower() not in spans:
+        raise BadRequest(
+            f"Field 'span_id': trace {trace_id} has no LLM call with span id {span_id.lower()}; "
+            f"its calls' span ids: {', '.join(spans)}."
+        )
+    span_id = span_id.lower() if span_id is not None else None
+    score, label = score_and_label(value)
+    feedback = Assessment(
+        id=assessment_id(
+            target=trace_target(trace_id, span_id), judge_name=name, judge_version=f"human:{source_id or ''}",
+            evaluation_id=None,
+        ),
+        trace_id=trace_id, span_id=span_id, name=name, source_type=HUMAN, source_id=source_id,
+        value=value, score=score, label=label, rationale=rationale, metadata=metadata or {},
+    )  # fmt: skip
+    stored = await _query(lambda: assessments.upsert_human(feedback))
+    return ORJSONResponse(stored.to_dict(), status_code=201)
+
+
+def _trace_id(request: Request) -> str:
+    trace_id: str = request.path_params["trace_id"]
+    if not _TRACE_ID.fullmatch(trace_id):
+        raise InvalidParameter(f"trace_id {_shown(trace_id)} is not a trace id: expected 32 hexadecimal characters.")
+    return trace_id.lower()
+
+
+def _body_text(body: dict[str, Any], field: str) -> str | None:
+    """A string field of the feedback body (None when absent or null): non-empty, without NUL, within its
+    column when it has one."""
+    text = body.get(field)
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise BadRequest(f"Field {field!r} must be a string, got {json_type(text)}.")
+    if not text or "\x00" in text:
+        raise BadRequest(f"Field {field!r} must be a non-empty string without NUL characters.")
+    limit = COLUMN_LENGTHS.get(field)
+    if limit is not None and len(text) > limit:
+        raise BadRequest(f"Field {field!r} must be at most {limit} characters, got {len(text)}.")
+    return text
+
+
+def _feedback_value(body: dict[str, Any]) -> bool | float | int | str:
+    value = body.get("value")
+    if isinstance(value, bool | int | float):
+        return value  # orjson never gives a non-finite number
+    if isinstance(value, str):
+        if not value or "\x00" in value:
+            raise BadRequest("Field 'value' must be a non-empty string without NUL characters, a number or a boolean.")
+        return value
+    what = "is required" if "value" not in body else f"got {json_type(value)}"
+    raise BadRequest(f"Field 'value' must be a boolean, a number or a string (a label): {what}.")
 
 
 def _int_param(text: str | None, name: str, *, minimum: int, maximum: int = MAX_INT64) -> int | None:
@@ -82,6 +198,27 @@ def _int_param(text: str | None, name: str, *, minimum: int, maximum: int = MAX_
     value = int(text) if len(digits) <= 20 else maximum + 1  # more digits than any bound (and than int() reads)
     if not minimum <= value <= maximum:
         raise InvalidParameter(f"{name} must be an integer between {minimum} and {maximum}, got {_shown(text)}.")
+    return value
+
+
+def _text(text: str | None, name: str) -> str | None:
+    """A text filter (None when empty); a NUL is refused (PostgreSQL takes no NUL in text)."""
+    if not text:
+        return None
+    if "\x00" in text:
+        raise InvalidParameter(f"{name} must not contain NUL characters.")
+    return text
+
+
+def _float_param(text: str | None, name: str) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be a number, got {_shown(text)}.") from None
+    if not math.isfinite(value):
+        raise InvalidParameter(f"{name} must be a finite number, got {_shown(text)}.")
     return value
 
 

@@ -146,7 +146,75 @@ def _m0003_trace_summaries(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m0001_registry, _m0002_prompts, _m0003_trace_summaries)
+def _m0004_assessments(conn: Connection) -> None:
+    """Judges' and people's assessments, and offline evaluation runs with their items (issue 11)."""
+    md = sa.MetaData()
+    sa.Table(
+        "assessments",
+        md,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("trace_id", sa.String(32), nullable=True),
+        sa.Column("span_id", sa.String(16), nullable=True),
+        sa.Column("evaluation_id", sa.String(36), nullable=True),
+        sa.Column("item_index", sa.Integer, nullable=True),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("source_type", sa.String(16), nullable=False),
+        sa.Column("source_id", sa.String(255), nullable=True),
+        sa.Column("value", sa.Text, nullable=True),
+        sa.Column("score", sa.Float, nullable=True),
+        sa.Column("label", sa.String(255), nullable=True),
+        sa.Column("rationale", sa.Text, nullable=True),
+        sa.Column("error_code", sa.String(64), nullable=True),
+        sa.Column("error_message", sa.Text, nullable=True),
+        sa.Column("judge_prompt_name", sa.String(255), nullable=True),
+        sa.Column("judge_prompt_version", sa.Integer, nullable=True),
+        sa.Column("judge_model", sa.String(255), nullable=True),
+        sa.Column("judge_trace_id", sa.String(32), nullable=True),
+        sa.Column("input_tokens", sa.Integer, nullable=True),
+        sa.Column("output_tokens", sa.Integer, nullable=True),
+        sa.Column("cost_usd", sa.Float, nullable=True),
+        sa.Column("latency_ms", sa.Float, nullable=True),
+        sa.Column("attempts", sa.Integer, nullable=True),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("metadata", sa.Text, nullable=False, server_default="{}"),
+        sa.Index("ix_assessments_trace_id", "trace_id"),
+        sa.Index("ix_assessments_evaluation_item", "evaluation_id", "item_index"),
+        sa.Index("ix_assessments_name_score", "name", "score"),
+    )
+    sa.Table(
+        "evaluations",
+        md,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("request", sa.Text, nullable=False),
+        sa.Column("item_count", sa.Integer, nullable=False),
+        sa.Column("judge_count", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("started_at", sa.BigInteger, nullable=True),
+        sa.Column("finished_at", sa.BigInteger, nullable=True),
+        sa.Column("error_message", sa.Text, nullable=True),
+        sa.Index("ix_evaluations_created_at", "created_at"),
+    )
+    sa.Table(
+        "evaluation_items",
+        md,
+        sa.Column("evaluation_id", sa.String(36), sa.ForeignKey("evaluations.id"), primary_key=True),
+        sa.Column("item_index", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("inputs", sa.Text, nullable=False),
+        sa.Column("outputs", sa.Text, nullable=True),
+        sa.Column("expectations", sa.Text, nullable=True),
+        sa.Column("trace_id", sa.String(32), nullable=True),
+        sa.Column("span_id", sa.String(16), nullable=True),
+        sa.Column("prompt_name", sa.String(255), nullable=True),
+        sa.Column("prompt_version", sa.Integer, nullable=True),
+        sa.Column("model", sa.String(255), nullable=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error_message", sa.Text, nullable=True),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m0001_registry, _m0002_prompts, _m0003_trace_summaries, _m0004_assessments)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _schema_version = sa.table("schema_version", sa.column("id", sa.Integer), sa.column("version", sa.Integer))

@@ -132,3 +132,74 @@ trace_summaries = sa.Table(
     sa.Index("ix_trace_summaries_route_started_at", "route", "started_at"),
     sa.Index("ix_trace_summaries_prompt", "prompt_name", "prompt_version"),
 )
+
+# --- assessments and evaluation runs (migration 4) -------------------------------------------------
+
+assessments = sa.Table(
+    "assessments",
+    metadata,
+    # uuid5 of (target, judge name, judge version, evaluation id or "online"): a retried job writes the
+    # same id, so insert-if-absent never stores one verdict twice (gateway/store/assessments.py).
+    sa.Column("id", sa.String(36), primary_key=True),
+    # The target: a span of a stored trace, or an item of an evaluation run (or both, for a trace-sourced item).
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("span_id", sa.String(16), nullable=True),
+    sa.Column("evaluation_id", sa.String(36), nullable=True),
+    sa.Column("item_index", sa.Integer, nullable=True),
+    sa.Column("name", sa.String(255), nullable=False),  # the judge's name (or the human label's)
+    sa.Column("source_type", sa.String(16), nullable=False),  # LLM_JUDGE | HUMAN | CODE
+    sa.Column("source_id", sa.String(255), nullable=True),
+    sa.Column("value", sa.Text, nullable=True),  # JSON; null for an error assessment
+    sa.Column("score", sa.Float, nullable=True),  # from value: bool -> 1.0/0.0, number -> itself
+    sa.Column("label", sa.String(255), nullable=True),  # from value: bool -> yes/no, string -> itself
+    sa.Column("rationale", sa.Text, nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("judge_prompt_name", sa.String(255), nullable=True),
+    sa.Column("judge_prompt_version", sa.Integer, nullable=True),
+    sa.Column("judge_model", sa.String(255), nullable=True),  # the model that answered
+    sa.Column("judge_trace_id", sa.String(32), nullable=True),  # the judge call's own trace
+    sa.Column("input_tokens", sa.Integer, nullable=True),
+    sa.Column("output_tokens", sa.Integer, nullable=True),
+    sa.Column("cost_usd", sa.Float, nullable=True),  # from the route's prices, when configured
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),  # epoch ms
+    sa.Column("metadata", sa.Text, nullable=False, server_default="{}"),  # JSON object
+    sa.Index("ix_assessments_trace_id", "trace_id"),
+    sa.Index("ix_assessments_evaluation_item", "evaluation_id", "item_index"),
+    sa.Index("ix_assessments_name_score", "name", "score"),
+)
+
+evaluations = sa.Table(
+    "evaluations",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # uuid4
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | completed | cancelled | failed
+    sa.Column("request", sa.Text, nullable=False),  # JSON: the normalized request
+    sa.Column("item_count", sa.Integer, nullable=False),
+    sa.Column("judge_count", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.BigInteger, nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Index("ix_evaluations_created_at", "created_at"),
+)
+
+evaluation_items = sa.Table(
+    "evaluation_items",
+    metadata,
+    sa.Column("evaluation_id", sa.String(36), sa.ForeignKey("evaluations.id"), primary_key=True),
+    sa.Column("item_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON
+    sa.Column("outputs", sa.Text, nullable=True),  # JSON; null until a target generated them
+    sa.Column("expectations", sa.Text, nullable=True),  # JSON
+    # The judged span: the stored trace's for a trace-sourced item, the generating call's for generated outputs.
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("span_id", sa.String(16), nullable=True),
+    sa.Column("prompt_name", sa.String(255), nullable=True),
+    sa.Column("prompt_version", sa.Integer, nullable=True),
+    sa.Column("model", sa.String(255), nullable=True),  # the model that produced the outputs
+    sa.Column("status", sa.String(16), nullable=False),  # pending | done | error
+    sa.Column("error_message", sa.Text, nullable=True),
+)

@@ -3,7 +3,9 @@
 Rows are keyed by (trace_id, span_id) of the request's SERVER span and inserted with "on conflict do
 nothing", so a batch retried after a lost commit acknowledgement never duplicates a summary.
 Search is newest first with keyset pagination: the page token is the sort key of the last row
-returned, so pages stay stable while new summaries arrive.
+returned, so pages stay stable while new summaries arrive. The assessment filters are an EXISTS
+over the trace's assessments (gateway/store/assessments.py): a summary is listed once however many
+of its trace's assessments match.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from sqlalchemy.engine import Engine, Row
 
 from gateway.errors import InvalidParameter
 from gateway.store.engine import begin_read, begin_write
-from gateway.store.schema import trace_summaries
+from gateway.store.schema import assessments, trace_summaries
 
-_ts = trace_summaries
+_ts, _as = trace_summaries, assessments
 # Newest first; trace_id and span_id break ties so the order (and so the page token) is total.
 _ORDER = (_ts.c.started_at.desc(), _ts.c.trace_id.desc(), _ts.c.span_id.desc())
 COLUMNS: tuple[str, ...] = tuple(c.name for c in _ts.columns)
@@ -40,7 +42,12 @@ Status = Literal["ok", "error"] | int
 class TraceFilters:
     """What ``search`` keeps. ``model`` matches the request or the response model; ``status`` is
     ``"ok"``, ``"error"`` (an error type or an HTTP status >= 400) or one HTTP status code;
-    ``start_ms`` is inclusive and ``end_ms`` exclusive (epoch milliseconds)."""
+    ``start_ms`` is inclusive and ``end_ms`` exclusive (epoch milliseconds).
+
+    The assessment filters keep the summaries of traces holding one assessment that matches them all:
+    named ``assessment_name`` (any name when None), whose ``label`` or JSON ``value`` text is
+    ``assessment_value`` (``yes``, ``true``, ``"good"``...), with ``min_score <= score <= max_score``.
+    """
 
     route: str | None = None
     model: str | None = None
@@ -49,6 +56,10 @@ class TraceFilters:
     prompt_version: int | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+    assessment_name: str | None = None
+    assessment_value: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,6 +137,22 @@ def _conditions(filters: TraceFilters) -> list[sa.ColumnElement[bool]]:
         conditions.append(_ts.c.started_at >= filters.start_ms)
     if filters.end_ms is not None:
         conditions.append(_ts.c.started_at < filters.end_ms)
+    assessed = _assessment_conditions(filters)
+    if assessed:
+        conditions.append(sa.exists().where(_as.c.trace_id == _ts.c.trace_id, *assessed))
+    return conditions
+
+
+def _assessment_conditions(filters: TraceFilters) -> list[sa.ColumnElement[bool]]:
+    conditions: list[sa.ColumnElement[bool]] = []
+    if filters.assessment_name is not None:
+        conditions.append(_as.c.name == filters.assessment_name)
+    if filters.assessment_value is not None:
+        conditions.append(sa.or_(_as.c.label == filters.assessment_value, _as.c.value == filters.assessment_value))
+    if filters.min_score is not None:
+        conditions.append(_as.c.score >= filters.min_score)
+    if filters.max_score is not None:
+        conditions.append(_as.c.score <= filters.max_score)
     return conditions
 
 

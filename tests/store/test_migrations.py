@@ -83,6 +83,41 @@ def test_older_database_is_migrated_and_keeps_its_data(store_url: str) -> None:
         engine.dispose()
 
 
+def test_version_3_database_with_data_moves_to_4_and_keeps_it(store_url: str) -> None:
+    """Migration 4 (assessments, evaluation runs) over a store that already holds models, prompts and traces."""
+    from gateway.store.assessments import LLM_JUDGE, Assessment, AssessmentStore
+    from gateway.store.evaluations import EvaluationStore
+    from gateway.store.traces import TraceFilters, TraceStore
+    from prompts.store import PromptStore
+    from tests.telemetry.test_trace_store import row
+
+    engine = open_engine(store_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:3]) == 3
+        assert not {"assessments", "evaluations", "evaluation_items"} & _tables(engine)
+        registry = RegistryStore(engine)
+        registry.create_version("iris", source="/m/1", flavor="onnx", create_model=True)
+        registry.set_alias("iris", "champion", 1)
+        prompts = PromptStore(engine)
+        prompts.create_version("qa", "Answer {{ question }}")
+        traces = TraceStore(engine)
+        traces.insert_many([row(1), row(2, route="kept")])
+        before = (registry.snapshot(), prompts.load_catalog().revision, traces.search(TraceFilters()).summaries)
+
+        assert migrate(engine, MIGRATIONS[:4]) == 4
+        assert {"assessments", "evaluations", "evaluation_items"} <= _tables(engine)
+        assert (registry.snapshot(), prompts.load_catalog().revision, traces.search(TraceFilters()).summaries) == before
+        assert prompts.load_catalog().version("qa", 1).version.template == "Answer {{ question }}"
+        # The new tables take rows; the old ones still take writes.
+        judged = Assessment(id="a" * 36, trace_id=f"{1:032x}", name="safety", source_type=LLM_JUDGE, value=True)
+        assert AssessmentStore(engine).insert_if_absent([judged]) == 1
+        EvaluationStore(engine).create("run-1", {"judges": ["safety"]}, [{"inputs": "q"}], judge_count=1)
+        registry.create_version("iris", source="/m/2", flavor="onnx")
+        assert registry.get_version_by_alias("iris", "latest").version == 2
+    finally:
+        engine.dispose()
+
+
 def test_newer_database_refuses_to_start(store_url: str) -> None:
     engine = open_engine(store_url)
     try:

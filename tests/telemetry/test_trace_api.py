@@ -206,6 +206,13 @@ def test_every_filter_and_pagination_over_http(store_url: str, otel_env: Callabl
         ({"to": "9" * 5000}, "to"),  # more digits than int() reads
         ({"prompt_version": "9" * 30}, "prompt_version"),
         ({"limit": "9" * 5000}, "limit"),
+        ({"min_score": "high"}, "min_score"),
+        ({"max_score": "nan"}, "max_score"),
+        ({"min_score": "inf"}, "min_score"),
+        ({"max_score": "9" * 5000}, "max_score"),
+        ({"assessment": "a\x00b"}, "assessment"),
+        ({"assessment_value": "\x00"}, "assessment_value"),
+        ({"route": "a\x00"}, "route"),
     ],
 )
 def test_bad_queries_are_400s_that_name_the_parameter(

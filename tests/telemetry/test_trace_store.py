@@ -9,6 +9,14 @@ import orjson
 import pytest
 
 from gateway.errors import InvalidParameter
+from gateway.store.assessments import (
+    LLM_JUDGE,
+    Assessment,
+    AssessmentStore,
+    assessment_id,
+    score_and_label,
+    trace_target,
+)
 from gateway.store.registry import RegistryStore
 from gateway.store.traces import TraceFilters, TraceStore
 
@@ -148,3 +156,53 @@ def test_get_returns_a_traces_summaries_oldest_first(traces: TraceStore) -> None
 def test_a_foreign_page_token_is_refused_by_name(traces: TraceStore, token: str) -> None:
     with pytest.raises(InvalidParameter, match="page_token"):
         traces.search(TraceFilters(), page_token=token)
+
+
+def test_assessment_filters(traces: TraceStore) -> None:
+    """A summary is kept when one assessment of its trace matches every assessment filter at once."""
+    # Trace 1 has two summaries (spans); trace 5 none: its assessments never list anything.
+    traces.insert_many([row(1), row(1, span_id="f" * 16, started_at=BASE_MS + 1500), row(2), row(3), row(4)])
+
+    def judged(n: int, name: str, value: Any) -> Assessment:
+        score, label = score_and_label(value)
+        target = trace_target(f"{n:032x}", f"{n:016x}")
+        return Assessment(
+            id=assessment_id(target=target, judge_name=name, judge_version=1, evaluation_id=None),
+            trace_id=f"{n:032x}",
+            span_id=f"{n:016x}",
+            name=name,
+            source_type=LLM_JUDGE,
+            value=value,
+            score=score,
+            label=label,
+        )
+
+    AssessmentStore(traces.engine).insert_if_absent(
+        [
+            judged(1, "correctness", True),
+            judged(1, "relevance", 5),
+            judged(2, "correctness", False),
+            judged(2, "relevance", 2),
+            judged(3, "tone", "friendly"),
+            judged(5, "correctness", True),
+        ]
+    )
+
+    def ids(**filters: Any) -> list[int]:
+        return _ids(traces.search(TraceFilters(**filters), limit=100).summaries)
+
+    assert ids() == [4, 3, 2, 1, 1]
+    assert ids(assessment_name="correctness") == [2, 1, 1]  # both summaries of trace 1
+    assert ids(assessment_name="correctness", assessment_value="yes") == [1, 1]
+    assert ids(assessment_name="correctness", assessment_value="false") == [2]  # the JSON value
+    assert ids(assessment_value="friendly") == [3]  # any name
+    assert ids(assessment_name="relevance", min_score=3) == [1, 1]
+    assert ids(assessment_name="relevance", max_score=2) == [2]
+    assert ids(assessment_name="relevance", min_score=2, max_score=5) == [2, 1, 1]
+    assert ids(min_score=1) == [2, 1, 1]  # any name: trace 1 (true, 5), trace 2 (relevance 2)
+    assert ids(min_score=3) == [1, 1]
+    # One assessment must match all filters: trace 2's correctness is 0.0, its relevance is not "yes".
+    assert ids(assessment_name="correctness", min_score=0.5) == [1, 1]
+    assert ids(assessment_name="tone", min_score=0) == []  # a label has no score
+    assert ids(assessment_name="nope") == []
+    assert ids(assessment_name="correctness", route="gpt-4o-mini", status="ok") == [2, 1, 1]
