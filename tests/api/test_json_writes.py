@@ -36,8 +36,11 @@ def _json_writes(table: list[ApiRoute]) -> list[ApiRoute]:
     ]
 
 
+_PATH_VALUES = {"{version}": "1", "{trace_id}": "0" * 32, "{index}": "0", "{id}": "0" * 32}
+
+
 def _concrete(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", lambda m: "1" if "version" in m.group(0) else "qa", path)
+    return re.sub(r"\{[^}]+\}", lambda m: _PATH_VALUES.get(m.group(0), "qa"), path)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
