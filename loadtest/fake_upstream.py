@@ -24,7 +24,21 @@ when a proxy's targets must behave differently for the same request); the body w
 - ``words``: reply length in words, repeating the echo (default: the echo as is);
 - ``break_after``: streaming only: send this many events, then drop the connection mid-stream;
 - ``echo_key``: with ``status``, the error message quotes the ``Authorization`` header it received
-  (as some providers quote a rejected key), to check that a proxy keeps it from its clients.
+  (as some providers quote a rejected key), to check that a proxy keeps it from its clients;
+- ``judge_format`` (judge requests, below): how the verdict is written: ``json`` (default,
+  ``{"rationale": ..., "result": ...}``), ``fenced`` (in a json code fence), ``preamble`` (prose, then
+  the JSON), ``yes_word`` (a boolean result as ``"Yes"``/``"No"``), ``digit_string`` (a number as
+  ``"4"``), ``wrong_type`` (the result in a list), ``out_of_range`` (an integer or number scale's
+  maximum + 1, a label not in the list, ``2`` for a boolean), ``no_json`` (prose only); another
+  value is a 400 naming the knob;
+- ``judge_format_first``: only the first N judge calls of this model name use ``judge_format``, the
+  later ones plain JSON (so a judge's repair request succeeds).
+
+Judge mode: a chat request whose ``response_format.json_schema.name`` starts with ``judge_`` is an
+LLM-judge call and is answered with a verdict, not an echo: scripted by a ``[[verdict=<json>]]`` or
+``[[verdict.<judge>=<json>]]`` marker in its user message, else a deterministic heuristic for the
+built-in judges, else a default per value schema (loadtest/fake_judge.py tells the rules). The
+failure knobs above (``status``, ``fail_first``, ``retry_after``, ``delay``) work on judge calls too.
 
 The :class:`Recorder` keeps what arrived (path, headers, body, time) and what happened to each
 stream (events sent, completed, cancelled by the caller), so tests can assert what the upstream saw.
@@ -41,7 +55,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -50,10 +64,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+if TYPE_CHECKING:  # mypy reads loadtest/ as top-level modules
+    import fake_judge
+else:
+    try:  # run as a script (python loadtest/fake_upstream.py): loadtest/ is on sys.path
+        import fake_judge
+    except ModuleNotFoundError:  # imported as loadtest.fake_upstream
+        from loadtest import fake_judge
+
 MODELS = ("fake-model", "fake-embedding")
 DEFAULT_TOOL_CALL_DELTAS = 3
 DEFAULT_DIMENSIONS = 8
-_INT_KNOBS = ("status", "fail_first", "tool_call_deltas", "words", "break_after")
+_INT_KNOBS = ("status", "fail_first", "tool_call_deltas", "words", "break_after", "judge_format_first")
 _FLOAT_KNOBS = ("retry_after", "delay", "chunk_delay")
 
 
@@ -84,6 +106,7 @@ class Recorder:
     requests: list[Received] = field(default_factory=list)
     streams: list[StreamRecord] = field(default_factory=list)
     calls_by_model: dict[str, int] = field(default_factory=dict)
+    judge_calls_by_model: dict[str, int] = field(default_factory=dict)  # answered judge calls (judge_format_first)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -91,10 +114,12 @@ class Recorder:
             self.requests.clear()
             self.streams.clear()
             self.calls_by_model.clear()
+            self.judge_calls_by_model.clear()
 
-    def count_call(self, model: str) -> int:
+    def count_call(self, model: str, counts: dict[str, int] | None = None) -> int:
         with self.lock:
-            self.calls_by_model[model] = number = self.calls_by_model.get(model, 0) + 1
+            counts = self.calls_by_model if counts is None else counts
+            counts[model] = number = counts.get(model, 0) + 1
             return number
 
 
@@ -276,7 +301,14 @@ class FakeUpstream:
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         use_tool = bool(tools) and body.get("tool_choice") != "none" and last.get("role") != "tool"
         tool_name = tools[0]["function"]["name"] if use_tool and isinstance(tools, list) else None
-        reply = _reply_text(messages, knobs)
+        if fake_judge.judge_name(body) is not None:
+            try:
+                number = self.recorder.count_call(model, self.recorder.judge_calls_by_model)
+                reply = fake_judge.verdict_text(body, knobs, number)
+            except (ValueError, TypeError) as exc:  # an unknown judge_format, a schema bound that is no number
+                return _error(400, f"fake upstream: {exc}")
+        else:
+            reply = _reply_text(messages, knobs)
         pieces = _tool_arguments(int(knobs.get("tool_call_deltas", DEFAULT_TOOL_CALL_DELTAS))) if use_tool else None
         prompt_tokens = sum(_words(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
         completion_tokens = (len(pieces) if pieces else _words(reply)) * n
