@@ -143,6 +143,8 @@ def test_every_render_error(api: httpx.Client) -> None:
     assert _error(api.post("/api/prompts/qa/versions/7/render", json={}), 404) == "Prompt 'qa' has no version 7."
     assert "Invalid prompt version 'x'" in _error(api.post("/api/prompts/qa/versions/x/render", json={}), 400)
     assert "Invalid prompt version '999" in _error(api.get("/api/prompts/qa/versions/" + "9" * 5000), 400)
+    # str.isdigit() is true for superscripts, which int() refuses (found by the OpenAPI fuzzer: a 500)
+    assert "Invalid prompt version '\u00b2'" in _error(api.get("/api/prompts/qa/versions/\u00b2"), 400)
     assert "Invalid prompt name 'b a d'" in _error(api.post("/api/prompts/b a d@prod/render", json={}), 400)
 
 
