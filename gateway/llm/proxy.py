@@ -29,9 +29,9 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.http import read_body
+from gateway.keys import GatewayKeys
 from gateway.llm import spans
 from gateway.llm.answer import AnswerSummary
-from gateway.llm.auth import GatewayKeys
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
 from gateway.llm.completion import Completion, message_text, span_links
 from gateway.llm.errors import InvalidRequestError, ProxyError, UpstreamError, from_gateway_error
@@ -80,7 +80,7 @@ class LlmProxy:
         await self.upstreams.close()
 
     def list_models(self, request: Request) -> Response:
-        self.keys.authenticate(request.headers.get("authorization"))
+        self.keys.authorize("llm", request.headers.get("authorization"))
         return Response(self._models_body, media_type="application/json")
 
     async def handle(self, request: Request, operation: Operation) -> Response:
@@ -88,7 +88,7 @@ class LlmProxy:
         headers = request.headers
         call = CallRecord(self.spans.start_server(operation, request.scope["path"], headers), started)
         try:
-            call.key_id = self.keys.authenticate(headers.get("authorization"))
+            call.key_id = self.keys.authorize("llm", headers.get("authorization"))
             raw = await read_body(request, self.settings.max_body_bytes)
             parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
             route = call.route = self.settings.routes.get(parsed.model)
