@@ -84,7 +84,7 @@ class Unauthenticated(GatewayError):
 
     status = 401
     error_code = "UNAUTHENTICATED"
-    openai_type = "authentication_error"  # type: ignore[assignment]  # a constant where the base computes it
+    openai_type = "authentication_error"  # a constant where the base computes it
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
@@ -100,7 +100,7 @@ class PermissionDenied(GatewayError):
 
     status = 403
     error_code = "PERMISSION_DENIED"
-    openai_type = "permission_error"  # type: ignore[assignment]
+    openai_type = "permission_error"
 
 
 class NotFound(GatewayError):

@@ -90,7 +90,7 @@ def authorize(scope: Scope, entry: ApiRoute) -> None:
 def authorization_of(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None
 
 

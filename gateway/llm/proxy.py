@@ -34,7 +34,7 @@ from gateway.llm import spans
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
 from gateway.llm.completion import Completion, message_text, span_links
-from gateway.llm.errors import InvalidRequestError, ProxyError, UpstreamError, from_gateway_error
+from gateway.llm.errors import InvalidRequestError, ProxyError, from_gateway_error
 from gateway.llm.prompt_link import PromptRenderer
 from gateway.llm.request_body import CHAT, Operation, ParsedCall
 from gateway.llm.routes_config import AuthSettings, LlmSettings
@@ -173,16 +173,8 @@ class LlmProxy:
                 code=f"upstream_{answer.status}",
                 error_type=str(answer.status),
             )
-        data = _json_object(answer.body)
-        if data is None:
-            error = UpstreamError(
-                f"Route {route.name!r}: {target.label} answered HTTP {answer.status} with a body that is not a "
-                f"JSON object ({answer.content_type or 'no content type'}, {len(answer.body)} bytes).",
-                code="upstream_invalid_response",
-                error_type="invalid_response",
-            )
-            call.rejected(answer, error)
-            raise error
+        data = answer.data
+        assert data is not None  # a 2xx is a JSON object (Upstreams refuses any other as a failed attempt)
         summary = call.answered(answer, data) or AnswerSummary()
         context = call.span.get_span_context()
         return Completion(
@@ -216,11 +208,3 @@ def _internal_error(exc: Exception) -> ProxyError:
         code="internal_error",
         error_type=type(exc).__name__,
     )
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
