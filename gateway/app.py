@@ -1,6 +1,6 @@
 """create_app(settings): the composition point. Builds the store, the model pool and the
 background refresher in the lifespan, and the app from the route table (gateway/api/routes.py with the prompt
-registry's prompts/routes.py)."""
+registry's prompts/routes.py and the judges' judges/routes.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ from gateway.store.notify import ChangeNotifier
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
 from gateway.telemetry.setup import build_telemetry, check_otel_environment
+from judges.api import start_judges
+from judges.routes import JUDGE_ROUTES
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
 from prompts.linking import make_renderer
@@ -230,6 +232,11 @@ def create_app(settings: Settings) -> Starlette:
         llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer)
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
+        # LLM judges (judges/): the built-ins seeded as prompts judges.<name>, their catalog, and the runner
+        # that calls them through this proxy and writes assessments.
+        app.state.judges = await start_judges(
+            settings.judges, app.state.prompts, llm_proxy, app.state.assessments, telemetry.events, settings.llm.routes
+        )
 
         async def on_store_change() -> None:
             await state.refresh_view()
@@ -283,7 +290,7 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.to_thread(store.close)
             gc.unfreeze()
 
-    table = app_table(PROMPT_ROUTES)
+    table = app_table(PROMPT_ROUTES, JUDGE_ROUTES)
     app = GatewayApp(table, lifespan)
     app.state.openapi_json = orjson.dumps(openapi_document(table))  # served by GET /openapi.json
     return app

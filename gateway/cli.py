@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``serve``, the ``models`` registry commands and ``prompts`` (prompts/cli.py)."""
+"""The ``gateway`` command: ``serve``, the ``models`` registry commands, ``prompts`` (prompts/cli.py) and
+``judges`` (judges/cli.py)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     from prompts.cli import add_commands as add_prompt_commands
 
     add_prompt_commands(commands, _add_store_options)
+
+    from judges.cli import add_commands as add_judge_commands
+
+    add_judge_commands(commands, _add_store_options)
     return parser
 
 
@@ -277,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             settings = _settings(args)
             return run_prompts(args, settings.store_uri, settings.redis_url)
+        if args.command == "judges":
+            from judges.cli import run as run_judges
+
+            return run_judges(args, _settings(args))
         return _models(args)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)

@@ -10,10 +10,10 @@ its parser and default. The CLI's ``--help`` and ``docs/configuration.md`` descr
 The value parsers (integers, numbers and durations, booleans, lists, mappings) and ``ConfigError``
 live in gateway/config_values.py, shared with the structured sections.
 
-Structured sections (``llm``, ``auth``) have nested keys and lists: their ``Param`` reads the whole
+Structured sections (``llm``, ``auth``, ``judges``) have nested keys and lists: their ``Param`` reads the whole
 section as a mapping (``GATEWAY_LLM`` holds JSON or YAML text), then their parser, listed in
 ``SECTIONS``, builds the typed value (``Settings.llm: LlmSettings``) in ``load_settings``, naming a bad
-key by its path (``llm.routes[0].retries``). To add a section (judges, keys, ...):
+key by its path (``llm.routes[0].retries``). To add a section (keys, ...; gateway/judge_settings.py is a small example):
 
 1. in a module under gateway/ that imports nothing of ours but gateway/config_values.py (as
    gateway/llm/routes_config.py does; gateway/config.py imports it), frozen dataclasses with defaults,
@@ -46,6 +46,7 @@ from gateway.config_values import (
     positive,
     text,
 )
+from gateway.judge_settings import JudgesSettings, parse_judges_settings
 from gateway.llm.routes_config import AuthSettings, LlmSettings, parse_auth_settings, parse_llm_settings
 from gateway.refs import parse_model_ref
 
@@ -101,6 +102,7 @@ class Settings:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    judges: JudgesSettings = field(default_factory=JudgesSettings)
 
     @property
     def default_model(self) -> str | None:
@@ -283,6 +285,12 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("llm", mapping, "LLM proxy routes (see docs/configuration.md)."),
     Param("auth", mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
+    Param(
+        "judges",
+        mapping,
+        "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items} "
+        "(see docs/configuration.md).",
+    ),
 )
 _PARAMS_BY_KEY = {param.key: param for param in PARAMS}
 # Groups of plain keys: ``serving: {max_batch_rows: 64}`` in the file is the key serving.max_batch_rows.
@@ -302,6 +310,7 @@ SECTIONS: dict[str, Section] = {
     # The OTEL content-capture variable is llm.capture_content's default.
     "llm": Section(parse_llm_settings, LlmSettings.from_dict),
     "auth": Section(lambda raw, environ: parse_auth_settings(raw), AuthSettings.from_dict),
+    "judges": Section(lambda raw, environ: parse_judges_settings(raw), JudgesSettings.from_dict),
 }
 
 

@@ -108,34 +108,52 @@ class PromptStore:
         response_format: Mapping[str, Any] | None = None,
         model_config: Mapping[str, Any] | None = None,
         create_prompt: bool = True,
+        alias: str | None = None,
     ) -> PromptVersion:
-        """Register the next version of ``name``; a missing prompt is created unless ``create_prompt`` is False."""
-        validate_prompt_name(name)
-        template_type, normalized = validate_template(template)
-        variables = compile_template(normalized).variables
-        _check_optional_str(commit_message, "commit_message")
-        now = _now_ms()
-        values: dict[str, Any] = {
-            "name": name,
-            "template_type": template_type,
-            "template": json.dumps(normalized),
-            "variables": json.dumps(list(variables)),
-            "commit_message": commit_message,
-            "tags": _dump_tags(tags, "tags"),
-            "response_format": _dump_object(response_format, "response_format"),
-            "model_config": _dump_model_config(model_config),
-            "created_at": now,
-        }
+        """Register the next version of ``name``; a missing prompt is created unless ``create_prompt`` is False.
+        ``alias``, when given, points at the new version from the same transaction."""
+        if alias is not None:
+            validate_alias(alias)
+        values = _version_values(name, template, commit_message, tags, response_format, model_config)
         with begin_write(self.engine) as conn:
             if create_prompt:
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                insert = dialect.insert(_rp).on_conflict_do_nothing()
-                conn.execute(insert.values(_prompt_values(name, None, "{}", now)))
+                _create_prompt_if_absent(conn, name, values["created_at"])
             _lock_prompt(conn, name)
             latest = conn.execute(sa.select(sa.func.max(_pv.c.version)).where(_pv.c.name == name)).scalar()
             values["version"] = (latest or 0) + 1
             conn.execute(_pv.insert().values(values))
-            _touch_prompt(conn, name, now)
+            if alias is not None:
+                _point_alias(conn, name, alias, values["version"])
+            _touch_prompt(conn, name, values["created_at"])
+        return _version_from_values(values)
+
+    def seed_version(
+        self,
+        name: str,
+        template: Any,
+        *,
+        alias: str,
+        description: str | None = None,
+        commit_message: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        model_config: Mapping[str, Any] | None = None,
+    ) -> PromptVersion | None:
+        """Version 1 of ``name`` with ``alias`` pointing at it, unless the prompt already has a version:
+        then nothing is written and None is returned. One transaction under the prompt's row lock, so any
+        number of replicas seeding the same prompt at once create it once (the built-in judges)."""
+        validate_alias(alias)
+        _check_optional_str(description, "description")
+        values = _version_values(name, template, commit_message, tags, response_format, model_config)
+        with begin_write(self.engine) as conn:
+            _create_prompt_if_absent(conn, name, values["created_at"], description)
+            _lock_prompt(conn, name)
+            if conn.execute(sa.select(_pv.c.version).where(_pv.c.name == name).limit(1)).first() is not None:
+                return None
+            values["version"] = 1
+            conn.execute(_pv.insert().values(values))
+            _point_alias(conn, name, alias, 1)
+            _touch_prompt(conn, name, values["created_at"])
         return _version_from_values(values)
 
     # -- aliases ---------------------------------------------------------------------------------
@@ -148,9 +166,7 @@ class PromptStore:
             exists = sa.select(_pv.c.version).where((_pv.c.name == name) & (_pv.c.version == version))
             if conn.execute(exists).first() is None:
                 raise NotFound(f"Prompt {name!r} has no version {version}.")
-            where = (_pa.c.name == name) & (_pa.c.alias == alias)
-            if not conn.execute(_pa.update().where(where).values(version=version)).rowcount:
-                conn.execute(_pa.insert().values(name=name, alias=alias, version=version))
+            _point_alias(conn, name, alias, version)
             _touch_prompt(conn, name, _now_ms())
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -193,12 +209,50 @@ def _prompt_values(name: str, description: str | None, tags_json: str, now: int)
     return {"name": name, "description": description, "tags": tags_json, "created_at": now, "updated_at": now}
 
 
+def _create_prompt_if_absent(conn: Connection, name: str, now: int, description: str | None = None) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(_rp).on_conflict_do_nothing()
+    conn.execute(insert.values(_prompt_values(name, description, "{}", now)))
+
+
+def _version_values(
+    name: str,
+    template: Any,
+    commit_message: str | None,
+    tags: Mapping[str, str] | None,
+    response_format: Mapping[str, Any] | None,
+    model_config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A version's columns, checked (its number is set under the prompt's lock)."""
+    validate_prompt_name(name)
+    template_type, normalized = validate_template(template)
+    variables = compile_template(normalized).variables
+    _check_optional_str(commit_message, "commit_message")
+    return {
+        "name": name,
+        "template_type": template_type,
+        "template": json.dumps(normalized),
+        "variables": json.dumps(list(variables)),
+        "commit_message": commit_message,
+        "tags": _dump_tags(tags, "tags"),
+        "response_format": _dump_object(response_format, "response_format"),
+        "model_config": _dump_model_config(model_config),
+        "created_at": _now_ms(),
+    }
+
+
 def _lock_prompt(conn: Connection, name: str) -> None:
     # FOR UPDATE holds the prompt's row until commit, so one writer at a time computes max(version)+1.
     # SQLite renders no FOR UPDATE; BEGIN IMMEDIATE already holds the whole database.
     query = sa.select(_rp.c.name).where(_rp.c.name == name).with_for_update()
     if conn.execute(query).first() is None:
         raise NotFound(f"Prompt {name!r} not found.")
+
+
+def _point_alias(conn: Connection, name: str, alias: str, version: int) -> None:
+    where = (_pa.c.name == name) & (_pa.c.alias == alias)
+    if not conn.execute(_pa.update().where(where).values(version=version)).rowcount:
+        conn.execute(_pa.insert().values(name=name, alias=alias, version=version))
 
 
 def _touch_prompt(conn: Connection, name: str, now: int) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from gateway.config import DEFAULT_STORE_URI, ConfigError, load_settings, settings_from_dict, settings_to_dict
+from gateway.judge_settings import JudgesSettings
 
 
 def test_defaults() -> None:
@@ -135,6 +136,7 @@ def test_typed_sections_survive_the_json_that_reaches_worker_processes() -> None
                 ],
             },
             "auth": {"keys": [hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest()]},
+            "judges": {"route": "a", "call_timeout_s": "2.5", "route_concurrency": 3, "max_trace_items": 50},
         },
         environ={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"},
     )
@@ -144,6 +146,7 @@ def test_typed_sections_survive_the_json_that_reaches_worker_processes() -> None
     assert in_worker == settings
     assert isinstance(in_worker.llm.routes["a"].targets, tuple)
     assert isinstance(in_worker.auth.key_hashes, frozenset)
+    assert in_worker.judges == JudgesSettings(route="a", call_timeout_s=2.5, route_concurrency=3, max_trace_items=50)
     assert settings_from_dict(orjson.loads(orjson.dumps(settings_to_dict(load_settings({}, environ={}))))) == (
         load_settings({}, environ={})
     )
@@ -156,3 +159,19 @@ def test_a_bad_llm_or_auth_section_stops_load_settings() -> None:
         load_settings({}, environ={"GATEWAY_AUTH": '{"keys": ["plain-key"]}'})
     with pytest.raises(ConfigError, match=r"^GATEWAY_LLM \(environment\): expected a mapping, got list\.$"):
         load_settings({}, environ={"GATEWAY_LLM": "[1, 2]"})
+
+
+def test_the_judges_section_has_defaults_and_names_a_bad_key() -> None:
+    assert load_settings({}, environ={}).judges == JudgesSettings(
+        route=None, call_timeout_s=60.0, route_concurrency=8, concurrency=16, max_trace_items=1000
+    )
+    from_env = load_settings({}, environ={"GATEWAY_JUDGES": '{"route": "judge", "concurrency": "4"}'}).judges
+    assert (from_env.route, from_env.concurrency) == ("judge", 4)
+    with pytest.raises(ConfigError, match=r"^judges: unknown key\(s\) timeout; known keys: route, call_timeout_s"):
+        load_settings({"judges": {"timeout": 3}}, environ={})
+    with pytest.raises(ConfigError, match=r"^judges\.call_timeout_s: 0 must be a number > 0"):
+        load_settings({"judges": {"call_timeout_s": 0}}, environ={})
+    with pytest.raises(ConfigError, match=r"^judges\.route_concurrency: 0 is out of range"):
+        load_settings({"judges": {"route_concurrency": 0}}, environ={})
+    with pytest.raises(ConfigError, match=r"^judges\.route: 3 must be the name of an LLM route"):
+        load_settings({"judges": {"route": 3}}, environ={})

@@ -17,11 +17,12 @@ from gateway.api.openapi import openapi_document
 from gateway.api.routes import app_table
 from gateway.api.routing import ApiRoute, HotRoutes, TableRoute, build_routing, route_family
 from gateway.app import GatewayApp
+from judges.routes import JUDGE_ROUTES
 from prompts.routes import PROMPT_ROUTES
 from tests.api.full_gateway import full_gateway
 from tests.packages import IRIS_COLUMNS, PackageCache
 
-TABLE = app_table(PROMPT_ROUTES)
+TABLE = app_table(PROMPT_ROUTES, JUDGE_ROUTES)
 IRIS = orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}})
 CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]})
 # One request per hot route, by (method, table path): answered 200 by the full gateway.

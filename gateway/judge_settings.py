@@ -1,0 +1,64 @@
+"""The ``judges`` section of the settings: which LLM route runs the built-in judges, and the bounds on
+judge calls (judges/runner.py) and evaluation jobs.
+
+```yaml
+judges:
+  route: gpt-4o-mini      # the LLM route of the built-in judges; no default
+  call_timeout_s: 60      # one judge call, retries included: then an error assessment (timeout)
+  route_concurrency: 8    # judge calls in flight per LLM route, per process
+  concurrency: 16         # evaluation jobs in flight, per process
+  max_trace_items: 1000   # most stored traces one evaluation run may take (the cap is named in its answer)
+```
+
+``route`` has no default: a built-in judge asked for while it is unset is refused with a 400 naming
+``judges.route``, not sent somewhere by guess. A custom judge names its own route.
+
+Imports nothing of ours but gateway/config_values.py, so that gateway/config.py can import it (the
+recipe in its docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gateway.config_values import ConfigError, integer, keys_of, optional_text, positive
+
+_KEYS = ("route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items")
+
+
+@dataclass(frozen=True, slots=True)
+class JudgesSettings:
+    """``Settings.judges``."""
+
+    route: str | None = None
+    call_timeout_s: float = 60.0
+    route_concurrency: int = 8
+    concurrency: int = 16
+    max_trace_items: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgesSettings:
+        return cls(**data)
+
+
+def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
+    """The ``judges`` section; a bad key or value raises ConfigError naming ``judges.<key>``."""
+    data = keys_of("judges", raw or {}, _KEYS)
+    values: dict[str, Any] = {}
+    if "route" in data:
+        route = data["route"]
+        if route is not None and not isinstance(route, str):
+            raise ConfigError(f"judges.route: {route!r} must be the name of an LLM route (a string).")
+        values["route"] = optional_text("judges.route", route)
+    if "call_timeout_s" in data:
+        values["call_timeout_s"] = positive("judges.call_timeout_s", data["call_timeout_s"])
+    for key in ("route_concurrency", "concurrency", "max_trace_items"):
+        if key in data:
+            values[key] = integer(1)(f"judges.{key}", data[key])
+    return JudgesSettings(**values)

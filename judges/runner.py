@@ -1,0 +1,317 @@
+"""JudgeRunner: one judge on one item, start to stored assessment.
+
+``await runner.run(judge, item, target=..., evaluation_id=...)``:
+
+1. the assessment's id is deterministic (``assessment_id``: the target, the judge's name and prompt
+   version, the evaluation id or "online"); when the store already holds it, it is returned as is, with
+   no call and no write: a retried job (after a crash, a redelivery) never calls or writes twice;
+2. an item lacking a field the judge needs gets an error assessment naming it (``missing_field``);
+3. the judge request (judges/request.py) goes through ``LlmProxy.complete``: our own route, retries,
+   fallback, spans and metrics, no HTTP call to ourselves; the call is a trace of its own with a span
+   link to the judged span and the ``gateway.judge.*`` attributes;
+4. the answer is read tolerantly (judges/parsing.py); an answer that cannot be used gets one repair
+   request saying what was wrong, and when that fails too, an error assessment with the problem's code;
+5. the assessment is written with ``insert_if_absent`` (off the event loop), then, when this run wrote
+   it, the ``gen_ai.evaluation.result`` event is emitted and the metrics (judges/metrics.py) counted.
+
+Bounds, so that a hung upstream cannot stall everything else: at most ``judges.route_concurrency`` judge
+calls in flight per LLM route (an ``asyncio.Semaphore`` per route, in this process), and each call
+bounded by ``judges.call_timeout_s`` (the proxy's own deadline for the whole call, retries included,
+with an outer ``asyncio.timeout`` as a backstop): a slot is held at most that long, and the call ends
+as an error assessment with ``error_code`` ``timeout``.
+
+``run`` never raises for what a judge or an upstream does: every such outcome is an assessment. What it
+does raise is the store failing (the job should then be retried, and step 1 makes that safe) and
+cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway.errors import InvalidParameter
+from gateway.judge_settings import JudgesSettings
+from gateway.llm.completion import Completion
+from gateway.llm.errors import ProxyError
+from gateway.llm.proxy import LlmProxy
+from gateway.store.assessments import (
+    LLM_JUDGE,
+    Assessment,
+    AssessmentStore,
+    assessment_id,
+    item_target,
+    score_and_label,
+    trace_target,
+)
+from gateway.telemetry import semconv as sc
+from gateway.telemetry.events import EvaluationEvents
+from judges import metrics
+from judges.definitions import Judge, missing_field
+from judges.parsing import ParseProblem, Verdict, parse_verdict
+from judges.request import judge_request, repair_request
+
+logger = logging.getLogger("judges.runner")
+
+MISSING_FIELD: Final = "missing_field"
+NO_ROUTE: Final = "no_route"
+UNKNOWN_ROUTE: Final = "unknown_route"
+TIMEOUT: Final = "timeout"
+RATE_LIMITED: Final = "rate_limited"
+UPSTREAM_REFUSED: Final = "upstream_refused"
+UPSTREAM_ERROR: Final = "upstream_error"
+# The outer bound is a backstop behind the proxy's own deadline (call_timeout_s), which ends the call first.
+BACKSTOP_S: Final = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """What an assessment is about: a span of a stored trace (``trace_id``, ``span_id``), an item of an
+    evaluation run (``item_index``), or both (a trace-sourced item, or an item whose outputs a call
+    generated). The judge call links to the span when both ids are known."""
+
+    trace_id: str | None = None
+    span_id: str | None = None
+    item_index: int | None = None
+
+    def key(self, evaluation_id: str | None) -> str:
+        """The target of the assessment id: the run's item when there is one, else the trace's span."""
+        if evaluation_id is not None and self.item_index is not None:
+            return item_target(evaluation_id, self.item_index)
+        if self.trace_id is None:
+            raise ValueError("a judge target needs a trace id, or an item index within an evaluation")
+        return trace_target(self.trace_id, self.span_id)
+
+
+@dataclasses.dataclass(slots=True)
+class _Outcome:
+    """What the judge calls produced, gathered into the assessment."""
+
+    value: Any = None
+    rationale: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    calls: list[Completion] = dataclasses.field(default_factory=list)
+    call_count: int = 0
+    duration_s: float = 0.0
+    route: str | None = None
+
+    def failed(self, code: str, message: str) -> _Outcome:
+        self.error_code, self.error_message = code, message
+        return self
+
+
+class JudgeRunner:
+    """Runs judges through the LLM proxy and writes what they say; one per app (per event loop)."""
+
+    def __init__(
+        self,
+        proxy: LlmProxy,
+        settings: JudgesSettings,
+        store: AssessmentStore,
+        events: EvaluationEvents | None = None,
+    ) -> None:
+        self.proxy = proxy
+        self.settings = settings
+        self.store = store
+        self.events = events if events is not None else EvaluationEvents()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    async def run(
+        self, judge: Judge, item: Mapping[str, Any], *, target: Target, evaluation_id: str | None = None
+    ) -> Assessment:
+        """The assessment of ``item`` by ``judge`` (``item``: ``inputs``, ``outputs``, ``expectations``):
+        the one already stored under its id, or a new one, written. Never raises for a judge's or an
+        upstream's failure (those are error assessments)."""
+        key = target.key(evaluation_id)
+        ident = assessment_id(
+            target=key, judge_name=judge.name, judge_version=judge.prompt_version, evaluation_id=evaluation_id
+        )
+        stored = await asyncio.to_thread(self.store.get, ident)
+        if stored is not None:
+            return stored
+        outcome = await self._judge(judge, item, target, evaluation_id)
+        assessment = _assessment(ident, judge, target, evaluation_id, outcome)
+        if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
+            # Another run of the same job wrote it first: that one is the result (and emitted it).
+            return await asyncio.to_thread(self.store.get, ident) or assessment
+        self._emit(judge, target, evaluation_id, assessment, outcome)
+        metrics.record(
+            judge.name,
+            assessment.error_code or metrics.OK,
+            outcome.duration_s,
+            assessment.score,
+            outcome.route,
+            judge.prompt_version,
+        )
+        return assessment
+
+    async def _judge(
+        self, judge: Judge, item: Mapping[str, Any], target: Target, evaluation_id: str | None
+    ) -> _Outcome:
+        outcome = _Outcome(route=judge.route)
+        missing = missing_field(judge, item)
+        if missing is not None:
+            return outcome.failed(MISSING_FIELD, missing)
+        if judge.route is None:
+            return outcome.failed(
+                NO_ROUTE,
+                f"The built-in judge {judge.name!r} has no LLM route: set judges.route in the configuration.",
+            )
+        try:
+            request = judge_request(judge, item, judge.route)
+        except InvalidParameter as exc:  # a variable without a value (missing_field checks for it first)
+            return outcome.failed(MISSING_FIELD, exc.message)
+        attributes = _attributes(judge, target, evaluation_id)
+        links = [(target.trace_id, target.span_id)] if target.trace_id and target.span_id else []
+        answer = await self._call(judge.route, request, attributes, links, outcome)
+        if answer is None:
+            return outcome
+        first = parse_verdict(answer.text, judge.value_kind)
+        if isinstance(first, Verdict):
+            return _verdict(outcome, first)
+        repair = repair_request(request, answer.text, first.message, judge)
+        answer = await self._call(judge.route, repair, attributes, links, outcome)
+        if answer is None:
+            return outcome
+        second = parse_verdict(answer.text, judge.value_kind)
+        if isinstance(second, Verdict):
+            return _verdict(outcome, second)
+        return outcome.failed(second.code, _after_repair(first, second))
+
+    async def _call(
+        self,
+        route: str,
+        body: dict[str, Any],
+        attributes: Mapping[str, Any],
+        links: list[tuple[str, str]],
+        outcome: _Outcome,
+    ) -> Completion | None:
+        """One judge call in a slot of its route, bounded by ``judges.call_timeout_s``; None (with the
+        outcome failed) when no answer came."""
+        slots = self._slots.get(route)
+        if slots is None:
+            slots = self._slots[route] = asyncio.Semaphore(self.settings.route_concurrency)
+        timeout_s = self.settings.call_timeout_s
+        async with slots:
+            started = time.perf_counter()
+            outcome.call_count += 1
+            try:
+                async with asyncio.timeout(timeout_s + BACKSTOP_S):
+                    answer = await self.proxy.complete(body, attributes=attributes, links=links, timeout_s=timeout_s)
+            except TimeoutError:
+                outcome.failed(TIMEOUT, f"The judge call gave no answer within judges.call_timeout_s={timeout_s:g} s.")
+                return None
+            except ProxyError as exc:
+                outcome.failed(_error_code(exc), exc.message)
+                return None
+            finally:
+                outcome.duration_s += time.perf_counter() - started
+        outcome.calls.append(answer)
+        return answer
+
+    def _emit(
+        self, judge: Judge, target: Target, evaluation_id: str | None, assessment: Assessment, outcome: _Outcome
+    ) -> None:
+        response_id = outcome.calls[-1].data.get("id") if outcome.calls else None
+        self.events.emit_result(
+            name=judge.name,
+            trace_id=target.trace_id,
+            span_id=target.span_id,
+            score=assessment.score,
+            label=assessment.label,
+            explanation=assessment.rationale if assessment.error_code is None else assessment.error_message,
+            error_type=assessment.error_code,
+            response_id=response_id if isinstance(response_id, str) else None,
+            attributes=_attributes(judge, target, evaluation_id),
+        )
+
+
+def _attributes(judge: Judge, target: Target, evaluation_id: str | None) -> dict[str, Any]:
+    """The ``gateway.judge.*`` attributes of a judge call's top span and of its result event."""
+    attributes: dict[str, Any] = {
+        sc.GATEWAY_JUDGE_NAME: judge.name,
+        sc.GATEWAY_JUDGE_PROMPT_NAME: judge.prompt_name,
+        sc.GATEWAY_JUDGE_PROMPT_VERSION: judge.prompt_version,
+    }
+    if target.trace_id is not None:
+        attributes[sc.GATEWAY_JUDGE_TARGET_TRACE_ID] = target.trace_id
+    if target.span_id is not None:
+        attributes[sc.GATEWAY_JUDGE_TARGET_SPAN_ID] = target.span_id
+    if evaluation_id is not None:
+        attributes[sc.GATEWAY_EVALUATION_ID] = evaluation_id
+    return attributes
+
+
+def _verdict(outcome: _Outcome, verdict: Verdict) -> _Outcome:
+    outcome.value, outcome.rationale = verdict.value, verdict.rationale
+    return outcome
+
+
+def _after_repair(first: ParseProblem, second: ParseProblem) -> str:
+    if first.message == second.message:
+        return f"{second.message} (the same after one repair request)"
+    return f"{second.message} (after one repair request; the first answer: {first.message})"
+
+
+def _error_code(exc: ProxyError) -> str:
+    """An upstream failure as the assessment's ``error_code``."""
+    if exc.status == 504 or exc.error_type == TIMEOUT:
+        return TIMEOUT
+    if exc.status == 404 and exc.error_code == "MODEL_NOT_FOUND":
+        return UNKNOWN_ROUTE
+    if exc.error_type == "429" or exc.retry_after_s is not None:
+        return RATE_LIMITED
+    if 400 <= exc.status < 500:
+        return UPSTREAM_REFUSED
+    return UPSTREAM_ERROR
+
+
+def _assessment(ident: str, judge: Judge, target: Target, evaluation_id: str | None, outcome: _Outcome) -> Assessment:
+    calls = outcome.calls
+    failed = outcome.error_code is not None
+    score, label = (None, None) if failed else score_and_label(outcome.value)
+    metadata: dict[str, Any] = {"judge_calls": outcome.call_count}
+    if outcome.route is not None:
+        metadata["route"] = outcome.route
+    if len(calls) > 1:
+        metadata["judge_trace_ids"] = [call.trace_id for call in calls]
+    if judge.guidelines:
+        metadata["guidelines"] = list(judge.guidelines)
+    last = calls[-1] if calls else None
+    return Assessment(
+        id=ident,
+        trace_id=target.trace_id,
+        span_id=target.span_id,
+        evaluation_id=evaluation_id,
+        item_index=target.item_index if evaluation_id is not None else None,
+        name=judge.name,
+        source_type=LLM_JUDGE,
+        source_id=f"{judge.prompt_name}/{judge.prompt_version}",
+        value=None if failed else outcome.value,
+        score=score,
+        label=label,
+        rationale=outcome.rationale,
+        error_code=outcome.error_code,
+        error_message=outcome.error_message,
+        judge_prompt_name=judge.prompt_name,
+        judge_prompt_version=judge.prompt_version,
+        judge_model=(last.response_model or last.target) if last is not None else None,
+        judge_trace_id=last.trace_id if last is not None else None,
+        input_tokens=_total(call.input_tokens for call in calls),
+        output_tokens=_total(call.output_tokens for call in calls),
+        cost_usd=_total(call.cost_usd for call in calls),
+        latency_ms=round(outcome.duration_s * 1000, 3) if outcome.call_count else None,
+        attempts=_total(call.attempts for call in calls),
+        metadata=metadata,
+    )
+
+
+def _total(values: Any) -> Any:
+    """The sum of the values that are known; None when none is."""
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
