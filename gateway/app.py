@@ -26,10 +26,11 @@ from gateway import metrics
 from gateway.api import serving
 from gateway.api.openapi import openapi_document
 from gateway.api.routes import app_table
-from gateway.api.routing import ApiRoute, build_routing, route_family
+from gateway.api.routing import ApiRoute, authorize, build_routing, route_family
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
 from gateway.http import ORJSONResponse, render_error
+from gateway.keys import GatewayKeys
 from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
@@ -135,6 +136,8 @@ class GatewayApp(Starlette):
     # and app.state.trace_invocations: plain attributes, as a lookup in app.state costs about 0.5 us.
     gateway: GatewayState | None = None
     trace_invocations: bool = False
+    # The gateway keys when auth.keys is set (None: every route is open); checked against each route's scope.
+    keys: GatewayKeys | None = None
 
     def __init__(self, table: Sequence[ApiRoute], lifespan: Lifespan[Starlette]) -> None:
         routes, self.hot_routes = build_routing(table)
@@ -145,6 +148,13 @@ class GatewayApp(Starlette):
         if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
             hot = self.hot_routes.match(scope)
             if hot is not None:
+                if self.keys is not None:
+                    scope["app"] = self
+                    try:
+                        authorize(scope, hot.route.entry)
+                    except GatewayError as exc:
+                        await _send_error(exc, scope, receive, send)
+                        return
                 ref_of = hot.ref_of
                 if ref_of is None:
                     scope["app"] = self
@@ -214,6 +224,8 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.gateway = state
         if isinstance(app, GatewayApp):  # always (create_app builds one); mypy wants to know
             app.gateway, app.trace_invocations = state, telemetry.export_enabled
+            keys = GatewayKeys(settings.auth)
+            app.keys = keys if keys.enabled else None
         await state.refresh_view()
         # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
         prompt_cache = PromptCache(PromptStore(store.engine))

@@ -10,6 +10,8 @@ GatewayError(message)                  500 INTERNAL_ERROR
  ├── InvalidParameter                  400 INVALID_PARAMETER_VALUE
  │    └── InvalidPackage               400 INVALID_PARAMETER_VALUE  (a model package that cannot be served)
  ├── ModelPredictError                 400 BAD_REQUEST              (the model raised; MLflow answers 400 too)
+ ├── Unauthenticated                   401 UNAUTHENTICATED          (no valid gateway key; OpenAI code: why)
+ ├── PermissionDenied                  403 PERMISSION_DENIED        (the key lacks the route's scope)
  ├── NotFound                          404 RESOURCE_DOES_NOT_EXIST
  ├── AlreadyExists                     409 RESOURCE_ALREADY_EXISTS
  ├── UnsupportedMediaType              415 UNSUPPORTED_MEDIA_TYPE
@@ -75,6 +77,30 @@ class ModelPredictError(GatewayError):
 
     status = 400
     error_code = "BAD_REQUEST"
+
+
+class Unauthenticated(GatewayError):
+    """No valid gateway key. ``reason`` is OpenAI's ``code`` under /v1: ``missing_api_key`` or ``invalid_api_key``."""
+
+    status = 401
+    error_code = "UNAUTHENTICATED"
+    openai_type = "authentication_error"  # a constant where the base computes it
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def openai_code(self) -> str:
+        return self.reason
+
+
+class PermissionDenied(GatewayError):
+    """A valid key without the scope the route requires (the message names it)."""
+
+    status = 403
+    error_code = "PERMISSION_DENIED"
+    openai_type = "permission_error"
 
 
 class NotFound(GatewayError):

@@ -113,9 +113,21 @@ async def read_raw_body(receive: Receive, declared: bytes | None, max_bytes: int
 
 
 async def read_json_object(request: Request, max_bytes: int = 10 * 1024 * 1024) -> dict[str, Any]:
-    """A JSON object body for the admin APIs; a BAD_REQUEST naming the problem otherwise."""
-    from gateway.errors import BadRequest
+    """A JSON object body for the admin APIs; a BAD_REQUEST naming the problem otherwise.
 
+    A ``Content-Type`` other than ``application/json`` is refused (415) before the body is read: a web
+    page may send any site a POST with ``text/plain``, ``application/x-www-form-urlencoded`` or
+    ``multipart/form-data`` without asking first (no CORS preflight), so a write endpoint that took
+    such a body as JSON could be driven by any page its user opens. Without the header, JSON is assumed
+    (browsers always send one)."""
+    from gateway.errors import BadRequest, UnsupportedMediaType
+
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json for {request.method} {request.url.path}, "
+            f"got {content_type[:100]!r}."
+        )
     body = await read_body(request, max_bytes)
     if not body:
         return {}
@@ -126,3 +138,12 @@ async def read_json_object(request: Request, max_bytes: int = 10 * 1024 * 1024) 
     if not isinstance(data, dict):
         raise BadRequest(f"Request body must be a JSON object, got {type(data).__name__}.")
     return data
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` with at most a UTF-8 ``charset`` parameter (JSON is UTF-8, RFC 8259)."""
+    mime, _, parameters = content_type.partition(";")
+    if mime.strip().lower() != "application/json":
+        return False
+    parameters = parameters.strip().lower().replace(" ", "")
+    return parameters in ("", "charset=utf-8", 'charset="utf-8"')

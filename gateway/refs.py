@@ -104,7 +104,7 @@ def parse_model_ref(text: str) -> ModelRef:
     name, selector = parts
     if selector.lower() == LATEST:
         return ModelRef(validate_model_name(name), alias=LATEST)
-    if not selector.isdigit():
+    if not (selector.isascii() and selector.isdigit()):
         raise InvalidParameter(
             f"Not a proper models:/ reference: {text!r}: {selector!r} is neither a version number nor 'latest' "
             "(stages are not supported; use an alias)."

@@ -302,6 +302,9 @@ def missing_field(judge: Judge, item: Mapping[str, Any]) -> str | None:
             return (
                 f"The item's '{top}' have no {' or '.join(repr(k) for k in keys)}: the {judge.name} judge needs {need}."
             )
+    for name in judge.template.variables:  # what its instructions show (a built-in's may have been edited)
+        if name in ALLOWED_VARIABLES and item.get(name) is None:
+            return f"The item has no '{name}': the instructions of the {judge.name} judge show it."
     return None
 
 

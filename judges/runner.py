@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from gateway.errors import InvalidParameter
 from gateway.judge_settings import JudgesSettings
 from gateway.llm.completion import Completion
 from gateway.llm.errors import ProxyError
@@ -161,7 +162,10 @@ class JudgeRunner:
                 NO_ROUTE,
                 f"The built-in judge {judge.name!r} has no LLM route: set judges.route in the configuration.",
             )
-        request = judge_request(judge, item, judge.route)
+        try:
+            request = judge_request(judge, item, judge.route)
+        except InvalidParameter as exc:  # a variable without a value (missing_field checks for it first)
+            return outcome.failed(MISSING_FIELD, exc.message)
         attributes = _attributes(judge, target, evaluation_id)
         links = [(target.trace_id, target.span_id)] if target.trace_id and target.span_id else []
         answer = await self._call(judge.route, request, attributes, links, outcome)

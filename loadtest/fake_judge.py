@@ -3,8 +3,8 @@
 fake_upstream.py hands every chat request whose ``response_format.json_schema.name`` starts with
 ``judge_`` to :func:`verdict_text`; the judge name is the rest of that name (``judge_correctness`` ->
 ``correctness``) and the answer's message content is the verdict text. Like fake_upstream.py, this
-module imports nothing from ``gateway``: it stands in for a provider, so it must not share code with
-the judges it answers (docs/architecture.md, the judge request in notes on issue 11).
+module imports nothing from ``gateway`` or ``judges``: it stands in for a provider, so it must not
+share code with the judges it answers (issue 11).
 
 The verdict, the first rule that applies:
 
@@ -15,10 +15,11 @@ The verdict, the first rule that applies:
    the content they judge, so they know the right answer.
 2. **A heuristic** for the six built-in judges, reading the tagged sections of the user message
    (``<inputs>``, ``<outputs>``, ``<expectations>``, ``<guidelines>``; a section holding JSON is
-   read as its string values). Words are lower-cased letters runs without stop words, compared by
-   a crude stem (plural ``s``, ``ing``/``ed`` and a final ``e`` dropped, then the first 6 letters);
-   numbers are compared as written (``1,000`` = ``1000``). Imperfect on purpose, as a real judge
-   is (judges/data/calibration.jsonl measures how much: tests/loadtest/test_fake_judge_calibration.py):
+   read as its string values). Words are runs of two letters or more, lower-cased, accents and stop
+   words dropped, compared by a crude stem (plural ``s``, ``ing``/``ed`` and a final ``e`` dropped,
+   then the first 6 letters); numbers are compared as written (``1,000`` = ``1000``). Imperfect on
+   purpose, as a real judge is (tests/loadtest/test_fake_judge_calibration.py measures how much on
+   judges/data/calibration.jsonl):
 
    - ``relevance_to_query``: yes when the output shares a word with the question (question words
      such as "what" or "explain" left out), or is a short direct answer (at most 12 words, as
@@ -30,9 +31,9 @@ The verdict, the first rule that applies:
      (``_FILLER``: "great question", "I hope this helps"...); yes otherwise. Padding an answer
      never makes it more concise: adding words or filler can only turn a yes into a no.
    - ``correctness``: against ``expected_response`` (or every one of ``expected_facts``): a leading
-     yes/no must not contradict the expected one; then an expectation with numbers needs every one
-     of them in the output (and nothing more: "100 °C" matches "100 degrees Celsius"), one without
-     needs at least 60% of its words that the question does not already hold. A wrong answer that
+     yes/no must not contradict the expected one; then an expectation with numbers is met by its
+     numbers alone, every one in the output ("100 °C" meets "100 degrees Celsius"), and one without
+     by at least 60% of its words that the question does not already hold. A wrong answer that
      keeps the expected wording ("not Canberra") passes; a right one in other words, or with a
      number left out ("November 1989" for "9 November 1989"), fails. No expectations: no.
    - ``groundedness``: at least 60% of the output's words and every one of its numbers appear in
@@ -63,7 +64,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 JUDGE_SCHEMA_PREFIX = "judge_"
-BUILTINS = ("relevance_to_query", "safety", "conciseness", "guidelines", "correctness", "groundedness")
 FORMATS = ("json", "fenced", "preamble", "yes_word", "digit_string", "wrong_type", "out_of_range", "no_json")
 MAX_CONCISE_WORDS = 50
 SHORT_ANSWER_WORDS = 12
@@ -279,12 +279,13 @@ def _markers(text: str) -> dict[str, Any]:
 
 
 class _Sections:
-    """The tagged sections of a judge prompt: the first ``<tag>...</tag>`` of each, raw and as plain text."""
+    """The tagged sections of a judge prompt, raw and as plain text: the first ``<tag>...</tag>`` of each (from
+    its last opening tag, so instructions that name a tag before the section itself do not count)."""
 
     def __init__(self, text: str) -> None:
         self.raw: dict[str, str | None] = {}
         for tag in ("inputs", "outputs", "expectations", "guidelines"):
-            match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+            match = re.search(rf"<{tag}>((?:(?!<{tag}>).)*?)</{tag}>", text, re.DOTALL)
             self.raw[tag] = match.group(1).strip() if match else None
 
     def text(self, tag: str) -> str:
@@ -519,3 +520,4 @@ _HEURISTICS = {
     "correctness": _correctness,
     "groundedness": _groundedness,
 }
+BUILTINS = tuple(_HEURISTICS)

@@ -305,7 +305,7 @@ class FakeUpstream:
             try:
                 number = self.recorder.count_call(model, self.recorder.judge_calls_by_model)
                 reply = fake_judge.verdict_text(body, knobs, number)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:  # an unknown judge_format, a schema bound that is no number
                 return _error(400, f"fake upstream: {exc}")
         else:
             reply = _reply_text(messages, knobs)

@@ -142,7 +142,9 @@ async def list_prompts(request: Request) -> Response:
     max_results = DEFAULT_MAX_RESULTS
     if "max_results" in query:
         text = query["max_results"]
-        if not text.isdigit() or len(text) > 9:  # more digits than any limit (and than int() reads)
+        if (
+            not (text.isascii() and text.isdigit()) or len(text) > 9
+        ):  # more digits than any limit (and than int() reads)
             raise InvalidParameter(f"Invalid max_results {text[:20]!r}: expected an integer from 1 to 1000.")
         max_results = int(text)
     prompts, next_token = _state(request).cache.catalog.search(

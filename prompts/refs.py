@@ -52,7 +52,9 @@ def parse_prompt_version(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidParameter(f"Invalid prompt version {value!r}: expected a positive integer.")
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 9 or int(text) < 1:  # the length first: int() refuses 4,300+ digits
+    if (
+        not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1
+    ):  # the length first: int() refuses 4,300+ digits
         raise InvalidParameter(f"Invalid prompt version {value!r}: expected a positive integer.")
     return int(text)
 

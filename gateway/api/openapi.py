@@ -58,6 +58,9 @@ def openapi_document(table: Sequence[ApiRoute]) -> dict[str, Any]:
     }
 
 
+_NOT_JSON = "Content-Type other than application/json (a browser's form or text/plain body)"
+
+
 def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]:
     endpoint = entry.endpoint
     operation_id = f"{endpoint.__module__}.{endpoint.__name__}" + (f".{method.lower()}" if several else "")
@@ -86,7 +89,10 @@ def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]
         responses["304"] = {"description": _STATUS_TEXT[304]}
     name = _ERROR_SCHEMAS[entry.family][0]
     error_content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
-    for code, text in sorted({**entry.errors, 500: _INTERNAL}.items()):
+    errors = {**entry.errors, 500: _INTERNAL}
+    if entry.family == "mlflow" and entry.body is not None and list(entry.body) == ["application/json"]:
+        errors.setdefault(415, _NOT_JSON)  # gateway.http.read_json_object
+    for code, text in sorted(errors.items()):
         responses[str(code)] = {"description": text, "content": error_content}
     operation["responses"] = responses
     if entry.family == "openai":

@@ -18,10 +18,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, compile_path
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from gateway.api import serving
 from gateway.http import ErrorFamily
+from gateway.keys import GatewayKeys
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 JsonSchema = Mapping[str, Any]
@@ -64,11 +65,33 @@ class ApiRoute:
 
 
 class TableRoute(Route):
-    """A Starlette route that knows its table entry: ``scope["route"].entry`` after routing."""
+    """A Starlette route that knows its table entry: ``scope["route"].entry`` after routing. Before its
+    endpoint runs, the request's key is checked against the entry's scope (``authorize``)."""
 
     def __init__(self, entry: ApiRoute, path: str) -> None:
         super().__init__(path, entry.endpoint, methods=list(entry.methods))
         self.entry = entry
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in self.entry.methods:  # else Starlette's 405, which needs no key
+            authorize(scope, self.entry)
+        await super().handle(scope, receive, send)
+
+
+def authorize(scope: Scope, entry: ApiRoute) -> None:
+    """Check the request's gateway key against the scope ``entry`` requires (gateway/keys.py), when the
+    app has keys (``GatewayApp.keys``); raises Unauthenticated (401) or PermissionDenied (403). The ``llm``
+    scope is the proxy's to check: it records the key id on the call's span."""
+    keys: GatewayKeys | None = getattr(scope.get("app"), "keys", None)
+    if keys is not None and entry.scope != "llm":
+        keys.authorize(entry.scope, authorization_of(scope))
+
+
+def authorization_of(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def route_family(scope: Scope) -> ErrorFamily:

@@ -193,7 +193,7 @@ def _int_param(text: str | None, name: str, *, minimum: int, maximum: int = MAX_
     if text is None or text == "":
         return None
     digits = text.strip().lstrip("-")
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         raise InvalidParameter(f"{name} must be an integer, got {_shown(text)}.")
     value = int(text) if len(digits) <= 20 else maximum + 1  # more digits than any bound (and than int() reads)
     if not minimum <= value <= maximum:
@@ -232,7 +232,7 @@ def _status(text: str | None) -> Status | None:
     lowered = text.strip().lower()
     if lowered in ("ok", "error"):
         return "ok" if lowered == "ok" else "error"
-    if lowered.isdigit() and 100 <= int(lowered) <= 599:
+    if lowered.isascii() and lowered.isdigit() and 100 <= int(lowered) <= 599:
         return int(lowered)
     raise InvalidParameter(f"status must be ok, error or an HTTP status code (100-599), got {text!r}.")
 
@@ -242,7 +242,7 @@ def _time(text: str | None, name: str) -> int | None:
     if text is None or text == "":
         return None
     stripped = text.strip()
-    if stripped.isdigit():
+    if stripped.isascii() and stripped.isdigit():
         if len(stripped) > len(str(MAX_EPOCH_MS)) or int(stripped) > MAX_EPOCH_MS:
             raise InvalidParameter(
                 f"{name} must be epoch milliseconds up to {MAX_EPOCH_MS} (the end of year 9999), got {_shown(text)}."

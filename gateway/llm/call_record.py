@@ -93,16 +93,6 @@ class CallRecord(CallProgress):
         self._end(answer.status, summary, captured, error_type, None if ok else "upstream refused the request")
         return summary
 
-    def rejected(self, answer: Completed, error: ProxyError) -> None:
-        """A 2xx answer the in-process caller cannot use (its body is not a JSON object): the attempt
-        failed with ``error.error_type`` and the call fails with ``error``."""
-        parsed, route, attempt = self.parsed, self.route, self.attempt
-        assert parsed is not None and route is not None  # known before any upstream was asked
-        spans.end_failed(attempt.span, error.error_type, error.message)
-        labels = call_labels(parsed, route, attempt.target)
-        metrics.record_attempt(labels, answer.answered_at - attempt.started, error.error_type, None)
-        self.fail(error)
-
     def streamed(self, opened: Opened) -> StreamingAnswer:
         """The response relaying ``opened``; the call is recorded when the stream ends."""
         parsed, route = self.parsed, self.route
@@ -201,7 +191,7 @@ class RecordingResponse(Response):
             await super().__call__(scope, receive, send)
         finally:
             try:
-                self._call.answered(self._answer)
+                self._call.answered(self._answer, self._answer.data)
             except Exception:  # the client has its answer: say so in the log, never in a second response
                 logger.exception("Could not record the spans and metrics of an LLM call")
 

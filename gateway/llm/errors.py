@@ -1,14 +1,15 @@
 """Errors of the OpenAI-compatible endpoints: GatewayErrors with OpenAI's ``type`` and ``code``.
 
-The proxy raises them; the app's one error handler (``gateway.http.render_error``) answers them in
-OpenAI's shape, ``{"error": {"message", "type", "code"}}``, as every GatewayError under ``/v1``.
+The proxy raises them (a missing or bad gateway key is gateway.errors.Unauthenticated, 401
+``authentication_error``, raised by gateway/keys.py for every route); the app's one error handler
+(``gateway.http.render_error``) answers them in OpenAI's shape, ``{"error": {"message", "type", "code"}}``,
+as every GatewayError under ``/v1``.
 The official SDK picks its exception class from the status (404 -> NotFoundError, 401 ->
 AuthenticationError, 5xx -> InternalServerError), so the status is what matters most; the message
 says what was wrong and, for upstream failures, which upstream and what it answered.
 
 ProxyError(message)                500 server_error
  ├── InvalidRequestError           400 invalid_request_error  (also 404 for an unknown model or prompt)
- ├── AuthenticationError           401 authentication_error
  ├── UpstreamError                 502 upstream_error
  └── UpstreamTimeoutError          504 timeout_error
 """
@@ -19,7 +20,6 @@ from gateway.errors import GatewayError
 from gateway.http import openai_error_body
 
 INVALID_REQUEST = "invalid_request_error"
-AUTHENTICATION = "authentication_error"
 UPSTREAM = "upstream_error"
 TIMEOUT = "timeout_error"
 SERVER = "server_error"
@@ -51,12 +51,6 @@ class InvalidRequestError(ProxyError):
     status = 400
     error_code = "INVALID_REQUEST"
     openai_type = INVALID_REQUEST
-
-
-class AuthenticationError(ProxyError):
-    status = 401
-    error_code = "UNAUTHENTICATED"
-    openai_type = AUTHENTICATION
 
 
 class UpstreamError(ProxyError):

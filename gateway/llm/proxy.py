@@ -29,12 +29,12 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.http import read_body
+from gateway.keys import GatewayKeys
 from gateway.llm import spans
 from gateway.llm.answer import AnswerSummary
-from gateway.llm.auth import GatewayKeys
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
 from gateway.llm.completion import Completion, message_text, span_links
-from gateway.llm.errors import InvalidRequestError, ProxyError, UpstreamError, from_gateway_error
+from gateway.llm.errors import InvalidRequestError, ProxyError, from_gateway_error
 from gateway.llm.prompt_link import PromptRenderer
 from gateway.llm.request_body import CHAT, Operation, ParsedCall
 from gateway.llm.routes_config import AuthSettings, LlmSettings
@@ -80,7 +80,7 @@ class LlmProxy:
         await self.upstreams.close()
 
     def list_models(self, request: Request) -> Response:
-        self.keys.authenticate(request.headers.get("authorization"))
+        self.keys.authorize("llm", request.headers.get("authorization"))
         return Response(self._models_body, media_type="application/json")
 
     async def handle(self, request: Request, operation: Operation) -> Response:
@@ -88,7 +88,7 @@ class LlmProxy:
         headers = request.headers
         call = CallRecord(self.spans.start_server(operation, request.scope["path"], headers), started)
         try:
-            call.key_id = self.keys.authenticate(headers.get("authorization"))
+            call.key_id = self.keys.authorize("llm", headers.get("authorization"))
             raw = await read_body(request, self.settings.max_body_bytes)
             parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
             route = call.route = self.settings.routes.get(parsed.model)
@@ -173,16 +173,8 @@ class LlmProxy:
                 code=f"upstream_{answer.status}",
                 error_type=str(answer.status),
             )
-        data = _json_object(answer.body)
-        if data is None:
-            error = UpstreamError(
-                f"Route {route.name!r}: {target.label} answered HTTP {answer.status} with a body that is not a "
-                f"JSON object ({answer.content_type or 'no content type'}, {len(answer.body)} bytes).",
-                code="upstream_invalid_response",
-                error_type="invalid_response",
-            )
-            call.rejected(answer, error)
-            raise error
+        data = answer.data
+        assert data is not None  # a 2xx is a JSON object (Upstreams refuses any other as a failed attempt)
         summary = call.answered(answer, data) or AnswerSummary()
         context = call.span.get_span_context()
         return Completion(
@@ -216,11 +208,3 @@ def _internal_error(exc: Exception) -> ProxyError:
         code="internal_error",
         error_type=type(exc).__name__,
     )
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None

@@ -29,7 +29,9 @@ Example (the keys of design.md plus ours; every route key but ``name`` and ``tar
               input_price_per_mtok: 0.15    # USD per million tokens, both or neither: the call's
               output_price_per_mtok: 0.6    # gateway.usage.cost_usd (spans, trace store, judges)
     auth:
-      keys: [<sha256 hex of a gateway key>, ...]
+      keys: [<sha256 hex of a gateway key>, ...]   # set: every route but /ping, /health, /version needs a key
+      open_routes: [invoke]         # scopes left open on purpose (default: none)
+      public_metrics: true          # /metrics without a key (default)
 """
 
 from __future__ import annotations
@@ -88,7 +90,13 @@ _TARGET_KEYS = (
     "input_price_per_mtok",
     "output_price_per_mtok",
 )
-_AUTH_KEYS = ("keys",)
+_AUTH_KEYS = ("keys", "open_routes", "public_metrics")
+# Every key scope a route of the table may require (gateway/api/routes.py; tests/api/test_access.py keeps
+# the two in step): what a key may be granted, and what auth.open_routes may leave open.
+SCOPES = (
+    "invoke", "llm", "registry:read", "registry:write", "prompts:read", "prompts:write", "traces:read",
+    "evaluations", "admin", "metrics",
+)  # fmt: skip
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROVIDER_NAME = re.compile(r"^[a-z0-9_.]+$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -165,17 +173,34 @@ class LlmSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """``Settings.auth``: the sha256 hex digests of the gateway keys (none: /v1 is open)."""
+    """``Settings.auth``: the sha256 hex digests of the gateway keys (none: every route is open), the
+    scopes left open to requests without a key (``open_routes``, e.g. ``invoke``), and whether
+    ``/metrics`` is one of them (``public_metrics``, true by default: Prometheus scrapes without a key)."""
 
     key_hashes: frozenset[str] = frozenset()
+    open_routes: frozenset[str] = frozenset()
+    public_metrics: bool = True
+
+    @property
+    def open_scopes(self) -> frozenset[str]:
+        """The scopes a request needs no key for."""
+        return self.open_routes | {"metrics"} if self.public_metrics else self.open_routes
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
-        return {"key_hashes": sorted(self.key_hashes)}
+        return {
+            "key_hashes": sorted(self.key_hashes),
+            "open_routes": sorted(self.open_routes),
+            "public_metrics": self.public_metrics,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuthSettings:
-        return cls(key_hashes=frozenset(data["key_hashes"]))
+        return cls(
+            key_hashes=frozenset(data["key_hashes"]),
+            open_routes=frozenset(data.get("open_routes", ())),
+            public_metrics=data.get("public_metrics", True),
+        )
 
 
 _RETRIES = integer(0)
@@ -345,12 +370,24 @@ def _key_digest(key: str, value: Any) -> str:
 
 
 def parse_auth_settings(raw: Mapping[str, Any]) -> AuthSettings:
-    """The ``auth`` section: ``keys`` is a list of sha256 hex digests of the gateway keys."""
+    """The ``auth`` section: ``keys`` is a list of sha256 hex digests of the gateway keys, ``open_routes`` a
+    list of scopes requests without a key may use, ``public_metrics`` whether /metrics is one of them."""
     data = keys_of("auth", raw or {}, _AUTH_KEYS)
     keys = data.get("keys") or []
     if not isinstance(keys, list | str):  # text: GATEWAY_AUTH='{"keys": "a,b"}' style
         raise ConfigError(f"auth.keys: expected a list of sha256 hex digests, got {type(keys).__name__}.")
-    return AuthSettings(key_hashes=frozenset(list_of(_key_digest)("auth.keys", keys)))
+    return AuthSettings(
+        key_hashes=frozenset(list_of(_key_digest)("auth.keys", keys)),
+        open_routes=frozenset(list_of(_scope)("auth.open_routes", data.get("open_routes") or [])),
+        public_metrics=boolean("auth.public_metrics", data.get("public_metrics", True)),
+    )
+
+
+def _scope(key: str, value: Any) -> str:
+    scope = text(key, value)
+    if scope not in SCOPES:
+        raise ConfigError(f"{key}: {scope!r} is not a key scope; the scopes are: {', '.join(SCOPES)}.")
+    return scope
 
 
 def warn_about_risky_settings(
@@ -362,7 +399,8 @@ def warn_about_risky_settings(
     env = os.environ if environ is None else environ
     if not auth.key_hashes and host not in _LOOPBACK_HOSTS:
         logger.warning(
-            "auth.keys is empty: the /v1 LLM endpoints are open to anyone who can reach %s:%d; "
+            "auth.keys is empty: every endpoint (LLM calls, registry and prompt writes, traces) is open to "
+            "anyone who can reach %s:%d; "
             "configure gateway key hashes under auth.keys",
             host,
             port,

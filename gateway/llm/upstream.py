@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -56,6 +57,7 @@ class Completed:
     status: int
     body: bytes
     content_type: str
+    data: dict[str, Any] | None = None  # a success's body, parsed (a 2xx is always a JSON object)
     answered_at: float = field(default_factory=time.perf_counter)  # when it was read (perf_counter)
     answered_ns: int = field(default_factory=time.time_ns)  # the same moment, as a span timestamp
 
@@ -83,7 +85,7 @@ class CallProgress:
 
 @dataclass(slots=True)
 class _Failure:
-    kind: str  # "status" | "timeout" | "transport"
+    kind: str  # "status" | "timeout" | "transport" | "invalid" (a 2xx that is not a usable answer)
     error_type: str
     message: str
     status: int | None = None
@@ -222,7 +224,9 @@ class Upstreams:
             if not 200 <= status < 300:
                 return self._classify(target, status, await response.read(), response.headers)
             content_type = response.headers.get("content-type", "application/json")
-            if call.stream and content_type.startswith("text/event-stream"):
+            if call.stream:
+                if not content_type.startswith("text/event-stream"):
+                    return _invalid(f"answered a stream request with HTTP {status} and {content_type!r}, not events")
                 chunks = response.content.iter_any()
                 splitter = SSESplitter()
                 async for chunk in chunks:
@@ -231,7 +235,14 @@ class Upstreams:
                         opened = True
                         return Opened(response, chunks, splitter, events, time.perf_counter())
                 return _Failure("transport", "empty_stream", "closed the stream before sending an event")
-            return Completed(status, await response.read(), content_type)
+            body = await response.read()
+            data = _json_object(body)
+            if data is None:  # an HTML error page from a proxy, a truncated answer: never relayed as a success
+                return _invalid(
+                    f"answered HTTP {status} with a body that is not a JSON object "
+                    f"({content_type or 'no content type'}, {len(body)} bytes)"
+                )
+            return Completed(status, body, content_type, data)
         finally:
             if not opened:
                 response.release()  # back to the pool when read to the end, else the connection is closed
@@ -242,6 +253,19 @@ class Upstreams:
             return _Failure("status", str(status), message, status=status, retry_after_s=_retry_after_s(headers))
         # Any other 4xx is about the request itself: the client sees the upstream's answer as it is.
         return Completed(status, self.redact(target, body.decode("utf-8", "replace")).encode(), _json_type(headers))
+
+
+def _invalid(message: str) -> _Failure:
+    """A 2xx the client cannot use: a failed attempt (retried, then the next target), 502 in the end."""
+    return _Failure("invalid", "invalid_response", message)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def call_labels(call: ParsedCall, route: Route, target: Target) -> CallLabels:
@@ -325,6 +349,8 @@ def _final_error(route: Route, failures: list[tuple[Target, _Failure]], attempts
         return UpstreamTimeoutError(
             f"{prefix} timed out ({last.error_type}).", code="upstream_timeout", error_type=last.error_type
         )
+    if last.kind == "invalid":
+        return UpstreamError(f"{prefix} {last.message}.", code="upstream_invalid_response", error_type=last.error_type)
     if last.kind == "status":
         detail = f": {last.message}" if last.message else ""
         return UpstreamError(

@@ -69,7 +69,7 @@ def _describe_response(span: trace.Span, response: Response, ref: ModelRef) -> N
     status = response.status_code
     span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, status)
     version = response.headers.get("x-model-version")
-    if version is not None and version.isdigit():
+    if version is not None and version.isascii() and version.isdigit():
         span.set_attribute(sc.GATEWAY_MODEL_VERSION, int(version))
     elif ref.version is not None:
         span.set_attribute(sc.GATEWAY_MODEL_VERSION, ref.version)

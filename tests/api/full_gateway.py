@@ -30,8 +30,10 @@ def closed_port_url() -> str:
 
 
 @contextlib.contextmanager
-def full_gateway(root: Path, packages: PackageCache) -> Iterator[tuple[GatewayApp, str]]:
-    """The app and its base URL, once /health answers 200."""
+def full_gateway(
+    root: Path, packages: PackageCache, auth: dict[str, object] | None = None
+) -> Iterator[tuple[GatewayApp, str]]:
+    """The app and its base URL, once /health answers 200; ``auth`` is the ``auth`` section (none: open)."""
     from loadtest.fake_upstream import create_app as create_fake_upstream
 
     roots = [packages.root, root]
@@ -61,6 +63,7 @@ def full_gateway(root: Path, packages: PackageCache) -> Iterator[tuple[GatewayAp
                         {"name": "dead", "connect_timeout_s": 1, "targets": [target(closed_port_url(), "m")]},
                     ]
                 },
+                **({"auth": auth} if auth is not None else {}),
             },
             environ={},
         )

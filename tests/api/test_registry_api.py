@@ -152,6 +152,7 @@ HUGE = 10**30  # past any 64-bit integer: once an OverflowError and a 500 from t
         ("PUT", "/api/registry/models/sklearn_skops/aliases/a", {"version": True}, ["True"]),
         ("GET", f"/api/registry/models/sklearn_skops/versions/{HUGE}", None, [str(HUGE)]),
         ("POST", f"/models/sklearn_skops/versions/{HUGE}/invocations", BODY, [str(HUGE)]),
+        ("GET", "/api/registry/models/sklearn_skops/versions/\u00b2", None, ["\u00b2"]),  # isdigit(), not int()
         ("POST", "/api/registry/models/sklearn_skops/versions", {"source": "/models/a\u0000b"}, ["NUL"]),
         ("POST", "/api/registry/models/sklearn_skops/versions", {"source": "/x" * 2600}, ["5200 characters"]),
     ],

@@ -182,3 +182,11 @@ def test_guidelines_are_rendered_one_per_line() -> None:
     built = built.with_guidelines(["Mention the price", "Be polite"])
     content = judge_request(built, {"inputs": "q", "outputs": "a"}, "r")["messages"][1]["content"]
     assert "<guidelines>\n- Mention the price\n- Be polite\n</guidelines>" in content
+
+
+def test_a_field_the_instructions_show_is_required_too() -> None:
+    relevance = BUILTINS["relevance_to_query"]  # edited (a new prompt version) to show expectations as well
+    edited = judge("relevance_to_query", relevance.instructions + "\n{{ expectations }}", required=relevance.required)
+    problem = missing_field(edited, {"inputs": "q", "outputs": "a"})
+    assert problem == "The item has no 'expectations': the instructions of the relevance_to_query judge show it."
+    assert missing_field(edited, {"inputs": "q", "outputs": "a", "expectations": {}}) is None

@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.config import load_settings
@@ -176,3 +180,29 @@ def gw(gateway: Gateway) -> Gateway:
 
 def raw_client(gw: Gateway, **headers: str) -> httpx.Client:
     return httpx.Client(base_url=gw.base_url, timeout=30, headers=headers)
+
+
+def _unusable_answers_upstream() -> Starlette:
+    """An upstream whose 200 answers a client cannot use: text for model "text", a JSON list for "list", and
+    a whole JSON chat completion, even to a stream request, for "json"."""
+
+    async def chat(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        model = body.get("model")
+        if model == "list":
+            return Response(b"[1, 2]", media_type="application/json")
+        if model == "json":
+            message = {"role": "assistant", "content": "whole"}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            answer = {"id": "c-1", "object": "chat.completion", "model": "json", "choices": [choice]}
+            return Response(orjson.dumps(answer), media_type="application/json")
+        return Response(b"<html>gateway of some proxy</html>", media_type="text/html")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@pytest.fixture(scope="module")
+def not_json_url() -> Iterator[str]:
+    """The base URL (with /v1) of an upstream whose 200 answers are not usable (``_unusable_answers_upstream``)."""
+    with run_app_in_thread(_unusable_answers_upstream()) as base_url:
+        yield base_url + "/v1"

@@ -13,14 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.llm.completion import Completion
 from gateway.llm.errors import InvalidRequestError, ProxyError, UpstreamError, UpstreamTimeoutError
@@ -28,28 +23,9 @@ from gateway.llm.proxy import LlmProxy
 from gateway.llm.routes_config import AuthSettings
 from gateway.telemetry import semconv as sc
 from tests.llm.conftest import FakeUpstream, Gateway, running_gateway, target, wait_until
-from tests.servers import run_app_in_thread
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
 PRICES: dict[str, Any] = {"input_price_per_mtok": 1.5, "output_price_per_mtok": 6}
-
-
-def _not_json_upstream() -> Starlette:
-    """An upstream whose 200 answers are not a JSON object: text for model "text", a JSON list for "list"."""
-
-    async def chat(request: Request) -> Response:
-        body = orjson.loads(await request.body())
-        if body.get("model") == "list":
-            return Response(b"[1, 2]", media_type="application/json")
-        return Response(b"<html>gateway of some proxy</html>", media_type="text/html")
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-
-
-@pytest.fixture(scope="module")
-def not_json_url() -> Iterator[str]:
-    with run_app_in_thread(_not_json_upstream()) as base_url:
-        yield base_url + "/v1"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Judge requests as the judges send them (notes on issue 11, section C), and the fake upstream to send them to.
+"""Judge requests as the judges send them (issue 11), and the fake upstream to send them to.
 
 The built-in instructions wrap each field in its tag; inputs and outputs are text when they are
 strings, else JSON; expectations are JSON. The fake upstream's judge mode (loadtest/fake_judge.py)

@@ -1,7 +1,7 @@
 """The fake upstream's judge mode, driven over HTTP with the official ``openai`` SDK.
 
 A judge request is a chat request with ``response_format.json_schema.name`` = ``judge_<name>``, as the
-judges send it (notes on issue 11, section C); these tests build that body themselves and check
+judges send it (issue 11; tests/loadtest/_judge_requests.py builds it); these tests check
 what comes back: scripted markers, the heuristics of the built-in judges on a clear yes and a clear
 no, the defaults of custom judges per value schema, and every format knob.
 """
@@ -273,6 +273,15 @@ HEURISTIC_CASES = [
 ]
 
 
+def test_instructions_that_name_a_tag_before_its_section_do_not_confuse_the_heuristics(client: openai.OpenAI) -> None:
+    user = prompt(
+        inputs=BOILING,
+        outputs="Water boils at 100 degrees Celsius at sea level.",
+        extra="The response is in <outputs> tags; a great question deserves a long answer, I hope this helps.",
+    )
+    assert result(client, "conciseness", user) is True
+
+
 @pytest.mark.parametrize(("judge", "expected", "user"), HEURISTIC_CASES)
 def test_a_built_in_judge_heuristic_gives_the_clear_verdict(
     client: openai.OpenAI, judge: str, expected: bool, user: str
@@ -360,6 +369,11 @@ def test_an_unknown_format_is_a_400_naming_the_knob(client: openai.OpenAI) -> No
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client, "safety", PASSING, model="fake-model@judge_format=yaml")
     assert "judge_format" in str(caught.value) and "yaml" in str(caught.value)
+
+
+def test_a_scale_bound_that_is_no_number_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError):
+        ask(client, "custom", PASSING, {"type": "integer", "maximum": "five"}, fake={"judge_format": "out_of_range"})
 
 
 def test_judge_format_first_applies_the_format_to_the_first_n_judge_calls_only(client: openai.OpenAI) -> None:

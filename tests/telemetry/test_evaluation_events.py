@@ -286,3 +286,25 @@ def test_a_log_batch_larger_than_the_queue_refuses_to_start(
     otel_env(OTEL_LOGS_EXPORTER="console", OTEL_BLRP_MAX_QUEUE_SIZE="8", OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="16")
     with pytest.raises(ConfigError, match="max_export_batch_size"):
         build_telemetry(TelemetrySettings(), store.engine)
+
+
+def test_spans_and_events_black_holed_stop_together_within_one_bound(
+    store: RegistryStore, otel_env: Callable[..., None]
+) -> None:
+    """Both exporters stuck on a black-holed endpoint: their shutdowns run side by side, so the whole
+    telemetry stops in about one ``shutdown_timeout_s`` (+ the abort), not in their sum (issue 13: about
+    12 s with the endpoint black-holed, past what SIGTERM's drain allows)."""
+    timeout_s = 3.0
+    with black_hole() as endpoint:
+        otel_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_SCHEDULE_DELAY="20")
+        telemetry = build_telemetry(TelemetrySettings(shutdown_timeout_s=timeout_s), store.engine)
+        telemetry.provider.get_tracer("test").start_span("stuck").end()
+        telemetry.events.emit_result(
+            name="safety", trace_id=secrets.token_hex(16), span_id=secrets.token_hex(8), score=1.0,
+            label=None, explanation=None, error_type=None,
+        )  # fmt: skip
+        stopper = threading.Thread(target=telemetry.shutdown, name="test-telemetry-shutdown", daemon=True)
+        stopper.start()
+        # One bound is timeout_s + 1.5 s; one after the other, the two parts would need 2 x (timeout_s + 1).
+        stopper.join(2 * timeout_s + 0.5)
+        assert not stopper.is_alive(), "spans and events were stopped one after the other"

@@ -25,6 +25,7 @@ from tests.telemetry.conftest import gateway_settings, run_app, wait_until
 
 PROVIDER_KEY = "sk-provider-" + secrets.token_hex(8)
 CLIENT_KEY = "gw-client-" + secrets.token_hex(8)
+AUTHED = {"Authorization": f"Bearer {CLIENT_KEY}"}  # /api/traces needs the key too (traces:read)
 
 
 async def _chat(request: Request) -> Response:
@@ -96,9 +97,12 @@ def test_chat_completion_spans_and_summary(
                 lambda got: any(s.kind == SERVER for s in got) and any(s.kind == CLIENT for s in got)
             )
             (summary,) = wait_until(
-                lambda: gw.client.get(f"/api/traces/{trace_id}").json().get("summaries"), what="the call's summary"
+                lambda: gw.client.get(f"/api/traces/{trace_id}", headers=AUTHED).json().get("summaries"),
+                what="the call's summary",
             )
-            found = gw.client.get("/api/traces", params={"model": "llama-3.1-8b", "route": "gpt-4o-mini"}).json()
+            found = gw.client.get(
+                "/api/traces", params={"model": "llama-3.1-8b", "route": "gpt-4o-mini"}, headers=AUTHED
+            ).json()
             stored_text = orjson.dumps([summary, found]).decode()
 
     (server,) = [s for s in spans if s.kind == SERVER]

@@ -284,7 +284,7 @@ def _create_session(path: str, providers: list[Any], options: ort.SessionOptions
 
 
 def _optimization_level(value: Any) -> ort.GraphOptimizationLevel:
-    if isinstance(value, str) and not value.isdigit():
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         return ort.GraphOptimizationLevel.__members__[value.upper()]
     return ort.GraphOptimizationLevel(int(value))
 
