@@ -14,8 +14,8 @@ on its own.)
 Where it runs: ``--url`` (default ``$GATEWAY_URL``) names a running gateway, reached over HTTP with the key in
 ``$GATEWAY_API_KEY`` (sent as ``Authorization: Bearer``). Without either, it runs embedded: the gateway app
 in this process, on the local store and the LLM routes of the configuration (``--config``, ``GATEWAY_*``),
-as ``gateway serve`` would, through the same HTTP API without a socket; runs that another process left
-unfinished are not resumed by it.
+as ``gateway serve`` would, through the same HTTP API without a socket (so without gateway keys: only this
+process reaches it); runs that another process left unfinished are not resumed by it.
 
 Exit status: 0 when every run completed with an error rate (items with an error, over all items) at most
 ``--max-error-rate`` (default 0: any error fails); 1 when the rate is higher, or a run failed or was
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -216,8 +217,11 @@ async def _client(url: str | None, settings_of: Callable[[], Any]) -> AsyncItera
             yield client
         return
     from gateway.app import configure_logging, create_app
+    from gateway.llm.routes_config import AuthSettings
 
-    settings = settings_of()
+    # No socket is bound: only this process reaches the app, already holding the store (as `gateway prompts`
+    # does), so its gateway keys are left out rather than asked for.
+    settings = dataclasses.replace(settings_of(), auth=AuthSettings())
     configure_logging("warning")
     app = create_app(settings, resume_evaluations=False)
     async with app.router.lifespan_context(app):

@@ -5,9 +5,11 @@ command also runs embedded (no ``--url``) on a local store."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 
 from gateway.store.assessments import LLM_JUDGE, AssessmentStore
 from gateway.store.engine import open_engine
+from judges.eval_cli import API_KEY_ENV
 from tests.judges.evaluation_servers import evaluation_routes
 from tests.llm.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, FakeUpstream
 from tests.llm.conftest import fake_upstream as fake_upstream  # noqa: F401 (a fixture, used by name)
@@ -27,8 +30,13 @@ from tests.servers import gateway_env, run_cli, run_gateway_process
 JUDGES = ("relevance_to_query", "correctness")
 
 
+KEY = "gw-eval-" + secrets.token_hex(8)
+
+
 def _config(path: Path, up: FakeUpstream) -> Path:
-    config = {"llm": evaluation_routes(up), "judges": {"route": "judge", "concurrency": 8}}
+    """The routes, the judges and a gateway key (every /api route then needs it; embedded runs need none)."""
+    config = {"llm": evaluation_routes(up), "judges": {"route": "judge", "concurrency": 8},
+              "auth": {"keys": [hashlib.sha256(KEY.encode()).hexdigest()]}}  # fmt: skip
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
 
@@ -40,13 +48,13 @@ def served(
 ) -> Iterator[tuple[str, dict[str, str], Path, str]]:
     workdir = tmp_path_factory.mktemp("eval-cli")
     store_uri = f"sqlite:///{workdir}/store.db"
-    env = gateway_env(store_uri, workdir, **{PROVIDER_KEY_ENV: PROVIDER_KEY})
+    env = gateway_env(store_uri, workdir, **{PROVIDER_KEY_ENV: PROVIDER_KEY, API_KEY_ENV: KEY})
     config = _config(workdir / "gateway.yaml", fake_upstream)
     with run_gateway_process(["--config", str(config), "--workers", "2"], env, log_path=workdir / "gateway.log") as (
         base_url,
         _,
     ):
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        with httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as client:
             assert client.post("/api/prompts", json={"name": "qa"}).status_code == 201
             for verdict in ("false", "true"):  # version 1 answers get "no" from the fake judge, version 2 "yes"
                 template = f"{{{{ question }}}} [[verdict.relevance_to_query={verdict}]]"
@@ -160,12 +168,16 @@ def test_exit_status_follows_the_error_rate(served: tuple[str, dict[str, str], P
     assert tolerated.returncode == 0
     refused = run_cli(["eval", "run", str(data), "--judge", "nope", "--url", base_url], env, check=False)
     assert refused.returncode == 2 and "judges[0]" in refused.stderr
+    keyless = {name: value for name, value in env.items() if name != API_KEY_ENV}
+    unauthenticated = run_cli(["eval", "run", str(data), "--judge", "safety", "--url", base_url], keyless, check=False)
+    assert unauthenticated.returncode == 2 and "401" in unauthenticated.stderr
     missing = run_cli(["eval", "run", str(workdir / "absent.jsonl"), "--judge", "safety", "--url", base_url], env,
                       check=False)  # fmt: skip
     assert missing.returncode == 2 and "absent.jsonl" in missing.stderr
 
 
 def test_embedded_without_url(fake_upstream: FakeUpstream, tmp_path: Path) -> None:  # noqa: F811
+    """No --url: the app in process on the local store; the config's gateway keys are not asked for."""
     env = gateway_env(f"sqlite:///{tmp_path}/local.db", tmp_path, **{PROVIDER_KEY_ENV: PROVIDER_KEY})
     config = _config(tmp_path / "gateway.yaml", fake_upstream)
     data = _dataset(tmp_path / "data.jsonl", 5)
