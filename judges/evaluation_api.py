@@ -81,9 +81,9 @@ async def record_item_feedback(request: Request) -> Response:
     outputs) the label targets that span, so it pairs with the judges' verdicts for agreement figures."""
     evaluation_id: str = request.path_params["evaluation_id"]
     index_text: str = request.path_params["item_index"]
+    body = await read_json_object(request)  # first: a body that is not JSON is a 415 whatever the path says
     if not _INDEX.fullmatch(index_text):
         raise InvalidParameter(f"item_index must be a whole number (0 for the first item), got {index_text[:40]!r}.")
-    body = await read_json_object(request)
     unknown = sorted(set(body) - set(_FEEDBACK_FIELDS))
     if unknown:
         raise BadRequest(f"Unknown field(s) {', '.join(unknown)}; feedback has {', '.join(_FEEDBACK_FIELDS)}.")
