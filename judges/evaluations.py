@@ -9,6 +9,9 @@ An item's job generates its outputs when it has none (``LlmProxy.complete``, its
 ``gateway.evaluation.id``; the outputs, the call's trace and span, the prompt version and the model are stored
 on the item before any judge runs, so a resumed job judges the same outputs), then runs its judges
 concurrently; the judge runner writes each assessment itself, insert-if-absent under a deterministic id.
+The item's outcome (``done``, or ``error`` with what went wrong) is written in batches (``_Outcomes``), and a
+run polled without its items is read from its outline: per item, a SQLite commit cost about as much as the
+judge call (docs/benchmarks.md, "LLM judges").
 
 Cancelling (``DELETE``) marks the run ``cancelled`` in the store at once: its items not yet started are
 dropped (they stay ``pending``), the ones in work finish. The worker that owns a run notices a cancel
