@@ -143,7 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     import uvicorn
 
-    from gateway.app import SETTINGS_ENV, configure_logging, create_app
+    from gateway.app import SETTINGS_ENV, configure_logging, create_app, head_limits
+    from gateway.http_protocol import configure as configure_http
     from gateway.http_protocol import select_http_protocol
     from gateway.llm.routes_config import warn_about_risky_settings
     from gateway.telemetry.setup import check_otel_environment
@@ -175,8 +176,10 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": settings.http.keep_alive_s,
         "server_header": False,
     }
+    configure_http(head_limits(settings))  # workers spawned below do it in create_app_from_environ
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
     else:
