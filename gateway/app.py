@@ -30,6 +30,8 @@ from gateway.api.routing import ApiRoute, authorize, build_routing, route_family
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
 from gateway.http import ORJSONResponse, render_error
+from gateway.http_protocol import HeadLimits
+from gateway.http_protocol import configure as configure_http
 from gateway.keys import GatewayKeys
 from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
@@ -316,6 +318,12 @@ def _redact(uri: str) -> str:
     return uri
 
 
+def head_limits(settings: Settings) -> HeadLimits:
+    """What a request head may take, from ``Settings.http``, for gateway.http_protocol."""
+    http = settings.http
+    return HeadLimits(http.header_timeout_s, http.max_headers, http.max_header_bytes)
+
+
 def configure_logging(level: str) -> None:
     """Our loggers (gateway.*) to stderr at ``level``; uvicorn configures its own."""
     logging.basicConfig(
@@ -327,4 +335,5 @@ def create_app_from_environ() -> Starlette:
     """uvicorn factory for worker processes: Settings arrive as JSON in an env var."""
     settings = settings_from_dict(orjson.loads(os.environ[SETTINGS_ENV]))
     configure_logging(settings.log_level)  # a spawned worker starts with no logging configured
+    configure_http(head_limits(settings))  # this worker's connections, before it accepts any
     return create_app(settings)

@@ -147,13 +147,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
     import uvicorn
 
-    from gateway.app import SETTINGS_ENV, configure_logging, create_app
+    from gateway.app import SETTINGS_ENV, configure_logging, create_app, head_limits
+    from gateway.http_protocol import configure as configure_http
     from gateway.http_protocol import select_http_protocol
-    from gateway.llm.routes_config import warn_about_risky_settings
+    from gateway.llm.routes_config import refuse_open_by_accident, warn_about_risky_settings
     from gateway.telemetry.setup import check_otel_environment
 
     configure_logging(settings.log_level)
     # A bad llm route or auth key already stopped load_settings (exit 2); these are allowed but risky.
+    refuse_open_by_accident(settings.auth, settings.host)  # a ConfigError: exit 2, before anything binds
     warn_about_risky_settings(settings.llm, settings.auth, host=settings.host, port=settings.port)
     check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 before any worker starts
 
@@ -179,8 +181,10 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": settings.http.keep_alive_s,
         "server_header": False,
     }
+    configure_http(head_limits(settings))  # workers spawned below do it in create_app_from_environ
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
     else:

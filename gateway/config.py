@@ -89,6 +89,17 @@ class TelemetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """What one connection may do before its request is read (gateway.http_protocol): a slow or huge
+    request head is refused instead of holding a connection, memory and a worker's attention."""
+
+    header_timeout_s: float = 10.0  # from the connection (or a request's first byte) to its headers' end
+    max_headers: int = 100
+    max_header_bytes: int = 64 * 1024  # request line and headers
+    keep_alive_s: float = 5.0  # an idle kept-alive connection is closed after this
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     store_uri: str = DEFAULT_STORE_URI
     redis_url: str | None = None
@@ -100,6 +111,7 @@ class Settings:
     artifact_roots: tuple[Path, ...] = (Path("./models"),)
     serving: ServingSettings = field(default_factory=ServingSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     judges: JudgesSettings = field(default_factory=JudgesSettings)
@@ -283,6 +295,15 @@ PARAMS: tuple[Param, ...] = (
         non_negative,
         "At shutdown, how long span export and the summary writer may each take to flush.",
     ),
+    Param(
+        "http.header_timeout_s",
+        positive,
+        "A request whose headers have not all arrived this long after the connection opened (or after the "
+        "request's first byte) gets 408 and the connection closes.",
+    ),
+    Param("http.max_headers", integer(1), "Most headers one request may carry (431 beyond)."),
+    Param("http.max_header_bytes", integer(1024), "Largest request line and headers, in bytes (431 beyond)."),
+    Param("http.keep_alive_s", positive, "An idle kept-alive connection is closed after this many seconds."),
     Param("llm", mapping, "LLM proxy routes (see docs/configuration.md)."),
     Param("auth", mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
     Param(
@@ -294,7 +315,7 @@ PARAMS: tuple[Param, ...] = (
 )
 _PARAMS_BY_KEY = {param.key: param for param in PARAMS}
 # Groups of plain keys: ``serving: {max_batch_rows: 64}`` in the file is the key serving.max_batch_rows.
-_GROUPS = {"serving", "telemetry"}
+_GROUPS = {"serving", "telemetry", "http"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +402,7 @@ def load_settings(
     top_values = {k: v for k, v in values.items() if "." not in k}
     telemetry_values = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("telemetry.")}
     top_values["telemetry"] = TelemetrySettings(**telemetry_values)
+    top_values["http"] = HttpSettings(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("http.")})
     for name, section in SECTIONS.items():  # after every plain value, so those are reported first
         top_values[name] = section.parse(values.get(name, {}), env)
     serving = ServingSettings(**serving_values)
@@ -406,6 +428,7 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     serving["preload"] = tuple(serving.get("preload") or ())
     top = {k: v for k, v in data.items() if k != "serving"}
     top["telemetry"] = TelemetrySettings(**data.get("telemetry", {}))
+    top["http"] = HttpSettings(**data.get("http", {}))
     top["artifact_roots"] = tuple(Path(p) for p in top.get("artifact_roots", ()))
     for name, section in SECTIONS.items():
         top[name] = section.from_dict(data[name])

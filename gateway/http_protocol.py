@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 logger = logging.getLogger("gateway.http_protocol")
 
@@ -84,6 +87,12 @@ class CoalescingTransport:
         self._held = None  # what an abort discards
         self._transport.abort()
 
+    def write_eof(self) -> None:
+        """Send what is held, then end our side of the connection (the refused-head answer's lingering close)."""
+        self.flush()
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+
     # The rest of what uvicorn's HTTP protocol calls (tests/test_http_protocol.py checks this list
     # against uvicorn's source), passed to the real transport.
 
@@ -106,12 +115,119 @@ class CoalescingTransport:
         return self._transport.get_protocol()
 
 
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """What a request head may take (``Settings.http``): time, header count, bytes."""
+
+    timeout_s: float = 10.0
+    max_headers: int = 100
+    max_bytes: int = 64 * 1024
+
+
+# Set once per process before the server starts (``configure``: gateway serve, and each worker's app factory).
+_limits = HeadLimits()
+
+
+def configure(limits: HeadLimits) -> None:
+    global _limits
+    _limits = limits
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback once the connection has been answered: stops the parser."""
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` over a ``CoalescingTransport``."""
+    """uvicorn's ``HttpToolsProtocol`` over a ``CoalescingTransport``, with bounds on the request head.
+
+    uvicorn reads a request head for as long as it takes and as large as it comes: 200 connections
+    sending one byte a second stayed open for a minute, and a 1 MB header or 10,000 headers were taken
+    (httptools buffers a header whole before its callback). Here a head must be complete within
+    ``timeout_s`` of the connection opening (or of the request's first byte, on a kept-alive
+    connection), else 408; more than ``max_headers`` headers or ``max_bytes`` of request line and
+    headers is a 431, counted as the bytes arrive. Either way the connection closes after the answer.
+    """
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _header_count = 0
+    _refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # (uvloop's transports are not asyncio.Transport subclasses, hence no isinstance check)
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._limits = _limits
+        self._head_timer = self.loop.call_later(self._limits.timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        reading_head = self._head_timer is not None
+        super().data_received(data)
+        if reading_head and self._head_timer is not None and not self._refused:  # the head is still incomplete
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_bytes:
+                self._refuse(431, f"The request line and headers exceed {self._limits.max_bytes} bytes.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = self._header_count = 0
+        if self._head_timer is None:  # a kept-alive connection's next request: its head has its own deadline
+            self._head_timer = self.loop.call_later(self._limits.timeout_s, self._head_timed_out)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self._limits.max_headers:
+            self._refuse(431, f"The request has more than {self._limits.max_headers} headers.")
+            raise _HeadRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # else the parser stopped because the head was refused: answered already
+            super().send_400_response(msg)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self._refuse(408, f"The request headers did not arrive within {self._limits.timeout_s:g} s.")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with MLflow's error body and close, before any app sees the request."""
+        self._refused = True
+        self._stop_head_timer()
+        body = orjson.dumps({"error_code": _HEAD_ERROR_CODES[status], "message": message})
+        reason = _REASONS[status]
+        transport = self.transport
+        transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, reason, len(body))
+            + body
+        )
+        # A lingering close: our side ends now, what the client still sends is read and dropped for a moment,
+        # then the connection closes. Closed at once, unread bytes would make the kernel reset the connection,
+        # and a client still sending (a 1 MB header) could lose the answer.
+        if isinstance(transport, CoalescingTransport):
+            transport.write_eof()
+        self.loop.call_later(_LINGER_S, transport.close)
+        logger.info("Refused a request head (%d): %s", status, message)
+
+
+_LINGER_S = 2.0
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_HEAD_ERROR_CODES = {408: "REQUEST_TIMEOUT", 431: "REQUEST_LIMIT_EXCEEDED"}
 
 
 def select_http_protocol() -> str:

@@ -96,6 +96,8 @@ class _Outcome:
     error_code: str | None = None
     error_message: str | None = None
     calls: list[Completion] = dataclasses.field(default_factory=list)
+    failed_trace_id: str | None = None  # the last call that got no usable answer: its own trace
+    failed_attempts: int = 0  # the upstream attempts of the calls that got no answer
     call_count: int = 0
     duration_s: float = 0.0
     route: str | None = None
@@ -208,6 +210,8 @@ class JudgeRunner:
                 return None
             except ProxyError as exc:
                 outcome.failed(_error_code(exc), exc.message)
+                outcome.failed_trace_id = exc.trace_id or outcome.failed_trace_id
+                outcome.failed_attempts += exc.attempts or 0
                 return None
             finally:
                 outcome.duration_s += time.perf_counter() - started
@@ -301,14 +305,18 @@ def _assessment(ident: str, judge: Judge, target: Target, evaluation_id: str | N
         judge_prompt_name=judge.prompt_name,
         judge_prompt_version=judge.prompt_version,
         judge_model=(last.response_model or last.target) if last is not None else None,
-        judge_trace_id=last.trace_id if last is not None else None,
+        judge_trace_id=outcome.failed_trace_id if failed and outcome.failed_trace_id else _trace_of(last),
         input_tokens=_total(call.input_tokens for call in calls),
         output_tokens=_total(call.output_tokens for call in calls),
         cost_usd=_total(call.cost_usd for call in calls),
         latency_ms=round(outcome.duration_s * 1000, 3) if outcome.call_count else None,
-        attempts=_total(call.attempts for call in calls),
+        attempts=_total([*(call.attempts for call in calls), outcome.failed_attempts or None]),
         metadata=metadata,
     )
+
+
+def _trace_of(call: Completion | None) -> str | None:
+    return call.trace_id if call is not None else None
 
 
 def _total(values: Any) -> Any:

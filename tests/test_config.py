@@ -175,3 +175,15 @@ def test_the_judges_section_has_defaults_and_names_a_bad_key() -> None:
         load_settings({"judges": {"route_concurrency": 0}}, environ={})
     with pytest.raises(ConfigError, match=r"^judges\.route: 3 must be the name of an LLM route"):
         load_settings({"judges": {"route": 3}}, environ={})
+
+
+def test_open_beyond_loopback_only_on_purpose() -> None:
+    from gateway.llm.routes_config import AuthSettings, refuse_open_by_accident
+
+    with pytest.raises(ConfigError, match=r"auth\.allow_open"):
+        refuse_open_by_accident(AuthSettings(), "0.0.0.0")
+    refuse_open_by_accident(AuthSettings(), "127.0.0.1")  # loopback: open is fine
+    refuse_open_by_accident(AuthSettings(key_hashes=frozenset({"a" * 64})), "0.0.0.0")
+    allowed = load_settings({"auth": {"allow_open": True}}, environ={}).auth
+    assert allowed.allow_open
+    refuse_open_by_accident(allowed, "0.0.0.0")

@@ -15,10 +15,11 @@ import threading
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from gateway.http_protocol import FLUSH_AT
+from gateway.http_protocol import FLUSH_AT, HeadLimits, configure
 from tests.servers import run_app_in_thread
 
 BIG = bytes(range(256)) * (3 * FLUSH_AT // 256 + 7)  # a body of several times FLUSH_AT
@@ -188,3 +189,74 @@ def test_without_httptools_gateway_serve_falls_back_to_uvicorns_protocol_with_a_
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "auto"
     assert "serving with uvicorn's own HTTP protocol" in done.stderr
+
+
+# --- bounds on the request head (issue 13 item 7) -------------------------------------------------------------
+
+LIMITS = HeadLimits(timeout_s=1.0, max_headers=20, max_bytes=4096)
+
+
+@pytest.fixture
+def bounded(base_url: str) -> Iterator[str]:
+    """The module's server with small head limits for new connections (restored after the test)."""
+    configure(LIMITS)
+    try:
+        yield base_url
+    finally:
+        configure(HeadLimits())
+
+
+def _answer_then_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):  # until the server closes (the socket's 30 s timeout fails a hang)
+        data += chunk
+    return data
+
+
+def _refusal(data: bytes, status: bytes, words: str) -> None:
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status), data[:200]
+    assert b"connection: close" in head.lower()
+    assert words in orjson.loads(body)["message"], body
+
+
+def test_a_head_that_trickles_in_is_a_408_and_the_connection_closes(bounded: str) -> None:
+    with _connect(bounded) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # and then nothing more: a slowloris client
+        _refusal(_answer_then_close(sock), b"408", "did not arrive within 1 s")
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed(bounded: str) -> None:
+    with _connect(bounded) as sock:
+        _refusal(_answer_then_close(sock), b"408", "did not arrive within 1 s")
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_its_own_deadline(bounded: str) -> None:
+    with _connect(bounded) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        assert _read_until(sock, b"\r\n\r\nok")
+        sock.sendall(b"POST /echo HTTP/1.1\r\n")
+        _refusal(_answer_then_close(sock), b"408", "did not arrive within 1 s")
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        (b"GET /echo HTTP/1.1\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n", "exceed 4096 bytes"),
+        (b"GET /echo HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(10_000)) + b"\r\n", "more than 20"),
+        (b"GET /echo HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(21)) + b"\r\n", "more than 20"),
+    ],
+    ids=["a 1 MB header", "10,000 headers", "21 headers"],
+)
+def test_a_head_over_its_limits_is_a_431(bounded: str, head: bytes, words: str) -> None:
+    with _connect(bounded) as sock:
+        sock.sendall(head)  # the server reads and drops what follows a refused head (a lingering close)
+        _refusal(_answer_then_close(sock), b"431", words)
+
+
+def test_a_head_within_its_limits_and_a_body_beyond_them_are_taken(bounded: str) -> None:
+    body = b"x" * 100_000  # the body is not part of the head
+    headers = {f"X-H{i}": "v" for i in range(12)}  # with the 6 httpx adds: 18 of the 20
+    with httpx.Client(base_url=bounded, timeout=30) as client:
+        answer = client.post("/echo", content=body, headers=headers)
+    assert answer.status_code == 200 and answer.content == body

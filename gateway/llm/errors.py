@@ -32,6 +32,9 @@ class ProxyError(GatewayError):
     ``retry_after_s`` becomes a ``Retry-After`` header (whole seconds, at least 1)."""
 
     openai_type = SERVER
+    # Set by LlmProxy.complete on the error it raises: the failed call's own trace and its attempts.
+    trace_id: str | None = None
+    attempts: int | None = None
 
     def __init__(
         self,

@@ -148,11 +148,12 @@ class LlmProxy:
             if exc.status >= 500:
                 logger.warning("In-process LLM call failed with %d: %s", exc.status, exc.message)
             call.fail(exc)
+            _traced(exc, call)
             raise
         except GatewayError as exc:  # a collaborator's own error, as the proxy's
             error = from_gateway_error(exc)
             call.fail(error)
-            raise error from exc
+            raise _traced(error, call) from exc
         except asyncio.CancelledError:
             call.fail(ProxyError("the caller cancelled the call", status=499, error_type=CANCELLED))
             raise
@@ -166,12 +167,15 @@ class LlmProxy:
         target = attempt.target
         if answer.status >= 300:  # a 4xx about the request itself (the others were failed attempts)
             call.answered(answer)
-            raise InvalidRequestError(
-                f"Route {route.name!r}: {target.label} refused the request with HTTP {answer.status}: "
-                f"{error_message(answer.body)}",
-                status=answer.status,
-                code=f"upstream_{answer.status}",
-                error_type=str(answer.status),
+            raise _traced(
+                InvalidRequestError(
+                    f"Route {route.name!r}: {target.label} refused the request with HTTP {answer.status}: "
+                    f"{error_message(answer.body)}",
+                    status=answer.status,
+                    code=f"upstream_{answer.status}",
+                    error_type=str(answer.status),
+                ),
+                call,
             )
         data = answer.data
         assert data is not None  # a 2xx is a JSON object (Upstreams refuses any other as a failed attempt)
@@ -198,6 +202,13 @@ class LlmProxy:
             status=404,
             code="model_not_found",
         )
+
+
+def _traced(error: ProxyError, call: CallRecord) -> ProxyError:
+    """``error`` with the failed in-process call's trace id and attempt count (a judge records them)."""
+    error.trace_id = format(call.span.get_span_context().trace_id, "032x")
+    error.attempts = call.attempts
+    return error
 
 
 def _internal_error(exc: Exception) -> ProxyError:

@@ -90,7 +90,7 @@ _TARGET_KEYS = (
     "input_price_per_mtok",
     "output_price_per_mtok",
 )
-_AUTH_KEYS = ("keys", "open_routes", "public_metrics")
+_AUTH_KEYS = ("keys", "open_routes", "public_metrics", "allow_open")
 # Every key scope a route of the table may require (gateway/api/routes.py; tests/api/test_access.py keeps
 # the two in step): what a key may be granted, and what auth.open_routes may leave open.
 SCOPES = (
@@ -180,6 +180,7 @@ class AuthSettings:
     key_hashes: frozenset[str] = frozenset()
     open_routes: frozenset[str] = frozenset()
     public_metrics: bool = True
+    allow_open: bool = False  # serve beyond loopback with no keys, on purpose (else gateway serve refuses)
 
     @property
     def open_scopes(self) -> frozenset[str]:
@@ -192,6 +193,7 @@ class AuthSettings:
             "key_hashes": sorted(self.key_hashes),
             "open_routes": sorted(self.open_routes),
             "public_metrics": self.public_metrics,
+            "allow_open": self.allow_open,
         }
 
     @classmethod
@@ -200,6 +202,7 @@ class AuthSettings:
             key_hashes=frozenset(data["key_hashes"]),
             open_routes=frozenset(data.get("open_routes", ())),
             public_metrics=data.get("public_metrics", True),
+            allow_open=data.get("allow_open", False),
         )
 
 
@@ -380,6 +383,7 @@ def parse_auth_settings(raw: Mapping[str, Any]) -> AuthSettings:
         key_hashes=frozenset(list_of(_key_digest)("auth.keys", keys)),
         open_routes=frozenset(list_of(_scope)("auth.open_routes", data.get("open_routes") or [])),
         public_metrics=boolean("auth.public_metrics", data.get("public_metrics", True)),
+        allow_open=boolean("auth.allow_open", data.get("allow_open", False)),
     )
 
 
@@ -390,6 +394,19 @@ def _scope(key: str, value: Any) -> str:
     return scope
 
 
+def refuse_open_by_accident(auth: AuthSettings, host: str) -> None:
+    """``gateway serve`` beyond loopback with no gateway keys would let anyone who reaches the port register
+    models, move aliases, rewrite prompts and read captured traces: a ConfigError naming the two ways out,
+    unless ``auth.allow_open`` says it is on purpose."""
+    if auth.key_hashes or host in _LOOPBACK_HOSTS or auth.allow_open:
+        return
+    raise ConfigError(
+        f"host {host!r} is beyond loopback and auth.keys is empty: every endpoint would be open to anyone who "
+        'can reach it. Set auth.keys (sha256 hex digests of gateway keys: printf %s "$KEY" | sha256sum), '
+        "or set auth.allow_open: true to serve it open on purpose (GATEWAY_AUTH='{\"allow_open\": true}')."
+    )
+
+
 def warn_about_risky_settings(
     llm: LlmSettings, auth: AuthSettings, *, host: str, port: int, environ: Mapping[str, str] | None = None
 ) -> None:
@@ -397,11 +414,10 @@ def warn_about_risky_settings(
     beyond loopback, a provider key variable that is unset. (Bad values never get here: load_settings
     refuses them.)"""
     env = os.environ if environ is None else environ
-    if not auth.key_hashes and host not in _LOOPBACK_HOSTS:
+    if not auth.key_hashes and host not in _LOOPBACK_HOSTS:  # allowed: refuse_open_by_accident passed
         logger.warning(
-            "auth.keys is empty: every endpoint (LLM calls, registry and prompt writes, traces) is open to "
-            "anyone who can reach %s:%d; "
-            "configure gateway key hashes under auth.keys",
+            "auth.allow_open is set and auth.keys is empty: every endpoint (LLM calls, registry and prompt "
+            "writes, traces) is open to anyone who can reach %s:%d",
             host,
             port,
         )

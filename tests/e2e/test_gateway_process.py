@@ -150,3 +150,11 @@ def test_help_is_truthful() -> None:
     for flag in ("--config", "--host", "--port", "--workers", "--model", "--store-uri", "--artifact-root"):
         assert flag in out
     assert shutil.which(GATEWAY_BIN) is not None
+
+
+def test_serving_beyond_loopback_without_keys_is_refused_naming_allow_open(workdir: Path) -> None:
+    """Open by accident is refused before anything binds: exit 2, the message names auth.keys and auth.allow_open."""
+    env = gateway_env(f"sqlite:///{workdir}/open.db", workdir / "models")
+    result = run_cli(["serve", "--host", "0.0.0.0", "--port", "1"], env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "auth.allow_open" in result.stderr and "auth.keys" in result.stderr and "'0.0.0.0'" in result.stderr

@@ -183,6 +183,8 @@ def test_hanging_calls_end_as_timeouts_without_stopping_other_jobs(gw: JudgeGate
     assert [r.error_code for r in slow] == ["timeout"] * 5
     assert all("timeout_s=1 s" in (r.error_message or "") for r in slow)
     assert all(r.value is None and r.metadata["judge_calls"] == 1 for r in slow)
+    # A call that timed out is still a trace of its own, recorded on the error assessment with its attempt.
+    assert all(r.judge_trace_id and r.judge_trace_id != r.trace_id and r.attempts == 1 for r in slow), slow
     assert arrived() == 5  # the fifth job got a slot once the timeout fired
 
 
