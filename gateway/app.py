@@ -34,6 +34,7 @@ from gateway.http_protocol import HeadLimits
 from gateway.http_protocol import configure as configure_http
 from gateway.keys import GatewayKeys
 from gateway.llm.proxy import LlmProxy
+from gateway.llm.response_pins import make_pins
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
@@ -234,8 +235,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         await asyncio.to_thread(prompt_cache.refresh_sync)
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
-        # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider.
+        # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider; which
+        # target created each stored response (Responses API) in Redis, else in a file the workers share, else here.
         llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
         # LLM judges (judges/): the built-ins seeded as prompts judges.<name>, their catalog, and the runner

@@ -42,17 +42,31 @@ class PayloadTooLarge(GatewayError):
     error_code = "REQUEST_LIMIT_EXCEEDED"
 
 
-# The shape of an error body: MLflow's (scoring, registry, prompts, traces, ops) or OpenAI's (/v1); each
-# route of the table names its own (gateway/api/routing.py, route_family).
-ErrorFamily = Literal["mlflow", "openai"]
+# The shape of an error body: MLflow's (scoring, registry, prompts, traces, ops), OpenAI's (/v1) or Anthropic's
+# (/v1/messages); each route of the table names its own (gateway/api/routing.py, route_family).
+ErrorFamily = Literal["mlflow", "openai", "anthropic"]
+
+# Anthropic's error types by status (its API's documented list); another 4xx is invalid_request_error, another
+# 5xx api_error.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 def render_error(exc: GatewayError, family: ErrorFamily) -> Response:
     """The one answer to a GatewayError: its status, headers and body in the shape of ``family``."""
-    if family == "openai":
+    if family == "openai" or family == "anthropic":
+        body = openai_error_body(exc) if family == "openai" else anthropic_error_body(exc)
         return Response(
-            openai_error_body(exc), status_code=exc.status, headers=_error_headers(exc, None),
-            media_type="application/json",
+            body, status_code=exc.status, headers=_error_headers(exc, None), media_type="application/json",
         )  # fmt: skip
     return error_response(exc)
 
@@ -69,6 +83,15 @@ def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> 
 def openai_error_body(exc: GatewayError) -> bytes:
     """OpenAI's error body: ``{"error": {"message": ..., "type": ..., "code": ...}}``."""
     return orjson.dumps({"error": {"message": exc.message, "type": exc.openai_type, "code": exc.openai_code}})
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+
+
+def anthropic_error_body(exc: GatewayError) -> bytes:
+    """Anthropic's error body: ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(exc.status), "message": exc.message}})
 
 
 def _error_headers(exc: GatewayError, headers: dict[str, str] | None) -> dict[str, str]:

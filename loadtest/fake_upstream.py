@@ -5,7 +5,9 @@ Run it: ``python loadtest/fake_upstream.py --port 8001`` (``--host``, default 12
 
 Endpoints: ``POST /v1/chat/completions`` (plain, ``stream`` with ``stream_options.include_usage``,
 ``n`` choices, tool calls), ``POST /v1/completions`` (plain and streamed), ``POST /v1/embeddings``
-(``float`` or ``base64``, ``dimensions``), ``GET /v1/models``, ``POST /fake/reset``.
+(``float`` or ``base64``, ``dimensions``), ``GET /v1/models``, ``POST /fake/reset``; the Responses API
+(``POST /v1/responses`` and its follow-ups: loadtest/fake_responses.py) and Anthropic's Messages API
+(``POST /v1/messages``, ``/v1/messages/count_tokens``: loadtest/fake_anthropic.py).
 
 Answers are deterministic: a chat reply is ``"Echo: <last user text>"``, one streamed chunk per
 word; token counts are word counts. When the body has ``tools`` (and the last message is not a tool
@@ -54,7 +56,10 @@ import itertools
 import struct
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -65,12 +70,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:  # mypy reads loadtest/ as top-level modules
+    import fake_anthropic
     import fake_judge
+    import fake_responses
 else:
     try:  # run as a script (python loadtest/fake_upstream.py): loadtest/ is on sys.path
+        import fake_anthropic
         import fake_judge
+        import fake_responses
     except ModuleNotFoundError:  # imported as loadtest.fake_upstream
-        from loadtest import fake_judge
+        from loadtest import fake_anthropic, fake_judge, fake_responses
 
 MODELS = ("fake-model", "fake-embedding")
 DEFAULT_TOOL_CALL_DELTAS = 3
@@ -81,10 +90,11 @@ _FLOAT_KNOBS = ("retry_after", "delay", "chunk_delay")
 
 @dataclass
 class Received:
-    path: str
+    path: str  # with the query string, when there is one
     headers: dict[str, str]
     body: bytes
     at: float  # time.monotonic()
+    method: str = "POST"
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -153,7 +163,7 @@ def _knobs(body: dict[str, Any]) -> dict[str, Any]:
     return knobs
 
 
-def _error(status: int, message: str, retry_after: float | None = None) -> Response:
+def _openai_error(status: int, message: str, retry_after: float | None = None) -> Response:
     headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
     body = orjson.dumps(
         {
@@ -251,13 +261,22 @@ class FakeUpstream:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.ids = _Ids()
+        self.stored: OrderedDict[str, Any] = OrderedDict()  # the Responses API's stored responses (fake_responses.py)
 
-    async def _begin(self, request: Request) -> tuple[dict[str, Any], dict[str, Any], Response | None]:
-        """Record the request, read its knobs, apply failures and delays; a Response ends the call early."""
-        raw = await request.body()
+    def record(self, request: Request, raw: bytes) -> None:
+        path = request.scope["path"] + (f"?{request.url.query}" if request.url.query else "")
         self.recorder.requests.append(
-            Received(request.scope["path"], {k.lower(): v for k, v in request.headers.items()}, raw, time.monotonic())
+            Received(path, {k.lower(): v for k, v in request.headers.items()}, raw, time.monotonic(), request.method)
         )
+
+    async def _begin(
+        self, request: Request, error: Callable[..., Response] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], Response | None]:
+        """Record the request, read its knobs, apply failures and delays; a Response ends the call early (an
+        error in OpenAI's shape, or the one ``error`` makes)."""
+        _error = error or _openai_error
+        raw = await request.body()
+        self.record(request, raw)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -294,7 +313,7 @@ class FakeUpstream:
             return early
         messages = body.get("messages")
         if not isinstance(messages, list):
-            return _error(400, "'messages' must be a list")
+            return _openai_error(400, "'messages' must be a list")
         model = str(body["model"])
         n = int(body.get("n") or 1)
         tools = body.get("tools")
@@ -306,7 +325,7 @@ class FakeUpstream:
                 number = self.recorder.count_call(model, self.recorder.judge_calls_by_model)
                 reply = fake_judge.verdict_text(body, knobs, number)
             except (ValueError, TypeError) as exc:  # an unknown judge_format, a schema bound that is no number
-                return _error(400, f"fake upstream: {exc}")
+                return _openai_error(400, f"fake upstream: {exc}")
         else:
             reply = _reply_text(messages, knobs)
         pieces = _tool_arguments(int(knobs.get("tool_call_deltas", DEFAULT_TOOL_CALL_DELTAS))) if use_tool else None
@@ -494,6 +513,16 @@ def create_app(recorder: Recorder | None = None) -> Starlette:
             Route("/v1/completions", fake.completions, methods=["POST"]),
             Route("/v1/embeddings", fake.embeddings, methods=["POST"]),
             Route("/v1/models", fake.models, methods=["GET"]),
+            Route("/v1/responses", partial(fake_responses.create, fake), methods=["POST"]),
+            Route("/v1/responses/input_tokens", partial(fake_responses.input_tokens, fake), methods=["POST"]),
+            Route("/v1/responses/{response_id}", partial(fake_responses.retrieve, fake), methods=["GET"]),
+            Route("/v1/responses/{response_id}", partial(fake_responses.delete, fake), methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/cancel", partial(fake_responses.cancel, fake), methods=["POST"]),
+            Route(
+                "/v1/responses/{response_id}/input_items", partial(fake_responses.input_items, fake), methods=["GET"]
+            ),
+            Route("/v1/messages", partial(fake_anthropic.create, fake), methods=["POST"]),
+            Route("/v1/messages/count_tokens", partial(fake_anthropic.count_tokens, fake), methods=["POST"]),
             Route("/fake/reset", fake.reset, methods=["POST"]),
         ]
     )

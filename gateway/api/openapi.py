@@ -2,7 +2,8 @@
 
 Every entry gives one operation per method: its summary, path parameters, query parameters and headers,
 request body, success answer, and its error answers with the error body of the route's family (MLflow's
-``{"error_code", "message"}``, or OpenAI's ``{"error": {"message", "type", "code"}}`` for ``/v1``).
+``{"error_code", "message"}``, OpenAI's ``{"error": {"message", "type", "code"}}`` for ``/v1``, or Anthropic's
+``{"type": "error", "error": {"type", "message"}}`` for ``/v1/messages``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 
 from gateway import __version__
 from gateway.api.routing import ApiRoute, Content
-from gateway.api.schemas import MLFLOW_ERROR, OPENAI_ERROR
+from gateway.api.schemas import ANTHROPIC_ERROR, MLFLOW_ERROR, OPENAI_ERROR
 from gateway.http import ErrorFamily
 from gateway.refs import MAX_VERSION
 
 _ERROR_SCHEMAS: dict[ErrorFamily, tuple[str, dict[str, Any]]] = {
     "mlflow": ("MlflowError", dict(MLFLOW_ERROR)),
     "openai": ("OpenAIError", dict(OPENAI_ERROR)),
+    "anthropic": ("AnthropicError", dict(ANTHROPIC_ERROR)),
 }
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 _STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 304: "Not modified (If-None-Match)"}
@@ -53,7 +55,15 @@ def openapi_document(table: Sequence[ApiRoute]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": dict(_ERROR_SCHEMAS.values()),
-            "securitySchemes": {"gatewayKey": {"type": "http", "scheme": "bearer", "description": "A gateway key"}},
+            "securitySchemes": {
+                "gatewayKey": {"type": "http", "scheme": "bearer", "description": "A gateway key"},
+                "gatewayApiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "A gateway key, as Anthropic's SDKs send it",
+                },
+            },  # fmt: skip
         },
     }
 
@@ -97,6 +107,8 @@ def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]
     operation["responses"] = responses
     if entry.family == "openai":
         operation["security"] = [{"gatewayKey": []}, {}]  # a key when auth.keys is set
+    elif entry.family == "anthropic":
+        operation["security"] = [{"gatewayApiKey": []}, {"gatewayKey": []}, {}]
     if entry.scope is not None:
         operation["x-gateway-scope"] = entry.scope
     return operation

@@ -7,7 +7,8 @@ Starlette's matching order: the first full match wins, so the hot routes come fi
 
 Scopes (issue 13, declared here and not enforced yet): ``invoke`` scoring, ``llm`` the OpenAI-compatible
 proxy, ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``,
-``evaluations``, ``admin``, ``metrics`` for /metrics; None for the routes open to anyone.
+``evaluations``, ``admin``, ``metrics`` for /metrics; None for the routes open to anyone. The LLM routes answer
+errors in OpenAI's shape, but ``/v1/messages`` in Anthropic's (its clients are Anthropic's SDKs).
 """
 
 from __future__ import annotations
@@ -42,6 +43,35 @@ LLM = (
              (200, s.COMPLETION), s.LLM_ERRORS, s.COMPLETION_REQUEST, family="openai", hot=True),
     ApiRoute(POST, "/v1/embeddings", llm.embeddings, "llm", "Embeddings through a configured route",
              (200, s.EMBEDDINGS), s.LLM_ERRORS, s.EMBEDDING_REQUEST, family="openai", hot=True),
+    ApiRoute(POST, "/v1/responses", llm.responses, "llm", "A response (OpenAI's Responses API) through a route",
+             (200, s.RESPONSE), s.RESPONSES_ERRORS, s.RESPONSES_REQUEST, family="openai", hot=True),
+    ApiRoute(POST, "/v1/responses/input_tokens", llm.responses_input_tokens, "llm",
+             "Count a Responses API request's input tokens through a configured route",
+             (200, s.INPUT_TOKENS), s.LLM_ERRORS, s.RESPONSES_REQUEST, family="openai"),
+    ApiRoute(GET, "/v1/responses/{response_id}", llm.retrieve_response, "llm",
+             "A stored response, from the target that created it", (200, s.RESPONSE), s.FOLLOW_UP_ERRORS,
+             query=(Param("stream", "Replay the response's events", {"type": "boolean"}),
+                    Param("include[]", "Extra output to include", repeated=True),
+                    Param("starting_after", "Replay the events after this sequence number", {"type": "integer"})),
+             family="openai"),
+    ApiRoute(DELETE, "/v1/responses/{response_id}", llm.delete_response, "llm",
+             "Delete a stored response at the target that created it", (200, s.json_body(s.OBJECT)), s.FOLLOW_UP_ERRORS,
+             family="openai"),
+    ApiRoute(POST, "/v1/responses/{response_id}/cancel", llm.cancel_response, "llm",
+             "Cancel a background response at the target that created it", (200, s.RESPONSE), s.FOLLOW_UP_ERRORS,
+             family="openai"),
+    ApiRoute(GET, "/v1/responses/{response_id}/input_items", llm.response_input_items, "llm",
+             "The input items of a stored response, from the target that created it", (200, s.ITEM_LIST),
+             s.FOLLOW_UP_ERRORS,
+             query=(Param("after", "An item id to list after"), Param("limit", "Page size", {"type": "integer"}),
+                    Param("order", "asc or desc"), Param("include[]", "Extra fields to include", repeated=True)),
+             family="openai"),
+    ApiRoute(POST, "/v1/messages", llm.messages, "llm", "A message (Anthropic's Messages API) through a route of "
+             "provider anthropic", (200, s.MESSAGE), s.MESSAGES_ERRORS, s.MESSAGES_REQUEST, family="anthropic",
+             hot=True),
+    ApiRoute(POST, "/v1/messages/count_tokens", llm.count_tokens, "llm",
+             "Count a Messages API request's input tokens through a route of provider anthropic",
+             (200, s.TOKEN_COUNT), s.MESSAGES_ERRORS, s.MESSAGES_REQUEST, family="anthropic"),
     ApiRoute(GET, "/v1/models", llm.models, "llm", "The configured routes, as OpenAI's model list",
              (200, s.MODEL_LIST), {401: "No valid gateway key (when auth.keys is set)"},
              family="openai"),

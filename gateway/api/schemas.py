@@ -48,6 +48,16 @@ OPENAI_ERROR: JsonSchema = {
 }
 
 
+ANTHROPIC_ERROR: JsonSchema = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {"type": "object", "required": ["type", "message"], "properties": {"type": STRING, "message": STRING}},
+    },
+}
+
+
 def json_body(schema: JsonSchema) -> Content:
     return {"application/json": {"schema": schema}}
 
@@ -230,6 +240,39 @@ COMPLETION: Content = {
 }
 EMBEDDINGS: Content = json_body(obj(("data",), object=STRING, data={"type": "array"}, model=STRING, usage=OBJECT))
 MODEL_LIST: Content = json_body(obj(("data",), object=STRING, data={"type": "array", "items": obj(("id",), id=STRING)}))
+_EVENTS = {**STRING, "description": "Server-sent events, typed (event: ...), relayed one to one"}
+RESPONSES_REQUEST: Content = json_body(
+    obj(
+        ("model",),
+        model=_MODEL,
+        input={"description": "A string, or a list of input items"},
+        instructions=STRING,
+        previous_response_id={**STRING, "description": "Continued at the target that created it"},
+        prompt=obj(("id",), id={**STRING, "description": "prompts:/NAME@ALIAS or prompts:/NAME/VERSION: rendered "
+                                "from this gateway's registry; any other id goes to the provider"},
+                   version=STRING, variables=OBJECT),
+        stream={"type": "boolean"},
+        max_output_tokens=INTEGER,
+    )
+)  # fmt: skip
+_RESPONSE = obj(("id", "object"), id=STRING, object=STRING, model=STRING, status=STRING, output={"type": "array"},
+                usage={"type": ["object", "null"]})  # fmt: skip
+RESPONSE: Content = {"application/json": {"schema": _RESPONSE}, "text/event-stream": {"schema": _EVENTS}}
+ITEM_LIST: Content = json_body(obj(("data",), object=STRING, data={"type": "array"}, has_more={"type": "boolean"}))
+INPUT_TOKENS: Content = json_body(obj(("input_tokens",), object=STRING, input_tokens=INTEGER))
+MESSAGES_REQUEST: Content = json_body(
+    obj(
+        ("model", "messages"),
+        model=_MODEL,
+        messages={"type": "array", "items": obj(("role",), role=STRING)},
+        system={},
+        max_tokens=INTEGER,
+        stream={"type": "boolean"},
+    )
+)
+_MESSAGE = obj(("id", "type"), id=STRING, type=STRING, model=STRING, content={"type": "array"}, usage=OBJECT)
+MESSAGE: Content = {"application/json": {"schema": _MESSAGE}, "text/event-stream": {"schema": _EVENTS}}
+TOKEN_COUNT: Content = json_body(obj(("input_tokens",), input_tokens=INTEGER))
 LLM_ERRORS = {
     400: "Malformed body or a field the upstream refused",
     401: "No valid gateway key (when auth.keys is set)",
@@ -239,4 +282,13 @@ LLM_ERRORS = {
     502: "Every upstream target failed",
     503: "No upstream could be reached",
     504: "The upstream did not answer in time",
+}
+RESPONSES_ERRORS = {**LLM_ERRORS, 404: LLM_ERRORS[404] + ", or an unknown previous_response_id"}
+MESSAGES_ERRORS = {**LLM_ERRORS, 400: LLM_ERRORS[400] + ", or a route that is not of provider anthropic"}
+FOLLOW_UP_ERRORS = {
+    401: LLM_ERRORS[401],
+    404: "A response this gateway did not relay (or no longer knows), or one its target no longer has",
+    502: "The response's target failed",
+    503: "The response's target could not be looked up (Redis unavailable)",
+    504: "The response's target did not answer in time",
 }

@@ -6,6 +6,7 @@ same fields chunk by chunk while the chunks themselves pass through untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ class AnswerSummary:
         "input_tokens",
         "output_tokens",
         "cache_read_tokens",
+        "cache_write_tokens",
         "reasoning_tokens",
         "dimension_count",
         "output_messages",
@@ -34,6 +36,7 @@ class AnswerSummary:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.cache_read_tokens: int | None = None
+        self.cache_write_tokens: int | None = None
         self.reasoning_tokens: int | None = None
         self.dimension_count: int | None = None
         self.output_messages: list[dict[str, Any]] | None = None
@@ -69,7 +72,7 @@ class AnswerSummary:
             summary.output_messages = output_messages_from_response(operation, data)
         return summary
 
-    def read_header(self, data: dict[str, Any]) -> None:
+    def read_header(self, data: Mapping[str, Any]) -> None:
         response_id = data.get("id")
         if isinstance(response_id, str):
             self.response_id = response_id
@@ -86,10 +89,11 @@ class AnswerSummary:
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
         if isinstance(completion, int):
             self.output_tokens = completion
-        prompt_details = usage.get("prompt_tokens_details")
+        # chat completions' names, else the Responses API's
+        prompt_details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
         if isinstance(prompt_details, dict) and isinstance(prompt_details.get("cached_tokens"), int):
             self.cache_read_tokens = prompt_details["cached_tokens"]
-        completion_details = usage.get("completion_tokens_details")
+        completion_details = usage.get("completion_tokens_details", usage.get("output_tokens_details"))
         if isinstance(completion_details, dict) and isinstance(completion_details.get("reasoning_tokens"), int):
             self.reasoning_tokens = completion_details["reasoning_tokens"]
 
@@ -108,6 +112,8 @@ class AnswerSummary:
             attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = self.output_tokens
         if self.cache_read_tokens is not None:
             attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self.cache_read_tokens
+        if self.cache_write_tokens is not None:
+            attributes[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = self.cache_write_tokens
         if self.reasoning_tokens is not None:
             attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = self.reasoning_tokens
         if self.dimension_count is not None:

@@ -28,12 +28,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.llm import content, metrics, spans
+from gateway.llm import content, formats, metrics, spans
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.errors import ProxyError
 from gateway.llm.request_body import ParsedCall
 from gateway.llm.routes_config import Route
-from gateway.llm.streaming import Opened, StreamingAnswer, StreamState
+from gateway.llm.streaming import Opened, RelayState, StreamingAnswer
 from gateway.llm.upstream import Attempt, CallProgress, Completed, call_labels
 from gateway.telemetry import semconv as sc
 
@@ -47,7 +47,9 @@ class CallRecord(CallProgress):
     parsed body, route, the attempt that answered (set before ``answered``, ``rejected`` or
     ``streamed``) and the cost of its answer."""
 
-    __slots__ = ("span", "started", "key_id", "parsed", "route", "attempt", "first_event_at", "cost_usd")
+    __slots__ = (
+        "span", "started", "key_id", "parsed", "route", "attempt", "first_event_at", "cost_usd", "stream_state",
+    )  # fmt: skip
 
     attempt: Attempt
 
@@ -60,6 +62,7 @@ class CallRecord(CallProgress):
         self.route: Route | None = None
         self.first_event_at: float | None = None  # a stream's first events (perf_counter)
         self.cost_usd: float | None = None  # from the answering target's prices and the answer's usage
+        self.stream_state: RelayState | None = None  # a stream's reader (set by streamed())
 
     def fail(self, error: GatewayError) -> None:
         """The call ends with ``error`` (or the client left: status 499) and no upstream answer."""
@@ -71,15 +74,15 @@ class CallRecord(CallProgress):
         ``data`` is the answer already parsed, when it is. The summary of a success is returned."""
         parsed, route, attempt = self.parsed, self.route, self.attempt
         assert parsed is not None and route is not None  # known before any upstream was asked
-        operation = parsed.operation.name
+        operation = parsed.operation
         ok = answer.status < 300
         summary: AnswerSummary | None = None
         if ok:
             capture = route.capture_content
             if data is None:
-                summary = AnswerSummary.from_body(operation, answer.body, capture=capture)
+                summary = formats.read_body(operation, answer.body, capture=capture)
             else:
-                summary = AnswerSummary.from_data(operation, data, capture=capture)
+                summary = formats.read_answer(operation, data, capture=capture)
         captured = _content(parsed, route, summary)
         error_type = None if ok else str(answer.status)
         target = attempt.target
@@ -87,9 +90,11 @@ class CallRecord(CallProgress):
         if summary is not None and target.input_price_per_mtok is not None:
             self._price(attributes, summary)
         spans.end_answered(attempt.span, attributes, error_type=error_type, end_time=answer.answered_ns)
-        metrics.record_attempt(
-            call_labels(parsed, route, target), answer.answered_at - attempt.started, error_type, summary
-        )
+        labels = call_labels(parsed, route, target)
+        if operation.inference:
+            metrics.record_attempt(labels, answer.answered_at - attempt.started, error_type, summary)
+        elif error_type is not None:
+            metrics.record_upstream_error(labels, error_type)
         self._end(answer.status, summary, captured, error_type, None if ok else "upstream refused the request")
         return summary
 
@@ -98,7 +103,7 @@ class CallRecord(CallProgress):
         parsed, route = self.parsed, self.route
         assert parsed is not None and route is not None  # known before any upstream was asked
         self.first_event_at = opened.first_event_at
-        state = StreamState(parsed.operation.name, capture=route.capture_content)
+        state = self.stream_state = formats.stream_state(parsed.operation, capture=route.capture_content)
         return StreamingAnswer(opened, state, self.attempt.target.label, self.stream_ended)
 
     def stream_ended(self, summary: AnswerSummary, error: ProxyError | None, disconnected: bool) -> None:
@@ -106,6 +111,9 @@ class CallRecord(CallProgress):
         parsed, route, attempt, first_event_at = self.parsed, self.route, self.attempt, self.first_event_at
         assert parsed is not None and route is not None and first_event_at is not None  # set by streamed()
         target = attempt.target
+        state = self.stream_state
+        if state is not None and state.first_delta_at is not None:  # the first output delta, where the API tells
+            first_event_at = self.first_event_at = state.first_delta_at
         first_chunk_s = first_event_at - attempt.started
         error_type = error.error_type if error else (CLIENT_DISCONNECTED if disconnected else None)
         captured = _content(parsed, route, summary)
@@ -121,7 +129,10 @@ class CallRecord(CallProgress):
         labels = call_labels(parsed, route, target)
         upstream_error = error.error_type if error else None
         duration_s = time.perf_counter() - attempt.started
-        metrics.record_attempt(labels, duration_s, upstream_error, summary, first_chunk_s)
+        if parsed.operation.inference:
+            metrics.record_attempt(labels, duration_s, upstream_error, summary, first_chunk_s)
+        elif upstream_error is not None:
+            metrics.record_upstream_error(labels, upstream_error)
         if error is not None:
             self._end(200, summary, captured, error.error_type, error.message)
         elif disconnected:
@@ -201,7 +212,9 @@ def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) ->
     if not route.capture_content:
         return None
     limit = route.capture_max_chars
-    messages = content.input_messages(parsed.operation.name, parsed.data)
+    messages = formats.input_messages(parsed.operation, parsed.data)
+    if messages is None:
+        return None
     captured = {sc.GEN_AI_INPUT_MESSAGES: content.to_attribute(messages, limit)}
     if summary is not None and summary.output_messages is not None:
         captured[sc.GEN_AI_OUTPUT_MESSAGES] = content.to_attribute(summary.output_messages, limit)

@@ -13,6 +13,19 @@ from typing import Any
 import orjson
 
 
+def to_text(content: Any) -> str:
+    """The text of a message's content: a string as is, the text parts of a list of parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return "" if content is None else str(content)
+
+
 def _text_parts(content: Any) -> list[dict[str, Any]]:
     if content is None:
         return []

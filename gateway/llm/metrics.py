@@ -44,6 +44,11 @@ CACHE_READ_TOKENS = metrics.counter(
     "Input tokens served from the provider's prompt cache (gen_ai.client.inference.usage.cache_read.input_tokens).",
     (*_CALL_LABELS, sc.LABEL_TOKEN_MODALITY),
 )
+CACHE_WRITE_TOKENS = metrics.counter(
+    sc.METRIC_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    "Input tokens written to the provider's prompt cache (gen_ai.client.inference.usage.cache_write.input_tokens).",
+    (*_CALL_LABELS, sc.LABEL_TOKEN_MODALITY),
+)
 REASONING_TOKENS = metrics.counter(
     sc.METRIC_USAGE_REASONING_OUTPUT_TOKENS,
     "Reasoning tokens within the output (gen_ai.client.inference.usage.reasoning.output_tokens).",
@@ -103,8 +108,15 @@ def record_attempt(
     if summary is not None:
         if summary.cache_read_tokens is not None:
             CACHE_READ_TOKENS.inc((*labels, sc.TOKEN_MODALITY_TEXT), summary.cache_read_tokens)
+        if summary.cache_write_tokens is not None:
+            CACHE_WRITE_TOKENS.inc((*labels, sc.TOKEN_MODALITY_TEXT), summary.cache_write_tokens)
         if summary.reasoning_tokens is not None:
             REASONING_TOKENS.inc((*labels, sc.TOKEN_MODALITY_TEXT), summary.reasoning_tokens)
+
+
+def record_upstream_error(labels: CallLabels, error_type: str) -> None:
+    """A failed upstream call that is not inference (a follow-up, a token count): no inference metrics."""
+    UPSTREAM_ERRORS.inc((labels[3], labels[1], error_type))
 
 
 def record_retry(route: str) -> None:

@@ -1,11 +1,14 @@
-"""LlmProxy: one OpenAI-compatible call from request to answer, with its spans and metrics.
+"""LlmProxy: one proxied LLM call from request to answer, with its spans and metrics.
 
 Order per request: SERVER span (continuing ``traceparent``) -> gateway key -> body -> prompt link ->
-route -> upstream attempts (``Upstreams.dispatch``) -> the answer as the upstream sent it, or a
-stream relayed event by event. The call's ``CallRecord`` (gateway/llm/call_record.py) ends the
-SERVER span with the call's summary when the answer (or the stream) is done: a whole answer is sent
-first, and its spans and metrics are recorded after. A call that fails is recorded, then its error
-is raised for the app's one error handler, which answers it in OpenAI's shape.
+route (whose targets must speak the endpoint's API: OpenAI's, or Anthropic's Messages API) -> upstream
+attempts (``Upstreams.dispatch``) -> the answer as the upstream sent it, or a stream relayed event by
+event. A Responses API call is pinned to the target that created it (gateway/llm/response_pins.py) before
+its id reaches the client; its follow-ups (gateway/llm/followups.py) and ``previous_response_id`` go there.
+The call's ``CallRecord`` (gateway/llm/call_record.py) ends the SERVER span with the call's summary when the
+answer (or the stream) is done: a whole answer is sent first, and its spans and metrics are recorded after.
+A call that fails is recorded, then its error is raised for the app's one error handler, which answers it in
+the route's shape (OpenAI's; Anthropic's under /v1/messages).
 
 ``complete`` is the same path for a caller in this process (a judge): no HTTP request, no gateway
 key; an INTERNAL span in a trace of its own instead of the SERVER span; the answer returned as a
@@ -24,10 +27,11 @@ from typing import Any
 
 import orjson
 from opentelemetry.trace import TracerProvider
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Unauthenticated
 from gateway.http import read_body
 from gateway.keys import GatewayKeys
 from gateway.llm import spans
@@ -35,10 +39,20 @@ from gateway.llm.answer import AnswerSummary
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
 from gateway.llm.completion import Completion, message_text, span_links
 from gateway.llm.errors import InvalidRequestError, ProxyError, from_gateway_error
+from gateway.llm.followups import (
+    FOLLOW_UPS,
+    FollowUpCall,
+    check_response_id,
+    pinned_target,
+    previous_response_target,
+    unknown_response,
+)
+from gateway.llm.openai_responses import response_id_in
 from gateway.llm.prompt_link import PromptRenderer
-from gateway.llm.request_body import CHAT, Operation, ParsedCall
-from gateway.llm.routes_config import AuthSettings, LlmSettings
-from gateway.llm.upstream import Completed, Upstreams, error_message
+from gateway.llm.request_body import CHAT, DELETE_RESPONSE, RESPONSES, Operation, ParsedCall
+from gateway.llm.response_pins import Pin, ResponsePins
+from gateway.llm.routes_config import API_ANTHROPIC, AuthSettings, LlmSettings, Route
+from gateway.llm.upstream import Attempt, Completed, Upstreams, error_message
 
 logger = logging.getLogger("gateway.llm")
 
@@ -60,6 +74,8 @@ class LlmProxy:
         self.settings = settings
         self.keys = GatewayKeys(auth)
         self.renderer = renderer
+        # Response id -> the target that created it: in memory unless the app sets a shared one before start().
+        self.pins: ResponsePins = ResponsePins()
         self.spans = spans.ProxySpans(tracer_provider)
         self.upstreams = Upstreams(settings, self.spans, os.environ if environ is None else environ)
         created = int(time.time())
@@ -78,6 +94,7 @@ class LlmProxy:
 
     async def close(self) -> None:
         await self.upstreams.close()
+        await self.pins.close()
 
     def list_models(self, request: Request) -> Response:
         self.keys.authorize("llm", request.headers.get("authorization"))
@@ -88,13 +105,10 @@ class LlmProxy:
         headers = request.headers
         call = CallRecord(self.spans.start_server(operation, request.scope["path"], headers), started)
         try:
-            call.key_id = self.keys.authorize("llm", headers.get("authorization"))
-            raw = await read_body(request, self.settings.max_body_bytes)
-            parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
-            route = call.route = self.settings.routes.get(parsed.model)
-            if route is None:
-                raise self._unknown_model(parsed.model)
-            attempt = await self.upstreams.dispatch(parsed, route, call.span, call)
+            if operation in FOLLOW_UPS:
+                attempt = await self._follow_up(request, operation, call)
+            else:
+                attempt = await self._create(request, operation, call)
         except GatewayError as exc:  # a ProxyError, or e.g. a body over llm.max_body_bytes (413)
             if isinstance(exc, ProxyError) and exc.status >= 500:
                 logger.warning("LLM call failed with %d: %s", exc.status, exc.message)
@@ -112,6 +126,78 @@ class LlmProxy:
         if isinstance(outcome, Completed):  # the upstream's bytes go to the client unchanged, then the call is recorded
             return RecordingResponse(outcome, call)
         return call.streamed(outcome)
+
+    async def _create(self, request: Request, operation: Operation, call: CallRecord) -> Attempt:
+        """A call with a body naming its route (chat, completions, embeddings, responses, messages...)."""
+        headers = request.headers
+        call.key_id = self._authorize(headers, operation)
+        raw = await read_body(request, self.settings.max_body_bytes)
+        parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
+        route = call.route = self.settings.routes.get(parsed.model)
+        if route is None:
+            raise self._unknown_model(parsed.model)
+        if route.api != operation.api:
+            raise self._wrong_api(route, operation)
+        if parsed.previous_response_id is not None:  # the target that holds it, no fallback
+            previous = parsed.previous_response_id
+            pin = await self.pins.lookup(previous)
+            if pin is None:
+                raise unknown_response(previous)
+            parsed.pinned = previous_response_target(pin, route, self.settings.routes, previous)
+        if operation.api == API_ANTHROPIC:
+            beta = headers.get("anthropic-beta")
+            if beta:
+                parsed.extra_headers = {"anthropic-beta": beta}
+        attempt = await self.upstreams.dispatch(parsed, route, call.span, call)
+        if operation is RESPONSES:
+            await self._pin(attempt, route)
+        return attempt
+
+    async def _follow_up(self, request: Request, operation: Operation, call: CallRecord) -> Attempt:
+        """A call on a stored response, to the target that created it."""
+        call.key_id = self.keys.authorize("llm", request.headers.get("authorization"))
+        response_id: str = request.path_params["response_id"]
+        check_response_id(response_id)
+        pin = await self.pins.lookup(response_id)
+        if pin is None:
+            raise unknown_response(response_id)
+        route, target = pinned_target(pin, self.settings.routes, response_id)
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        parsed = call.parsed = FollowUpCall(operation, response_id, query, target)
+        call.route = route
+        attempt = await self.upstreams.dispatch(parsed, route, call.span, call)
+        outcome = attempt.outcome
+        if operation is DELETE_RESPONSE and isinstance(outcome, Completed) and outcome.status < 300:
+            await self.pins.forget(response_id)
+        return attempt
+
+    async def _pin(self, attempt: Attempt, route: Route) -> None:
+        """Remember which target created a response, before its id reaches the client."""
+        outcome = attempt.outcome
+        if isinstance(outcome, Completed):
+            response_id = outcome.data.get("id") if outcome.data is not None else None
+        else:
+            response_id = response_id_in(outcome.first_events)
+        if isinstance(response_id, str) and response_id:
+            await self.pins.remember(response_id, Pin(route.name, attempt.target.label))
+
+    def _authorize(self, headers: Headers, operation: Operation) -> str | None:
+        """The gateway key's id: ``Authorization: Bearer``, or for Anthropic's API also ``x-api-key`` (what its
+        SDK sends)."""
+        authorization = headers.get("authorization")
+        if operation.api != API_ANTHROPIC:
+            return self.keys.authorize("llm", authorization)
+        if authorization is None and headers.get("x-api-key"):
+            authorization = "Bearer " + headers["x-api-key"]
+        try:
+            return self.keys.authorize("llm", authorization)
+        except Unauthenticated as exc:
+            if exc.reason != "missing_api_key":
+                raise
+            raise Unauthenticated(
+                "Missing gateway key: send the header 'x-api-key: <key>' (or 'Authorization: Bearer <key>').",
+                reason="missing_api_key",
+            ) from None
 
     async def complete(
         self,
@@ -193,6 +279,20 @@ class LlmProxy:
             span_id=format(context.span_id, "016x"),
             attempts=call.attempts,
             latency_s=time.perf_counter() - started,
+        )
+
+    def _wrong_api(self, route: Route, operation: Operation) -> InvalidRequestError:
+        if operation.api == API_ANTHROPIC:
+            others = [name for name, r in self.settings.routes.items() if r.api == API_ANTHROPIC]
+            return InvalidRequestError(
+                f"Route {route.name!r} speaks the OpenAI API; {operation.span_name} needs a route whose targets "
+                f"have provider: anthropic (here: {', '.join(others) or 'none configured'}).",
+                code="wrong_api",
+            )
+        return InvalidRequestError(
+            f"Route {route.name!r} speaks the Anthropic Messages API (provider anthropic): call it with "
+            "POST /v1/messages.",
+            code="wrong_api",
         )
 
     def _unknown_model(self, model: str) -> InvalidRequestError:

@@ -28,6 +28,13 @@ Example (the keys of design.md plus ours; every route key but ``name`` and ``tar
               weight: 3             # any weight given: the first target is drawn by weight
               input_price_per_mtok: 0.15    # USD per million tokens, both or neither: the call's
               output_price_per_mtok: 0.6    # gateway.usage.cost_usd (spans, trace store, judges)
+        - name: claude                # provider anthropic: the route serves POST /v1/messages
+          provider: anthropic
+          targets:
+            - base_url: https://api.anthropic.com/v1
+              model: claude-sonnet-4-5
+              api_key_env: ANTHROPIC_API_KEY   # sent as x-api-key
+              anthropic_version: "2023-06-01"  # the anthropic-version header (this is the default)
     auth:
       keys: [<sha256 hex of a gateway key>, ...]   # set: every route but /ping, /health, /version needs a key
       open_routes: [invoke]         # scopes left open on purpose (default: none)
@@ -55,7 +62,11 @@ from gateway.config_values import (
     positive,
     text,
 )
-from gateway.telemetry.semconv import OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, PROVIDER_OPENAI
+from gateway.telemetry.semconv import (
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+    PROVIDER_ANTHROPIC,
+    PROVIDER_OPENAI,
+)
 
 logger = logging.getLogger("gateway.llm")
 
@@ -66,6 +77,11 @@ DEFAULT_BACKOFF_INITIAL_S = 0.25
 DEFAULT_BACKOFF_MAX_S = 8.0
 DEFAULT_CAPTURE_MAX_CHARS = 8192
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+# The wire API a route's targets speak: OpenAI's (chat completions, completions, embeddings, responses), or
+# Anthropic's Messages API (provider anthropic). Every target of a route speaks the same one.
+API_OPENAI = "openai"
+API_ANTHROPIC = "anthropic"
 
 _LLM_KEYS = ("routes", "capture_content", "capture_max_chars", "max_body_bytes")
 _ROUTE_KEYS = (
@@ -89,6 +105,7 @@ _TARGET_KEYS = (
     "provider",
     "input_price_per_mtok",
     "output_price_per_mtok",
+    "anthropic_version",
 )
 _AUTH_KEYS = ("keys", "open_routes", "public_metrics", "allow_open")
 # Every key scope a route of the table may require (gateway/api/routes.py; tests/api/test_access.py keeps
@@ -117,6 +134,12 @@ class Target:
     port: int
     input_price_per_mtok: float | None = None  # USD per million tokens; both prices or neither
     output_price_per_mtok: float | None = None
+    anthropic_version: str | None = None  # the anthropic-version header of a provider anthropic target
+
+    @property
+    def api(self) -> str:
+        """The wire API this target speaks: ``anthropic`` for provider anthropic, else ``openai``."""
+        return API_ANTHROPIC if self.provider == PROVIDER_ANTHROPIC else API_OPENAI
 
     @property
     def label(self) -> str:
@@ -149,6 +172,11 @@ class Route:
     @property
     def weighted(self) -> bool:
         return any(t.weight is not None for t in self.targets)
+
+    @property
+    def api(self) -> str:
+        """The wire API of the route's targets (all the same: checked when the config is read)."""
+        return self.targets[0].api
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +318,13 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
         weight = non_negative(f"{key}.weight", data["weight"])
     provider = _provider(f"{key}.provider", data["provider"]) if "provider" in data else route_provider
     input_price, output_price = _prices(key, data)
+    anthropic_version = None
+    if provider == PROVIDER_ANTHROPIC:
+        anthropic_version = text(f"{key}.anthropic_version", data.get("anthropic_version", DEFAULT_ANTHROPIC_VERSION))
+    elif "anthropic_version" in data:
+        raise ConfigError(
+            f"{key}.anthropic_version: only for a target with provider: anthropic (this one's is {provider!r})."
+        )
     return Target(
         base_url=base_url,
         model=text(f"{key}.model", data["model"]),
@@ -300,6 +335,7 @@ def _target(key: str, raw: Any, route_provider: str) -> Target:
         port=port,
         input_price_per_mtok=input_price,
         output_price_per_mtok=output_price,
+        anthropic_version=anthropic_version,
     )
 
 
@@ -315,6 +351,12 @@ def _route(key: str, raw: Any, capture_default: bool, capture_max_default: int) 
     targets = tuple(_target(f"{key}.targets[{i}]", t, route_provider) for i, t in enumerate(raw_targets))
     if any(t.weight is not None for t in targets) and not any(t.weight for t in targets):
         raise ConfigError(f"{key}.targets: at least one weight must be > 0.")
+    apis = {t.api for t in targets}
+    if len(apis) > 1:
+        raise ConfigError(
+            f"{key}.targets: mixes provider anthropic (the Anthropic Messages API) with OpenAI-compatible targets; "
+            "a route's targets must all speak one API, since a fallback gets the same request body."
+        )
     timeout_s = positive(f"{key}.timeout_s", data.get("timeout_s", DEFAULT_TIMEOUT_S))
     connect_default = min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s)
     backoff_initial_s = non_negative(

@@ -49,7 +49,7 @@ class ProxySpans:
             operation.span_name,
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={sc.HTTP_REQUEST_METHOD: "POST", sc.URL_PATH: path},
+            attributes={sc.HTTP_REQUEST_METHOD: operation.method, sc.URL_PATH: path},
         )
 
     def start_internal(self, operation: Operation, attributes: Mapping[str, Any], links: Sequence[Link]) -> Span:

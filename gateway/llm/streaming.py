@@ -12,13 +12,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.errors import GatewayError
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.errors import ProxyError, UpstreamError, UpstreamTimeoutError, sse_error_event
 from gateway.telemetry import semconv as sc
@@ -68,22 +69,43 @@ class Opened:
     first_event_at: float  # perf_counter
 
 
-class StreamState:
-    """Usage, finish reasons and (when capturing) the output, gathered while events pass through."""
+class RelayState(Protocol):
+    """What a relayed stream is read by, per API (chat completions: ``StreamState``; the Responses API and
+    Anthropic's Messages API have their own, gateway/llm/openai_responses.py and anthropic_messages.py)."""
 
-    __slots__ = ("operation", "summary", "capture", "events", "_finish", "_texts", "_tools", "_roles")
+    events: int  # events relayed so far
+    first_delta_at: float | None  # when the first output delta arrived (perf_counter), for the APIs that tell
+
+    def feed(self, events: bytes, at: float | None = None) -> None:
+        """Read complete events (``at``: when they arrived, when that was before this call)."""
+
+    def finish(self) -> AnswerSummary: ...
+
+    def error_event(self, error: GatewayError) -> bytes:
+        """The one event that ends a stream failing after its first byte, in the API's shape."""
+
+
+class StreamState:
+    """Usage, finish reasons and (when capturing) the output of a chat or text completion stream, gathered
+    while events pass through. Its first chunk is its first delta (``first_delta_at`` stays None)."""
+
+    __slots__ = ("operation", "summary", "capture", "events", "first_delta_at", "_finish", "_texts", "_tools", "_roles")
 
     def __init__(self, operation: str, *, capture: bool) -> None:
         self.operation = operation
         self.summary = AnswerSummary()
         self.capture = capture
         self.events = 0
+        self.first_delta_at: float | None = None
         self._finish: dict[int, str] = {}
         self._texts: dict[int, list[str]] = {}
         self._tools: dict[int, dict[int, dict[str, Any]]] = {}
         self._roles: dict[int, str] = {}
 
-    def feed(self, events: bytes) -> None:
+    def error_event(self, error: GatewayError) -> bytes:
+        return sse_error_event(error)
+
+    def feed(self, events: bytes, at: float | None = None) -> None:
         for event in events.split(b"\n\n"):
             if not event:
                 continue
@@ -166,11 +188,12 @@ class StreamingAnswer(Response):
     called exactly once, after the upstream connection is closed.
     """
 
-    def __init__(self, opened: Opened, state: StreamState, target_label: str, on_end: StreamEnd) -> None:
+    def __init__(self, opened: Opened, state: RelayState, target_label: str, on_end: StreamEnd) -> None:
         self._response = opened.response
         self._chunks = opened.chunks
         self._splitter = opened.splitter
         self._first = opened.first_events
+        self._first_at = opened.first_event_at
         self._state = state
         self._target = target_label
         self._on_end = on_end
@@ -186,10 +209,10 @@ class StreamingAnswer(Response):
         except OSError:  # the client went away (servers speaking ASGI spec 2.4 raise on send)
             self._disconnected = True
         except BaseException:  # cancelled (server shutdown): the upstream is closed and the call recorded
-            self._state.feed(self._first)
+            self._state.feed(self._first, self._first_at)
             self._finish(complete=False, error=None)
             raise
-        self._state.feed(self._first)
+        self._state.feed(self._first, self._first_at)
         if self._disconnected:
             self._finish(complete=False, error=None)
             await self._send_quietly(send, b"", more_body=False)
@@ -231,7 +254,7 @@ class StreamingAnswer(Response):
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
         except aiohttp.ClientError as exc:  # before OSError: some aiohttp errors are OSErrors too
             error = self._interrupted(exc)
-            await self._send_quietly(send, sse_error_event(error))
+            await self._send_quietly(send, state.error_event(error))
         except OSError:  # the client went away (servers speaking ASGI spec 2.4 raise on send)
             self._disconnected = True
         finally:

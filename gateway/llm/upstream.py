@@ -37,7 +37,7 @@ from gateway.llm import metrics
 from gateway.llm.errors import ProxyError, UpstreamError, UpstreamTimeoutError
 from gateway.llm.metrics import CallLabels
 from gateway.llm.request_body import OPERATION_PATHS, ParsedCall
-from gateway.llm.routes_config import LlmSettings, Route, Target
+from gateway.llm.routes_config import API_ANTHROPIC, DEFAULT_ANTHROPIC_VERSION, LlmSettings, Route, Target
 from gateway.llm.spans import ProxySpans, end_failed
 from gateway.llm.streaming import Opened, SSESplitter
 from gateway.telemetry.propagation import trace_headers
@@ -48,6 +48,11 @@ _MAX_ERROR_MESSAGE_CHARS = 300
 _MAX_CONNECTIONS = 512  # per base URL
 _KEEPALIVE_S = 30.0
 _USER_AGENT = f"gateway/{__version__}"
+# Statuses that say the target itself is unusable (a failed attempt, then the next target). A call on a stored
+# response (a follow-up, previous_response_id) has one target, and its 404 or 405 is about the response: the
+# client's to see, as it is.
+_UNUSABLE_TARGET = frozenset({401, 403, 404, 405})
+_UNUSABLE_KEY = frozenset({401, 403})
 
 
 @dataclass(slots=True)
@@ -122,8 +127,13 @@ class Upstreams:
                     self._urls[(target, path)] = URL(target.base_url + path)
                 headers = {"content-type": "application/json", "user-agent": _USER_AGENT}
                 key = env.get(target.api_key_env) if target.api_key_env else None
-                if key:
+                if target.api == API_ANTHROPIC:  # the Messages API's own headers; the client's key never goes on
+                    if key:
+                        headers["x-api-key"] = key
+                    headers["anthropic-version"] = target.anthropic_version or DEFAULT_ANTHROPIC_VERSION
+                elif key:
                     headers["authorization"] = f"Bearer {key}"
+                if key:
                     self._secrets[target] = key
                 self._headers[target] = headers
 
@@ -154,13 +164,16 @@ class Upstreams:
         timeout_s: float | None = None,
     ) -> Attempt:
         """Try the route's targets until one answers; UpstreamError (502) or UpstreamTimeoutError (504)
-        when none does. ``timeout_s``, when smaller than the route's, is the whole call's budget instead."""
+        when none does. ``timeout_s``, when smaller than the route's, is the whole call's budget instead.
+        A call pinned to a target (``call.pinned``: a stored response's) tries that one only: no fallback to
+        a target that cannot know the response."""
         loop = asyncio.get_running_loop()
         budget_s = route.timeout_s if timeout_s is None or timeout_s >= route.timeout_s else timeout_s
         deadline = loop.time() + budget_s
         failures: list[tuple[Target, _Failure]] = []
         number = 0
-        for position, target in enumerate(_target_order(route)):
+        targets = _target_order(route) if call.pinned is None else (call.pinned,)
+        for position, target in enumerate(targets):
             if position:
                 metrics.record_fallback(route.name)
             for retry in range(route.retries + 1):
@@ -179,22 +192,22 @@ class Upstreams:
                     failure = _Failure("transport", type(exc).__name__, self.redact(target, str(exc)))
                 except TimeoutError:  # the route's timeout_s (or the caller's, smaller)
                     message = f"Route {route.name!r} gave no answer within timeout_s={budget_s:g} s"
-                    _end_failed_attempt(span, call_labels(call, route, target), started, "timeout", message)
+                    timed_out = _Failure("timeout", "timeout", message)
+                    _end_failed_attempt(span, call_labels(call, route, target), started, timed_out, call)
                     raise UpstreamTimeoutError(
                         f"{message} ({number} attempt(s); last target {target.label}).",
                         code="upstream_timeout",
                         error_type="timeout",
                     ) from None
                 except asyncio.CancelledError:  # the caller gave up (an in-process caller's task cancelled)
-                    _end_failed_attempt(span, call_labels(call, route, target), started, "cancelled", "cancelled")
+                    cancelled = _Failure("transport", "cancelled", "cancelled")
+                    _end_failed_attempt(span, call_labels(call, route, target), started, cancelled, call)
                     raise
                 else:
                     if not isinstance(outcome, _Failure):
                         return Attempt(target, span, number, started, outcome)
                     failure = outcome
-                _end_failed_attempt(
-                    span, call_labels(call, route, target), started, failure.error_type, failure.message
-                )
+                _end_failed_attempt(span, call_labels(call, route, target), started, failure, call)
                 failures.append((target, failure))
                 logger.debug("Upstream %s failed (attempt %d): %s", target.label, number, failure.message)
                 if not failure.retryable or retry == route.retries:
@@ -209,20 +222,32 @@ class Upstreams:
     async def _send(self, call: ParsedCall, route: Route, target: Target, span: Span) -> Completed | Opened | _Failure:
         headers = self._headers[target]
         propagation = trace_headers(span)
-        if propagation:
-            headers = {**headers, **propagation}
-        response = await self._pools[target.base_url].post(
-            self._urls[(target, call.operation.path)],
-            data=call.body_for(target.model),
-            headers=headers,
-            timeout=self._timeouts[route.name],
-            allow_redirects=False,
-        )
+        if propagation or call.extra_headers:
+            headers = {**headers, **(call.extra_headers or {}), **propagation}
+        path = call.upstream_path
+        url = self._urls.get((target, path))
+        if url is None:  # a follow-up's path names its response (and carries the client's query)
+            url = URL(target.base_url + path, encoded=True)
+        method = call.operation.method
+        if method == "POST":
+            response = await self._pools[target.base_url].post(
+                url,
+                data=call.body_for(target.model),
+                headers=headers,
+                timeout=self._timeouts[route.name],
+                allow_redirects=False,
+            )
+        else:
+            response = await self._pools[target.base_url].request(
+                method, url, headers=headers, timeout=self._timeouts[route.name], allow_redirects=False
+            )
         opened = False
         try:
             status = response.status
             if not 200 <= status < 300:
-                return self._classify(target, status, await response.read(), response.headers)
+                # A follow-up or a continued response has one target: its 404 is about the response, not the target.
+                unusable = _UNUSABLE_KEY if call.pinned is not None else _UNUSABLE_TARGET
+                return self._classify(target, status, await response.read(), response.headers, unusable)
             content_type = response.headers.get("content-type", "application/json")
             if call.stream:
                 if not content_type.startswith("text/event-stream"):
@@ -247,8 +272,10 @@ class Upstreams:
             if not opened:
                 response.release()  # back to the pool when read to the end, else the connection is closed
 
-    def _classify(self, target: Target, status: int, body: bytes, headers: Mapping[str, str]) -> Completed | _Failure:
-        if status in (408, 429) or status >= 500 or status in (401, 403, 404, 405) or status < 400:
+    def _classify(
+        self, target: Target, status: int, body: bytes, headers: Mapping[str, str], unusable: frozenset[int]
+    ) -> Completed | _Failure:
+        if status in (408, 429) or status >= 500 or status in unusable or status < 400:
             message = self.redact(target, error_message(body))
             return _Failure("status", str(status), message, status=status, retry_after_s=_retry_after_s(headers))
         # Any other 4xx is about the request itself: the client sees the upstream's answer as it is.
@@ -273,10 +300,13 @@ def call_labels(call: ParsedCall, route: Route, target: Target) -> CallLabels:
     return (call.operation.name, target.provider, target.model, route.name)
 
 
-def _end_failed_attempt(span: Span, labels: CallLabels, started: float, error_type: str, message: str) -> None:
+def _end_failed_attempt(span: Span, labels: CallLabels, started: float, failure: _Failure, call: ParsedCall) -> None:
     """The CLIENT span and the metrics of an attempt that got no usable answer."""
-    end_failed(span, error_type, message)
-    metrics.record_attempt(labels, time.perf_counter() - started, error_type, None)
+    end_failed(span, failure.error_type, failure.message)
+    if call.operation.inference:
+        metrics.record_attempt(labels, time.perf_counter() - started, failure.error_type, None)
+    else:
+        metrics.record_upstream_error(labels, failure.error_type)
 
 
 def _json_type(headers: Mapping[str, str]) -> str:

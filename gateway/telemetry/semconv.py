@@ -28,6 +28,7 @@ GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
 GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
 GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
@@ -44,12 +45,18 @@ GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chun
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+# formerly gen_ai.usage.cache_creation.input_tokens (Anthropic's cache_creation_input_tokens)
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
 GEN_AI_PROMPT_NAME: Final = "gen_ai.prompt.name"
 GEN_AI_PROMPT_VERSION: Final = "gen_ai.prompt.version"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+# the OpenAI flavour: which of its APIs a call used (chat_completions | responses)
+OPENAI_API_TYPE: Final = "openai.api.type"
+OPENAI_API_TYPE_RESPONSES: Final = "responses"
 
 # --- GenAI evaluation (the gen_ai.evaluation.result event) -------------------------------------------
 EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
@@ -62,9 +69,18 @@ GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
 OPERATION_CHAT: Final = "chat"
 OPERATION_TEXT_COMPLETION: Final = "text_completion"
 OPERATION_EMBEDDINGS: Final = "embeddings"
+# Not inference, so not the conventions' predefined values (custom values are allowed): the Responses API's
+# follow-ups on a stored response, and token counting (/v1/messages/count_tokens, /v1/responses/input_tokens).
+OPERATION_RETRIEVE_RESPONSE: Final = "retrieve_response"
+OPERATION_DELETE_RESPONSE: Final = "delete_response"
+OPERATION_CANCEL_RESPONSE: Final = "cancel_response"
+OPERATION_LIST_INPUT_ITEMS: Final = "list_response_input_items"
+OPERATION_COUNT_TOKENS: Final = "count_tokens"
 
 # gen_ai.provider.name: what an OpenAI-compatible target is unless its config says otherwise
 PROVIDER_OPENAI: Final = "openai"
+# a target of this provider speaks the Anthropic Messages API (x-api-key, anthropic-version), not OpenAI's
+PROVIDER_ANTHROPIC: Final = "anthropic"
 
 # --- ours: the LLM proxy's spans (the SERVER span carries the call's summary) ---------------------------
 GATEWAY_LLM_ROUTE: Final = "gateway.llm.route"  # marks the SERVER span the trace-summary sink keeps
@@ -98,6 +114,7 @@ METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai_client_inference_time_to_first_chunk
 METRIC_USAGE_INPUT_TOKENS: Final = "gen_ai_client_inference_usage_input_tokens_total"
 METRIC_USAGE_OUTPUT_TOKENS: Final = "gen_ai_client_inference_usage_output_tokens_total"
 METRIC_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai_client_inference_usage_cache_read_input_tokens_total"
+METRIC_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai_client_inference_usage_cache_write_input_tokens_total"
 METRIC_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai_client_inference_usage_reasoning_output_tokens_total"
 METRIC_OPERATION_INPUT_TOKENS: Final = "gen_ai_client_inference_operation_input_tokens"
 METRIC_OPERATION_OUTPUT_TOKENS: Final = "gen_ai_client_inference_operation_output_tokens"

@@ -1,6 +1,7 @@
 """A real gateway with every kind of route live: the iris ONNX model (default, ``models:/iris@prod``), a prompt
-``qa`` with an alias, and LLM routes to the fake OpenAI-compatible upstream (loadtest/fake_upstream.py) and to a
-closed loopback port; served by uvicorn on loopback. For the route-table and OpenAPI tests."""
+``qa`` with an alias, and LLM routes to the fake upstream (loadtest/fake_upstream.py: OpenAI's API, and
+Anthropic's for the route of provider anthropic) and to a closed loopback port; served by uvicorn on loopback. For
+the route-table and OpenAPI tests."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def full_gateway(
                     "routes": [
                         {"name": "gpt-4o-mini", "targets": [target(upstream_url + "/v1", "fake-model")]},
                         {"name": "embed", "targets": [target(upstream_url + "/v1", "fake-embedding")]},
+                        {"name": "claude", "provider": "anthropic", "targets": [target(upstream_url + "/v1", "c")]},
                         {"name": "dead", "connect_timeout_s": 1, "targets": [target(closed_port_url(), "m")]},
                     ]
                 },

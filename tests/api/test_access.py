@@ -66,6 +66,8 @@ def test_without_a_valid_key_every_scoped_route_is_a_401_in_its_family_shape(
             body = response.json()
             if route.family == "openai":
                 assert body["error"]["type"] == "authentication_error" and body["error"]["code"] == code
+            elif route.family == "anthropic":
+                assert body["type"] == "error" and body["error"]["type"] == "authentication_error", (path, body)
             else:
                 assert body["error_code"] == "UNAUTHENTICATED", (method, path, body)
 

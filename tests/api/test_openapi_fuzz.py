@@ -20,13 +20,13 @@ import pytest
 import requests
 import schemathesis
 
-from gateway.api.schemas import MLFLOW_ERROR, OPENAI_ERROR
+from gateway.api.schemas import ANTHROPIC_ERROR, MLFLOW_ERROR, OPENAI_ERROR
 from tests.api.full_gateway import full_gateway
 from tests.packages import PackageCache
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 SEED = int(os.environ.get("FUZZ_SEED", "20260"))
-ERROR_SCHEMAS = {"MlflowError": MLFLOW_ERROR, "OpenAIError": OPENAI_ERROR}
+ERROR_SCHEMAS = {"MlflowError": MLFLOW_ERROR, "OpenAIError": OPENAI_ERROR, "AnthropicError": ANTHROPIC_ERROR}
 # A route to a closed loopback port answers these (documented); any other 5xx is a bug.
 DEPENDENCY_STATUSES = {502, 503, 504}
 
@@ -52,7 +52,7 @@ def _check(operation: Any, case: Any, response: requests.Response) -> None:
     what = f"{case.method} {case.formatted_path} -> {status}: {response.text[:300]}"
     family_schema = _error_schema(operation)
     if status >= 500:
-        assert family_schema == dict(OPENAI_ERROR) and status in DEPENDENCY_STATUSES, what
+        assert family_schema in (dict(OPENAI_ERROR), dict(ANTHROPIC_ERROR)) and status in DEPENDENCY_STATUSES, what
     if status >= 400:
         body = response.json()
         try:

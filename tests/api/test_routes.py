@@ -34,6 +34,11 @@ HOT_REQUESTS: dict[tuple[str, str], tuple[str, bytes]] = {
     ("POST", "/v1/chat/completions"): ("/v1/chat/completions", CHAT),
     ("POST", "/v1/completions"): ("/v1/completions", b'{"model": "gpt-4o-mini", "prompt": "Say hello"}'),
     ("POST", "/v1/embeddings"): ("/v1/embeddings", b'{"model": "embed", "input": "hello"}'),
+    ("POST", "/v1/responses"): ("/v1/responses", b'{"model": "gpt-4o-mini", "input": "Say hello"}'),
+    ("POST", "/v1/messages"): (
+        "/v1/messages",
+        b'{"model": "claude", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello"}]}',
+    ),
     ("GET", "/api/prompts/{name}"): ("/api/prompts/qa@production", b""),
 }
 # Requests near the hot ones that are not for a hot route: Starlette's router answers them.
@@ -94,6 +99,13 @@ def test_other_requests_enter_the_router(gateway: tuple[str, RouterEntries], req
     assert entries.paths == [path]
 
 
+def _family(path: str) -> str:
+    """Anthropic's error shape under /v1/messages (its SDKs), OpenAI's under the rest of /v1, else MLflow's."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    return "openai" if path.startswith("/v1/") else "mlflow"
+
+
 def _router_match(routes: list[BaseRoute], scope: dict[str, Any]) -> TableRoute | None:
     """The route Starlette's router hands ``scope`` to: its first full match (inside a Mount, likewise)."""
     for route in routes:
@@ -118,7 +130,7 @@ def test_the_fast_dispatcher_and_the_router_pick_the_same_route() -> None:
         assert hot is not None, path
         routed = _router_match(routes, _scope(method, path))
         assert routed is hot.route and scope["route"] is routed and scope["endpoint"] is routed.endpoint
-        assert route_family(scope) == ("openai" if path.startswith("/v1/") else "mlflow")
+        assert route_family(scope) == _family(path)
     for method, path, _ in ROUTED_REQUESTS:
         assert hot_routes.match(_scope(method, path)) is None, path
 
@@ -152,7 +164,7 @@ def test_routes_are_declared_once_with_scope_and_family() -> None:
             assert (method, entry.path) not in seen, (method, entry.path)
             seen.add((method, entry.path))
         assert entry.scope in scopes, entry
-        assert entry.family == ("openai" if entry.path.startswith("/v1/") else "mlflow"), entry.path
+        assert entry.family == _family(entry.path), entry.path
     assert {e.path for e in TABLE if e.scope is None} == {"/ping", "/health", "/version"}
 
 
@@ -170,6 +182,7 @@ def test_openapi_lists_exactly_the_table_and_is_valid_openapi_3_1() -> None:
     listed = {(method, path) for path, item in document["paths"].items() for method in item}
     assert listed == _operations(TABLE)
     for must in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/openapi.json",
+                 "/v1/responses", "/v1/responses/{response_id}", "/v1/messages", "/v1/messages/count_tokens",
                  "/api/registry/models", "/api/prompts/{name}", "/api/traces", "/metrics"]:  # fmt: skip
         assert must in document["paths"], must
     OpenAPIV31SpecValidator(document).validate()
@@ -182,12 +195,13 @@ def test_openapi_error_bodies_follow_the_route_family() -> None:
             responses = document["paths"][entry.path][method.lower()]["responses"]
             errors = [r for code, r in responses.items() if int(code) >= 400]
             assert errors, (method, entry.path)
-            name = "OpenAIError" if entry.family == "openai" else "MlflowError"
+            name = {"openai": "OpenAIError", "anthropic": "AnthropicError"}.get(entry.family, "MlflowError")
             for response in errors:
                 assert response["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{name}"}
     schemas = document["components"]["schemas"]
     assert schemas["MlflowError"]["required"] == ["error_code", "message"]
     assert schemas["OpenAIError"]["properties"]["error"]["required"] == ["message", "type", "code"]
+    assert schemas["AnthropicError"]["properties"]["error"]["required"] == ["type", "message"]
 
 
 def test_the_app_serves_the_generated_document(gateway: tuple[str, RouterEntries]) -> None:

@@ -32,6 +32,17 @@ class SDK:
 
         return asyncio.run(main())
 
+    def call(self, call: Callable[[Any], Any]) -> Any:
+        """``call(client)`` with an OpenAI client of this kind (its result awaited for the async one)."""
+        return self._run(call)
+
+    def responses(self, **kwargs: Any) -> Any:
+        return self._run(lambda c: c.responses.create(**kwargs))
+
+    def responses_stream(self, **kwargs: Any) -> list[Any]:
+        """Every event the SDK yields for ``responses.create(stream=True)``."""
+        return self._run(lambda c: _collect(c.responses.create(stream=True, **kwargs)))
+
     def chat(self, **kwargs: Any) -> Any:
         return self._run(lambda c: c.chat.completions.create(**kwargs))
 
