@@ -25,7 +25,7 @@ when a proxy's targets must behave differently for the same request); the body w
 - ``tool_call_deltas``: how many argument deltas a (streamed) tool call has (default 3);
 - ``words``: reply length in words, repeating the echo (default: the echo as is);
 - ``break_after``: streaming only: send this many events, then drop the connection mid-stream;
-- ``echo_key``: with ``status``, the error message quotes the ``Authorization`` header it received
+- ``echo_key``: with ``status``, the error message quotes the ``Authorization`` (or ``x-api-key``) header it received
   (as some providers quote a rejected key), to check that a proxy keeps it from its clients;
 - ``judge_format`` (judge requests, below): how the verdict is written: ``json`` (default,
   ``{"rationale": ..., "result": ...}``), ``fenced`` (in a json code fence), ``preamble`` (prose, then
@@ -303,7 +303,8 @@ class FakeUpstream:
         if status is not None and fail_first is None:
             message = f"fake upstream error {status}"
             if knobs.get("echo_key"):
-                message = f"Incorrect API key provided: {request.headers.get('authorization', '')}"
+                key = request.headers.get("authorization") or request.headers.get("x-api-key", "")
+                message = f"Incorrect API key provided: {key}"
             return body, knobs, _error(status, message, knobs.get("retry_after"))
         return body, knobs, None
 
