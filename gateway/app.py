@@ -129,11 +129,12 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
 class GatewayApp(Starlette):
     """Starlette with a fast dispatcher in front: the hot routes of the route table (``POST /invocations``
     and the per-model variants, the proxied LLM calls ``POST /v1/chat/completions``, ``/v1/completions``,
-    ``/v1/embeddings``, and the cached prompt read ``GET /api/prompts/{name}[@alias]``) go straight to their
-    endpoint: the router, the request wrapper and both exception middlewares cost about as much CPU as an
-    iris prediction. A scoring request is answered without a Request or Response object for a prediction.
-    Errors get ``_answer_error``, as on Starlette's way; with user middleware or a ``root_path`` every
-    request takes Starlette's way (its router is built from the same table)."""
+    ``/v1/embeddings``, ``/v1/responses``, ``/v1/messages``, and the cached prompt read
+    ``GET /api/prompts/{name}[@alias]``) go straight to their endpoint: the router, the request wrapper and
+    both exception middlewares cost about as much CPU as an iris prediction. A scoring request is answered
+    without a Request or Response object for a prediction. Errors get ``_answer_error``, as on Starlette's
+    way; with user middleware or a ``root_path`` every request takes Starlette's way (its router is built
+    from the same table)."""
 
     # What the /invocations fast path reads on every request, set by the lifespan beside app.state.gateway
     # and app.state.trace_invocations: plain attributes, as a lookup in app.state costs about 0.5 us.

@@ -2,7 +2,7 @@
 
 A bare Starlette app, run by the bench under ``uvicorn --loop uvloop --http httptools``:
 
-- ``POST /v1/chat/completions`` (also ``/v1/completions`` and ``/v1/embeddings``): the request
+- ``POST /v1/chat/completions`` (also ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``): the request
   body is forwarded unchanged to ``$BARE_LLM_UPSTREAM`` (e.g. ``http://127.0.0.1:8001/v1``)
   with one shared ``httpx.AsyncClient``; the answer comes back with the upstream's status and
   content type. An SSE answer (``text/event-stream``) is streamed through chunk by chunk as it
@@ -84,6 +84,7 @@ app = Starlette(
         Route("/v1/chat/completions", forward, methods=["POST"]),
         Route("/v1/completions", forward, methods=["POST"]),
         Route("/v1/embeddings", forward, methods=["POST"]),
+        Route("/v1/responses", forward, methods=["POST"]),
         Route("/ping", ping, methods=["GET"]),
     ],
     lifespan=_lifespan,

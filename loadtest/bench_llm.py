@@ -21,6 +21,9 @@ What it measures, same run, ``--conns`` (32) connections, a small non-streaming 
 3. ``stream``: paced streaming requests: time to first SSE event added over direct; then
    ``--tool-streams`` streams of a ``--deltas``-delta tool call, events counted direct and through
    the gateway.
+3b. ``responses`` and ``responses_stream``: the latency and stream cells again with the request in the
+   Responses API's form (``POST /v1/responses``): added p50/p99, and the added time to the first
+   ``response.output_text.delta``; events per stream counted direct and through the gateway.
 4. accounting: after the load, spans at the sink vs what the gateway says it exported and dropped
    (``gateway_spans_*`` on ``GET /metrics``), and trace summaries in the store vs requests.
 
@@ -49,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_accounting import accounting
-from llm_cells import chat_body, measure, probe, run_client, run_wrk, tool_stream_body
+from llm_cells import chat_body, measure, probe, responses_body, run_client, run_wrk, tool_stream_body
 from llm_report import Cell, Results, render, verdicts
 from llm_servers import (
     HttpServer,
@@ -85,6 +88,7 @@ QUICK: dict[str, Any] = {
     "tool_streams": 2,
 }
 AUTO_RATE_SHARE = 0.5
+FIRST_DELTA = "response.output_text.delta"  # the Responses API's first output: its time is the stream's TTFC
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,8 +104,8 @@ class Run:
     gateway_requests: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)
 
-    def url(self, target: str) -> str:
-        return self.servers[target].base + "/v1/chat/completions"
+    def url(self, target: str, path: str = "/v1/chat/completions") -> str:
+        return self.servers[target].base + path
 
 
 def headers_for(target: str) -> list[str]:
@@ -173,6 +177,18 @@ def load_cells(args: argparse.Namespace, run: Run, bodies: dict[str, Path]) -> l
                     args, run.url(t), bodies[b], headers_for(t), duration=args.duration, rate=r, requests=0,
                     cpus=cpus, ttfc=b == "stream"))  # fmt: skip
                 cells.append(cell)
+        for phase, rate, body in (
+            ("responses", args.rate, "responses"),
+            ("responses_stream", args.stream_rate, "responses_stream"),
+        ):
+            for target in paced:
+                log(f"{phase} {target} at {rate:.0f} req/s (repeat {rep + 1}/{args.repeat})")
+                cell = Cell(phase, target, rep, args.conns)
+                first = FIRST_DELTA if phase == "responses_stream" else None
+                measure(run.servers[target], cell, lambda t=target, r=rate, b=body, f=first: run_client(
+                    args, run.url(t, "/v1/responses"), bodies[b], headers_for(t), duration=args.duration, rate=r,
+                    requests=0, cpus=cpus, ttfc=f is not None, first_event=f))  # fmt: skip
+                cells.append(cell)
     run.gateway_requests += sum(c.requests for c in cells if c.target == "gateway")
     return cells
 
@@ -229,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chat": chat_body(stream=False),
         "stream": chat_body(stream=True),
         "tools": tool_stream_body(args.deltas),
+        "responses": responses_body(stream=False),
+        "responses_stream": responses_body(stream=True),
     }
     body_files = {}
     for name, body in bodies.items():

@@ -1,7 +1,8 @@
 """The LLM bench's requests: the bodies, one load cell (wrk or llm_client.py), and the probe.
 
-Every target gets the same small chat body (``chat_body``), its streamed variant, and a tool-call
-stream body for the fake upstream. ``run_wrk`` drives a closed loop with ``wrk -t1`` and
+Every target gets the same small chat body (``chat_body``), its streamed variant, a tool-call
+stream body for the fake upstream, and the same request in the Responses API's form
+(``responses_body``, sent to ``/v1/responses``). ``run_wrk`` drives a closed loop with ``wrk -t1`` and
 ``wrk_post.lua`` (``-H`` for LiteLLM's key), or ``llm_client.py`` when wrk is absent;
 ``run_client`` runs ``llm_client.py`` paced. Both run in a child process, optionally pinned, and
 return the same normalised figures. Imports nothing from ``gateway``.
@@ -38,6 +39,20 @@ def chat_body(stream: bool) -> dict[str, Any]:
     }
     if stream:
         body.update(stream=True, stream_options={"include_usage": True})
+    return body
+
+
+def responses_body(stream: bool) -> dict[str, Any]:
+    """``chat_body`` as a Responses API request (``instructions`` and ``input``)."""
+    body: dict[str, Any] = {
+        "model": ROUTE,
+        "instructions": "You are a terse assistant.",
+        "input": "Say hello in five words.",
+        "max_output_tokens": 16,
+        "temperature": 0,
+    }
+    if stream:
+        body["stream"] = True
     return body
 
 
@@ -99,6 +114,8 @@ def run_wrk(
         else "",
         "late": 0,
         "generator_cpu_frac": float("nan"),
+        "events_min": 0,
+        "events_max": 0,
         "raw": raw,
     }
 
@@ -114,9 +131,13 @@ def run_client(
     requests: int,
     cpus: Any,
     ttfc: bool = False,
+    first_event: str | None = None,
 ) -> dict[str, Any]:
-    """One cell with llm_client.py (paced when ``rate`` > 0); p50/p99 are TTFC when ``ttfc``."""
+    """One cell with llm_client.py (paced when ``rate`` > 0); p50/p99 are TTFC when ``ttfc`` (to the first
+    event of type ``first_event``, when given)."""
     argv = [args.python, str(HERE / "llm_client.py"), "--url", url, "--body-file", str(body)]
+    if first_event:
+        argv += ["--first-event", first_event]
     argv += ["--conns", str(args.conns), "--duration", str(duration), "--timeout", str(args.timeout)]
     argv += ["--rate", str(rate)] if rate > 0 else (["--requests", str(requests)] if requests else [])
     for header in headers:
@@ -139,6 +160,8 @@ def run_client(
         "first_error": raw["first_error"],
         "late": raw["late"],
         "generator_cpu_frac": raw["generator_cpu_s"] / max(raw["duration_s"], 1e-9),
+        "events_min": raw["events_min"],
+        "events_max": raw["events_max"],
         "raw": raw,
     }
 
@@ -163,6 +186,8 @@ def measure(server: HttpServer, cell: Cell, run: Any) -> None:
         "generator",
         "generator_cpu_frac",
         "first_error",
+        "events_min",
+        "events_max",
     ):
         setattr(cell, key, fig[key])
     cell.server_cpu_us_per_req = cpu / fig["requests"] * 1e6 if fig["requests"] else float("nan")

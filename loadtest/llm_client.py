@@ -15,7 +15,10 @@ wrk cannot, on raw asyncio streams (uvloop when installed) with the request byte
 
 Every answer is read to its end (``Content-Length`` or chunked). For ``text/event-stream``
 answers it records the time to the first complete SSE event with a ``data:`` field (TTFC) and
-counts the events (``[DONE]`` counted apart) and, among them, the tool-call deltas. Prints one
+counts the events (``[DONE]`` counted apart) and, among them, the tool-call deltas. With
+``--first-event TYPE`` the TTFC is the time to the first event of that type instead (``event: TYPE``,
+or ``"type": "TYPE"`` in its data): ``response.output_text.delta`` times the Responses API's first
+output delta rather than its ``response.created``. Prints one
 JSON object with percentiles in microseconds. Imports nothing from ``gateway``.
 
 Usage: ``python loadtest/llm_client.py --url http://127.0.0.1:8080/v1/chat/completions
@@ -73,11 +76,13 @@ def build_request(host: str, port: int, path: str, body: bytes, headers: list[st
 
 
 class EventCounter:
-    """Splits a de-chunked SSE body into events as bytes arrive; notes when the first data event ends."""
+    """Splits a de-chunked SSE body into events as bytes arrive; notes when the first data event (or the first
+    event of type ``first_event``) ends."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, first_event: bytes | None = None) -> None:
         self.answer = answer
         self.pending = b""
+        self.marks = (b"event: " + first_event, b'"type":"' + first_event + b'"') if first_event else None
 
     def feed(self, data: bytes) -> None:
         self.pending = (self.pending + data).replace(b"\r\n", b"\n")
@@ -89,14 +94,14 @@ class EventCounter:
             if lines[0][5:].strip() == b"[DONE]":
                 self.answer.done = True
                 continue
-            if not self.answer.first_event_ns:
+            if not self.answer.first_event_ns and (self.marks is None or any(m in event for m in self.marks)):
                 self.answer.first_event_ns = time.perf_counter_ns()
             self.answer.events += 1
             if TOOL_DELTA.search(lines[0]):
                 self.answer.tool_deltas += 1
 
 
-async def read_answer(reader: asyncio.StreamReader) -> Answer:
+async def read_answer(reader: asyncio.StreamReader, first_event: bytes | None = None) -> Answer:
     head = await reader.readuntil(b"\r\n\r\n")
     answer = Answer(status=int(head[9:12]), close=False)
     length = -1
@@ -112,7 +117,7 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
             answer.close = True
         elif name == b"content-type" and b"text/event-stream" in value.lower():
             sse = True
-    counter = EventCounter(answer) if sse else None
+    counter = EventCounter(answer, first_event) if sse else None
     if chunked:
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
@@ -165,8 +170,12 @@ async def _open(host: str, port: int, timeout: float) -> tuple[asyncio.StreamRea
     return reader, writer
 
 
-async def connection(host: str, port: int, request: bytes, slots: Iterable[int], timeout: float, stats: Stats) -> None:
+async def connection(
+    host: str, port: int, request: bytes, slots: Iterable[int], args: argparse.Namespace, stats: Stats
+) -> None:
     """Send one request per slot (a perf_counter_ns schedule; 0 = as soon as possible)."""
+    timeout: float = args.timeout
+    first_event = args.first_event.encode() if args.first_event else None
     writer: asyncio.StreamWriter | None = None
     reader: asyncio.StreamReader | None = None
     with contextlib.suppress(OSError, TimeoutError):  # connect before the first slot; retried below if it failed
@@ -184,7 +193,7 @@ async def connection(host: str, port: int, request: bytes, slots: Iterable[int],
             start = slot or time.perf_counter_ns()
             async with asyncio.timeout(timeout):
                 writer.write(request)
-                answer = await read_answer(reader)
+                answer = await read_answer(reader, first_event)
             stats.latencies_ns.append(time.perf_counter_ns() - start)
             stats.status[answer.status] = stats.status.get(answer.status, 0) + 1
             if answer.status != 200 and not stats.first_error:
@@ -257,7 +266,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         start = time.perf_counter_ns()
         shared = ClosedLoop(args.requests, time.monotonic() + (args.duration if args.requests <= 0 else 1e9))
         plans = [shared] * args.conns
-    await asyncio.gather(*(connection(host, port, request, plan, args.timeout, stats) for plan in plans))
+    await asyncio.gather(*(connection(host, port, request, plan, args, stats) for plan in plans))
     elapsed = (time.perf_counter_ns() - start) / 1e9
     gc.enable()
     non200 = sum(n for code, n in stats.status.items() if code != 200)
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of paced sending")
     parser.add_argument("--requests", type=int, default=0, help="closed loop: stop after this many requests")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request counts as a timeout")
+    parser.add_argument("--first-event", default=None, help="TTFC is to the first SSE event of this type")
     args = parser.parse_args(argv)
     if args.conns < 1 or args.duration <= 0 or (args.rate > 0 and args.requests > 0):
         parser.error("--conns must be >= 1, --duration > 0, and --rate and --requests cannot be combined")

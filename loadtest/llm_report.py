@@ -8,6 +8,10 @@ Rows (``PHASES`` × targets), medians over repeats:
   then the median over repeats. A difference of percentiles, not a percentile of differences.
 - ``stream``: paced streaming requests; p50/p99 are the time to the first SSE event (TTFC),
   and the added TTFC is taken the same way.
+- ``responses`` and ``responses_stream``: the same two paced cells with the request in the Responses
+  API's form (``POST /v1/responses``); the stream's p50/p99 are the time to the first
+  ``response.output_text.delta`` event (the first output, after ``response.created`` and the
+  other opening events), and the events per stream are counted, direct and through each proxy.
 
 Below the table: the tool-call stream's event counts, the span and summary accounting, and one
 verdict line per issue target (met / MISSED / not measured, never assumed).
@@ -20,7 +24,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-PHASES = ("throughput", "latency", "stream")
+PHASES = ("throughput", "latency", "stream", "responses", "responses_stream")
 LABELS = {
     "direct": "fake upstream, direct",
     "bare": "bare starlette+httpx passthrough",
@@ -53,6 +57,8 @@ class Cell:
     generator_cpu_frac: float = float("nan")
     failure: str = ""
     first_error: str = ""
+    events_min: int = 0  # events per stream (streaming cells)
+    events_max: int = 0
 
 
 def median(values: Iterable[float]) -> float:
@@ -104,6 +110,10 @@ def _phase_label(phase: str, conns: int, rate: float, stream_rate: float) -> str
         return "throughput, closed loop"
     if phase == "latency":
         return f"latency at {fmt(rate, 0)} req/s"
+    if phase == "responses":
+        return f"Responses API latency at {fmt(rate, 0)} req/s"
+    if phase == "responses_stream":
+        return f"Responses API stream, time to first delta at {fmt(stream_rate, 0)} req/s"
     return f"stream TTFC at {fmt(stream_rate, 0)} req/s"
 
 
@@ -208,6 +218,7 @@ def verdicts(results: Results, tools: dict[str, Any], accounting: dict[str, Any]
         out.append(f"Added TTFC p99 vs direct: {fmt(ttfc, 2, sign=True)} ms (target <= 2 ms: {_verdict(ttfc <= 2)})")
     else:
         out.append("Added TTFC: not measured (" + results.failure("stream", "gateway") + ")")
+    out.extend(responses_verdicts(results))
     gw_tools = tools.get("gateway")
     if gw_tools and not gw_tools.get("failure"):
         counts = sorted({gw_tools["tool_deltas_min"], gw_tools["tool_deltas_max"]})
@@ -226,6 +237,41 @@ def verdicts(results: Results, tools: dict[str, Any], accounting: dict[str, Any]
     if accounting:
         out.append(span_verdict(accounting))
         out.append(summary_verdict(accounting))
+    return out
+
+
+def responses_verdicts(results: Results) -> list[str]:
+    """The Responses API cells against the chat path's targets (<= 1 ms added p50, <= 2 ms added time to the
+    first delta at p99), beside the chat path's own figures, and its events in and out."""
+    out: list[str] = []
+    p50 = results.added("responses", "gateway", "p50_ms")
+    if p50 == p50:
+        chat = results.added("latency", "gateway", "p50_ms")
+        out.append(
+            f"Responses API added latency vs direct: p50 {fmt(p50, 2, sign=True)} ms (chat: {fmt(chat, 2, sign=True)} "
+            f"ms; target <= 1 ms: {_verdict(p50 <= 1)})"
+        )
+    else:
+        out.append("Responses API added latency: not measured (" + results.failure("responses", "gateway") + ")")
+    ttfd = results.added("responses_stream", "gateway", "p99_ms")
+    if ttfd == ttfd:
+        chat = results.added("stream", "gateway", "p99_ms")
+        out.append(
+            f"Responses API added time to first delta p99 vs direct: {fmt(ttfd, 2, sign=True)} ms (chat TTFC: "
+            f"{fmt(chat, 2, sign=True)} ms; target <= 2 ms: {_verdict(ttfd <= 2)})"
+        )
+    else:
+        out.append(
+            "Responses API time to first delta: not measured (" + results.failure("responses_stream", "gateway") + ")"
+        )
+    direct, gateway = results.ok("responses_stream", "direct"), results.ok("responses_stream", "gateway")
+    if direct and gateway:
+        counts_in = sorted({c.events_min for c in direct} | {c.events_max for c in direct})
+        counts_out = sorted({c.events_min for c in gateway} | {c.events_max for c in gateway})
+        out.append(
+            f"Responses API stream events: {'-'.join(map(str, counts_out))} per stream through the gateway, "
+            f"{'-'.join(map(str, counts_in))} direct (target equal: {_verdict(counts_in == counts_out)})"
+        )
     return out
 
 

@@ -97,7 +97,10 @@ class LlmProxy:
         await self.pins.close()
 
     def list_models(self, request: Request) -> Response:
-        self.keys.authorize("llm", request.headers.get("authorization"))
+        """The routes, as OpenAI's model list (``x-api-key`` taken too: Anthropic's SDK lists models with it)."""
+        headers = request.headers
+        api_key = headers.get("x-api-key")
+        self.keys.authorize("llm", headers.get("authorization") or (f"Bearer {api_key}" if api_key else None))
         return Response(self._models_body, media_type="application/json")
 
     async def handle(self, request: Request, operation: Operation) -> Response:
@@ -229,6 +232,8 @@ class LlmProxy:
             route = call.route = self.settings.routes.get(parsed.model)
             if route is None:
                 raise self._unknown_model(parsed.model)
+            if route.api != CHAT.api:
+                raise self._wrong_api(route, CHAT)
             attempt = await self.upstreams.dispatch(parsed, route, call.span, call, timeout_s)
         except ProxyError as exc:
             if exc.status >= 500:

@@ -4,7 +4,9 @@ Per route: targets in order (or the first drawn by weight), each tried up to ``1
 429, 408, 5xx and connection errors, waiting an exponential backoff with jitter or the upstream's
 ``Retry-After``, whichever is longer; then the next target. 401/403/404/3xx mean the target itself is
 unusable (bad key, wrong model or URL): no retry, straight to the next target. Other 4xx are the
-client's to see and pass through as they are. ``timeout_s`` bounds the whole call, waits included,
+client's to see and pass through as they are. A call pinned to one target (``ParsedCall.pinned``: a
+stored response's, for the Responses API's follow-ups and ``previous_response_id``) tries that one only,
+and its 404 or 405 is about the response, so it passes through too. ``timeout_s`` bounds the whole call, waits included,
 until the answer (or a stream's first event) has arrived.
 
 The pools are ``aiohttp.ClientSession`` objects, one per base URL: measured on the bench's fake

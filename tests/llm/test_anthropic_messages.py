@@ -316,3 +316,18 @@ def test_a_failure_mid_stream_ends_with_one_error_event(gw: Gateway, upstream: F
         ) as s,
     ):
         s.get_final_message()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_an_anthropic_route_on_an_openai_endpoint_is_a_400(gw: Gateway, upstream: FakeUpstream, path: str) -> None:
+    body = {"model": "claude", "messages": HELLO, "input": "Hi"}
+    answer = httpx.post(gw.base_url + path, json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "wrong_api" and "POST /v1/messages" in error["message"]
+    assert upstream.recorder.requests == []
+
+
+def test_the_sdk_lists_the_routes(gw: Gateway) -> None:
+    with _client(gw) as client:
+        assert {model.id for model in client.models.list()} >= {"claude", "claude-cached", "gpt-4o-mini"}

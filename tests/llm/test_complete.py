@@ -49,6 +49,7 @@ def gateway(
             {"name": "hanging", "targets": [target(up, "fake-model@delay=60")]},
             {"name": "text-answer", "targets": [target(not_json_url, "text")]},
             {"name": "list-answer", "targets": [target(not_json_url, "list")]},
+            {"name": "claude", "provider": "anthropic", "targets": [target(up, "claude-fake")]},
         ]
     }
     with running_gateway(tmp_path_factory.mktemp("complete"), llm) as gw:
@@ -262,3 +263,11 @@ def test_a_cancelled_call_ends_its_spans(gw: Gateway, upstream: FakeUpstream) ->
         ("CLIENT", "cancelled"),
         ("INTERNAL", "cancelled"),
     ]
+
+
+def test_a_route_of_anthropics_api_is_refused(gw: Gateway, upstream: FakeUpstream) -> None:
+    """complete() sends chat completions: a route of provider anthropic cannot take one."""
+    with pytest.raises(InvalidRequestError) as caught:
+        complete(gw, chat("claude"))
+    assert caught.value.status == 400 and "POST /v1/messages" in caught.value.message
+    assert upstream.recorder.requests == []

@@ -316,3 +316,12 @@ def test_prompt_errors(gw: Gateway, upstream: FakeUpstream, prompt: Any, status:
     assert answer.status_code == status, answer.text
     assert fragment in answer.json()["error"]["message"]
     assert upstream.recorder.requests == []
+
+
+def test_input_tokens_are_counted_through_the_route(gw: Gateway, upstream: FakeUpstream) -> None:
+    counted = SDK("sync", gw.v1).call(lambda c: c.responses.input_tokens.count(model="gpt-4o-mini", input="a b c"))
+    assert counted.input_tokens == 3
+    sent = upstream.recorder.requests[-1]
+    assert sent.path == "/v1/responses/input_tokens" and sent.json()["model"] == "fake-model"
+    server, _ = _split(gw, "POST /v1/responses/input_tokens")
+    assert server.attributes["gen_ai.operation.name"] == "count_tokens"

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from tests.loadtest._kit import load, run_script
 
-MEASUREMENTS = ("throughput, closed loop", "latency at", "stream TTFC at")
+MEASUREMENTS = (
+    "throughput, closed loop",
+    "latency at",
+    "stream TTFC at",
+    "Responses API latency at",
+    "Responses API stream, time to first delta at",
+)
 TARGETS = ("fake upstream, direct", "bare starlette+httpx passthrough", "gateway")
 
 
@@ -71,6 +77,10 @@ def test_quick_run_reports_every_row_and_accounts_for_every_span(tmp_path: Path)
         acc["requests"] - acc["summaries_stored"] <= acc["summaries_dropped"]
     ), acc
     assert "No span lost:" in text and "Summaries stored:" in text and "Throughput vs bare passthrough:" in text
+    assert "Responses API stream events:" in text and "(target equal: met)" in text, text
+    cells = [c for c in record["cells"] if c["phase"] == "responses_stream"]
+    assert {c["target"] for c in cells} == {"direct", "bare", "gateway"}
+    assert len({(c["events_min"], c["events_max"]) for c in cells}) == 1 and cells[0]["events_min"] > 0
 
 
 def test_event_counter_splits_sse_across_chunk_boundaries() -> None:
@@ -88,3 +98,15 @@ def test_event_counter_splits_sse_across_chunk_boundaries() -> None:
         counter.feed(stream[i : i + 7])
     assert (answer.events, answer.tool_deltas, answer.done) == (2, 1, True)
     assert answer.first_event_ns > 0
+
+
+def test_event_counter_times_the_first_event_of_a_type() -> None:
+    """With a type, the time to first event is that of the first event of that type (the Responses API's first
+    output delta, not its response.created)."""
+    client = load("llm_client")
+    answer = client.Answer(status=200, close=False)
+    counter = client.EventCounter(answer, b"response.output_text.delta")
+    counter.feed(b'event: response.created\ndata: {"type":"response.created"}\n\n')
+    assert answer.first_event_ns == 0 and answer.events == 1
+    counter.feed(b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n')
+    assert answer.first_event_ns > 0 and answer.events == 2
