@@ -49,7 +49,7 @@ from gateway.llm.followups import (
 )
 from gateway.llm.openai_responses import response_id_in
 from gateway.llm.prompt_link import PromptRenderer
-from gateway.llm.request_body import CHAT, DELETE_RESPONSE, RESPONSES, Operation, ParsedCall
+from gateway.llm.request_body import CHAT, DELETE_RESPONSE, FORMAT_OTHER, RESPONSES, Operation, ParsedCall
 from gateway.llm.response_pins import Pin, ResponsePins
 from gateway.llm.routes_config import API_ANTHROPIC, AuthSettings, LlmSettings, Route
 from gateway.llm.upstream import Attempt, Completed, Upstreams, error_message
@@ -108,7 +108,7 @@ class LlmProxy:
         headers = request.headers
         call = CallRecord(self.spans.start_server(operation, request.scope["path"], headers), started)
         try:
-            if operation in FOLLOW_UPS:
+            if operation.format == FORMAT_OTHER and operation in FOLLOW_UPS:
                 attempt = await self._follow_up(request, operation, call)
             else:
                 attempt = await self._create(request, operation, call)

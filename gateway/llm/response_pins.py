@@ -20,7 +20,6 @@ fails on write is logged (once per outage) and the pin kept in memory; one that 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
@@ -61,7 +60,6 @@ class ResponsePins:
         self._memory: OrderedDict[str, Pin] = OrderedDict()
         self._capacity = capacity
         self._failing = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def _keep(self, response_id: str, pin: Pin) -> None:
         memory = self._memory
@@ -74,13 +72,6 @@ class ResponsePins:
         """Pin ``response_id`` (before its id reaches the client)."""
         self._keep(response_id, pin)
         await self._store(response_id, pin)
-
-    def remember_soon(self, response_id: str, pin: Pin) -> None:
-        """Pin ``response_id`` in memory now and in the shared store in the background (a stream's id seen late)."""
-        self._keep(response_id, pin)
-        task = asyncio.get_running_loop().create_task(self._store(response_id, pin))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def lookup(self, response_id: str) -> Pin | None:
         pin = self._memory.get(response_id)
@@ -98,8 +89,7 @@ class ResponsePins:
         await self._remove(response_id)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        pass
 
     # -- the shared store (none here) ----------------------------------------------------------------------
 
