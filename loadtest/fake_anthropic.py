@@ -26,11 +26,13 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 DEFAULT_TOOL_CALL_DELTAS = 3
 _ERROR_TYPES = {
@@ -177,3 +179,10 @@ async def count_tokens(fake: Fake, request: Request) -> Response:
     if refused is not None:
         return refused
     return Response(orjson.dumps({"input_tokens": _input_tokens(body)}), media_type="application/json")
+
+
+def routes(fake: Fake) -> list[Route]:
+    return [
+        Route("/v1/messages", partial(create, fake), methods=["POST"]),
+        Route("/v1/messages/count_tokens", partial(count_tokens, fake), methods=["POST"]),
+    ]

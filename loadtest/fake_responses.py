@@ -34,11 +34,13 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 STORED_MAX = 10_000
 DEFAULT_TOOL_CALL_DELTAS = 3
@@ -302,3 +304,14 @@ async def input_items(fake: Fake, request: Request) -> Response:
         "has_more": False,
     }
     return Response(orjson.dumps(page), media_type="application/json")
+
+
+def routes(fake: Fake) -> list[Route]:
+    return [
+        Route("/v1/responses", partial(create, fake), methods=["POST"]),
+        Route("/v1/responses/input_tokens", partial(input_tokens, fake), methods=["POST"]),
+        Route("/v1/responses/{response_id}", partial(retrieve, fake), methods=["GET"]),
+        Route("/v1/responses/{response_id}", partial(delete, fake), methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", partial(cancel, fake), methods=["POST"]),
+        Route("/v1/responses/{response_id}/input_items", partial(input_items, fake), methods=["GET"]),
+    ]

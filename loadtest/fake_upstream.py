@@ -59,7 +59,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -514,16 +513,8 @@ def create_app(recorder: Recorder | None = None) -> Starlette:
             Route("/v1/completions", fake.completions, methods=["POST"]),
             Route("/v1/embeddings", fake.embeddings, methods=["POST"]),
             Route("/v1/models", fake.models, methods=["GET"]),
-            Route("/v1/responses", partial(fake_responses.create, fake), methods=["POST"]),
-            Route("/v1/responses/input_tokens", partial(fake_responses.input_tokens, fake), methods=["POST"]),
-            Route("/v1/responses/{response_id}", partial(fake_responses.retrieve, fake), methods=["GET"]),
-            Route("/v1/responses/{response_id}", partial(fake_responses.delete, fake), methods=["DELETE"]),
-            Route("/v1/responses/{response_id}/cancel", partial(fake_responses.cancel, fake), methods=["POST"]),
-            Route(
-                "/v1/responses/{response_id}/input_items", partial(fake_responses.input_items, fake), methods=["GET"]
-            ),
-            Route("/v1/messages", partial(fake_anthropic.create, fake), methods=["POST"]),
-            Route("/v1/messages/count_tokens", partial(fake_anthropic.count_tokens, fake), methods=["POST"]),
+            *fake_responses.routes(fake),
+            *fake_anthropic.routes(fake),
             Route("/fake/reset", fake.reset, methods=["POST"]),
         ]
     )
