@@ -5,8 +5,8 @@ and the OpenAPI document (gateway/api/openapi.py) are all built from it; adding 
 (or, for the prompt registry, in prompts/routes.py). ``app_table`` composes the app's whole table in
 Starlette's matching order: the first full match wins, so the hot routes come first.
 
-Scopes (required when gateway keys are configured: gateway/keys.py; the list is SCOPES in routes_config): ``invoke`` scoring, ``llm`` the OpenAI-compatible
-proxy, ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``,
+Scopes (required when gateway keys are configured: gateway/keys.py; the list is SCOPES in
+gateway/llm/routes_config.py): ``invoke`` scoring, ``llm`` the OpenAI-compatible proxy, ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``,
 ``evaluations``, ``admin``, ``metrics`` for /metrics; None for the routes open to anyone.
 """
 
