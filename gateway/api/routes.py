@@ -6,8 +6,9 @@ and the OpenAPI document (gateway/api/openapi.py) are all built from it; adding 
 Starlette's matching order: the first full match wins, so the hot routes come first.
 
 Scopes (required when gateway keys are configured: gateway/keys.py; the list is SCOPES in
-gateway/llm/routes_config.py): ``invoke`` scoring, ``llm`` the OpenAI-compatible proxy, ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``,
-``evaluations``, ``admin``, ``metrics`` for /metrics; None for the routes open to anyone.
+gateway/llm/routes_config.py): ``invoke`` scoring, ``llm`` the OpenAI-compatible proxy,
+``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``, ``evaluations``,
+``admin``, ``metrics`` for /metrics; None for the routes open to anyone.
 """
 
 from __future__ import annotations
