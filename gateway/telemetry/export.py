@@ -50,7 +50,7 @@ DEFAULT_MAX_EXPORT_BATCH_SIZE = 32
 class CountingSpanExporter(SpanExporter):
     """Delegates to ``inner``; reports each batch taken off the queue and counts the outcome."""
 
-    def __init__(self, inner: SpanExporter, on_taken: Callable[[int], None] | None = None) -> None:
+    def __init__(self, inner: SpanExporter, on_taken: Callable[[int], object] | None = None) -> None:
         self.inner = inner
         self._on_taken = on_taken
         self._inner_shut_down = False
@@ -83,8 +83,9 @@ class CountingSpanExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class _PendingCounter:
-    """Spans handed to the batch processor and not yet taken by the exporter."""
+class PendingCounter:
+    """Records handed to a batch processor and not yet released (spans: once the exporter takes them;
+    events, gateway/telemetry/events.py: once their export ends): the queue's places, bounded."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -98,9 +99,12 @@ class _PendingCounter:
             self.value += 1
             return True
 
-    def release(self, count: int) -> None:
+    def release(self, count: int) -> int:
+        """Free up to ``count`` places; returns how many were held (none after ``take_all``)."""
         with self._lock:
-            self.value = max(0, self.value - count)
+            released = min(count, self.value)
+            self.value -= released
+            return released
 
     def take_all(self) -> int:
         with self._lock:
@@ -125,7 +129,7 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             max_queue_size = max_queue_size_from_env()
         if max_export_batch_size is None:
             max_export_batch_size = export_batch_size_from_env(max_queue_size)
-        self._pending = _PendingCounter(max_queue_size)
+        self._pending = PendingCounter(max_queue_size)
         self.exporter = CountingSpanExporter(exporter, on_taken=self._pending.release)
         try:
             self._batch = BatchSpanProcessor(
