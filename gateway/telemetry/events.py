@@ -37,7 +37,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from gateway import __version__, metrics
 from gateway.config import ConfigError
 from gateway.telemetry import semconv as sc
-from gateway.telemetry.export import PendingCounter
+from gateway.telemetry.export import PendingCounter, stop_within
 
 logger = logging.getLogger("gateway.telemetry")
 
@@ -133,13 +133,7 @@ class BoundedBatchLogRecordProcessor(LogRecordProcessor):
         if self._shut_down:
             return
         self._shut_down = True
-        stopper = threading.Thread(target=self._batch.shutdown, name="otel-log-export-shutdown", daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
-        if stopper.is_alive():
-            logger.warning("Event export did not finish within %.1f s at shutdown; dropping the rest", timeout_s)
-            self.exporter.shutdown()
-            stopper.join(1.0)
+        stop_within(self._batch.shutdown, self.exporter.shutdown, timeout_s, "Event")
         left = self._pending.take_all()
         if left:
             EVENTS_DROPPED.inc(("shutdown",), left)

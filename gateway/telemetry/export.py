@@ -161,17 +161,23 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         if self._shut_down:
             return
         self._shut_down = True
-        stopper = threading.Thread(target=self._batch.shutdown, name="otel-span-export-shutdown", daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
-        if stopper.is_alive():
-            # Interrupts the OTLP exporter's retry backoff; queued batches then fail at once (counted).
-            logger.warning("Span export did not finish within %.1f s at shutdown; dropping the rest", timeout_s)
-            self.exporter.shutdown()
-            stopper.join(1.0)
+        stop_within(self._batch.shutdown, self.exporter.shutdown, timeout_s, "Span")
         left = self._pending.take_all()
         if left:
             SPANS_DROPPED.inc(("shutdown",), left)
+
+
+def stop_within(stop: Callable[[], object], abort: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Run ``stop`` (a batch processor's shutdown: export what is queued) for at most ``timeout_s``; past
+    that, ``abort`` the exporter (which interrupts its retry backoff: queued batches then fail at once, and
+    an export stuck on a silent endpoint is left to its daemon thread) and wait 1 s more."""
+    stopper = threading.Thread(target=stop, name=f"otel-{what.lower()}-export-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
+    if stopper.is_alive():
+        logger.warning("%s export did not finish within %.1f s at shutdown; dropping the rest", what, timeout_s)
+        abort()
+        stopper.join(1.0)
 
 
 def export_batch_size_from_env(
