@@ -276,6 +276,7 @@ def test_register_prompt_then_load_prompt_equals_render(gateway: Gateway) -> Non
     assert ours["versions"][0]["tags"] == {"team": "support"}
     assert ours["aliases"] == {"production": 1}
     assert "mlflow-qa" in [p.name for p in mlflow.genai.search_prompts("name LIKE 'mlflow-%'")]
+    assert [v.version for v in gateway.client().search_prompt_versions("mlflow-qa")] == [2, 1]
     # Prompts stay out of a model search that does not ask for them, as in MLflow's server.
     assert "mlflow-qa" not in [m.name for m in gateway.client().search_registered_models()]
 
