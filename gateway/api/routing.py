@@ -89,6 +89,14 @@ def authorize(scope: Scope, entry: ApiRoute) -> None:
         keys.authorize(entry.scope, authorization_of(scope))
 
 
+def authorize_scope(scope: Scope, required: str) -> None:
+    """Check the request's key for a scope beyond its route's own, when which one depends on what the request
+    reaches (the MLflow API reaching a prompt: ``prompts:read`` / ``prompts:write``, gateway/api/mlflow_registry.py)."""
+    keys: GatewayKeys | None = getattr(scope.get("app"), "keys", None)
+    if keys is not None:
+        keys.authorize(required, authorization_of(scope))
+
+
 def authorization_of(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
