@@ -73,7 +73,7 @@ BENCH_ARGS ?=
 bench: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench.py $(BENCH_ARGS)
 
-## bench-llm: the LLM proxy bench, ~4 min (gateway vs the fake upstream direct, a bare starlette+httpx passthrough and,
+## bench-llm: the LLM proxy bench, ~5.5 min (gateway vs the fake upstream direct, a bare starlette+httpx passthrough and,
 ## with LITELLM_PYTHON=<a python with litellm[proxy]>, LiteLLM proxy); flags via BENCH_LLM_ARGS, e.g. --quick
 LITELLM_PYTHON ?=
 BENCH_LLM_ARGS ?=

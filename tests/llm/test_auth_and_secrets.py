@@ -88,6 +88,8 @@ def test_provider_and_client_keys_appear_nowhere(
     sdk = SDK("sync", guarded.v1, api_key=CLIENT_KEY)
     seen.append(sdk.chat(model="gpt-4o-mini", messages=HELLO).model_dump_json())
     seen.extend(c.model_dump_json() for c in sdk.chat_stream(model="gpt-4o-mini", messages=HELLO))
+    seen.append(sdk.responses(model="gpt-4o-mini", input="Hello gateway").model_dump_json())
+    seen.extend(e.model_dump_json() for e in sdk.responses_stream(model="gpt-4o-mini", input="Hello gateway"))
     headers = {"authorization": f"Bearer {CLIENT_KEY}"}
     with httpx.Client(base_url=guarded.base_url, headers=headers, timeout=30) as client:
         for body in (
@@ -98,6 +100,9 @@ def test_provider_and_client_keys_appear_nowhere(
             answer = client.post("/v1/chat/completions", json=body)
             seen.append(f"{answer.status_code} {answer.headers} {answer.text}")
         assert "[redacted]" in seen[-3] and "[redacted]" in seen[-2]  # the upstream did quote it
+        answer = client.post("/v1/responses", json={"model": "fails", "input": "Hello gateway"})
+        seen.append(f"{answer.status_code} {answer.headers} {answer.text}")
+        assert answer.status_code == 502 and "[redacted]" in seen[-1]
         summaries = wait_until(lambda: client.get("/api/traces").json().get("traces"), what="stored summaries")
         seen.append(orjson.dumps(summaries).decode())
         for summary in summaries:
