@@ -32,13 +32,15 @@ from gateway.errors import GatewayError
 from gateway.http import ORJSONResponse, render_error
 from gateway.http_protocol import HeadLimits
 from gateway.http_protocol import configure as configure_http
+from gateway.key_admin import KeySync
 from gateway.keys import GatewayKeys
 from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
 from gateway.store.assessments import AssessmentStore
-from gateway.store.notify import ChangeNotifier
+from gateway.store.keys import KeyStore
+from gateway.store.notify import KEYS_CHANGED, ChangeNotifier
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
 from gateway.telemetry.setup import build_telemetry, check_otel_environment
@@ -138,7 +140,7 @@ class GatewayApp(Starlette):
     # and app.state.trace_invocations: plain attributes, as a lookup in app.state costs about 0.5 us.
     gateway: GatewayState | None = None
     trace_invocations: bool = False
-    # The gateway keys when auth.keys is set (None: every route is open); checked against each route's scope.
+    # The gateway keys when auth is on (auth.keys set; None: every route is open); checked against each route's scope.
     keys: GatewayKeys | None = None
 
     def __init__(self, table: Sequence[ApiRoute], lifespan: Lifespan[Starlette]) -> None:
@@ -224,9 +226,21 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         )
         state.pool.set_pinned(state.preload)
         app.state.gateway = state
+        # Gateway keys: the bootstrap digests of auth.keys and the store's keys, one map per worker (gateway/keys.py),
+        # shared by the route check and the LLM proxy, kept current by KeySync (gateway/key_admin.py).
+        keys = GatewayKeys(settings.auth)
+        key_sync = KeySync(KeyStore(store.engine), keys)
+        await asyncio.to_thread(key_sync.refresh_sync)
+        app.state.key_store = key_sync.store
+
+        async def keys_changed() -> None:  # after a write through /api/keys: here at once, elsewhere through Redis
+            await key_sync.refresh()
+            if state.notifier is not None:
+                await state.notifier.publish(KEYS_CHANGED)
+
+        app.state.keys_changed = keys_changed
         if isinstance(app, GatewayApp):  # always (create_app builds one); mypy wants to know
             app.gateway, app.trace_invocations = state, telemetry.export_enabled
-            keys = GatewayKeys(settings.auth)
             app.keys = keys if keys.enabled else None
         await state.refresh_view()
         # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
@@ -235,7 +249,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider.
-        llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer, keys=keys)
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
         # LLM judges (judges/): the built-ins seeded as prompts judges.<name>, their catalog, and the runner
@@ -252,6 +266,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         async def on_store_change() -> None:
             await state.refresh_view()
             await prompt_cache.refresh()
+            await key_sync.refresh()
 
         # What exists now (imported modules, this app) lives as long as the worker: frozen, it leaves the
         # collector's full passes, which otherwise stop every request for 50-110 ms now and then under load
@@ -263,6 +278,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             ),
             asyncio.create_task(state.preload_models(), name="preload"),
             asyncio.create_task(state.run_refresher(), name="registry-refresher"),
+            asyncio.create_task(key_sync.run(settings.auth.refresh_interval_s), name="key-refresher"),
         ]
         if settings.redis_url:
             state.notifier = ChangeNotifier(settings.redis_url)

@@ -5,16 +5,16 @@ and the OpenAPI document (gateway/api/openapi.py) are all built from it; adding 
 (or, for the prompt registry, in prompts/routes.py). ``app_table`` composes the app's whole table in
 Starlette's matching order: the first full match wins, so the hot routes come first.
 
-Scopes (issue 13, declared here and not enforced yet): ``invoke`` scoring, ``llm`` the OpenAI-compatible
-proxy, ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read``,
-``evaluations``, ``admin``, ``metrics`` for /metrics; None for the routes open to anyone.
+Scopes (gateway/keys.py checks them): ``invoke`` scoring, ``llm`` the OpenAI-compatible proxy,
+``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read`` (traces and usage),
+``evaluations``, ``admin`` (keys, the OpenAPI document), ``metrics`` for /metrics; None for the routes open to anyone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.api import llm, ops, registry, serving, traces
+from gateway.api import keys, llm, ops, registry, serving, traces
 from gateway.api import schemas as s
 from gateway.api.routing import ApiRoute, Param
 
@@ -109,7 +109,26 @@ TRACES = (
 )  # fmt: skip
 
 
+_KEY_ERRORS = {400: "Bad key id or name", 404: "No such key", 503: "The store is unavailable"}
+KEYS = (
+    ApiRoute(POST, "/api/keys", keys.create, "admin", "Create a gateway key (answered once, under key)",
+             (201, s.NEW_GATEWAY_KEY), {400: "A bad field (named)", 409: "The name is taken", 415: "Not JSON",
+                                        503: "The store is unavailable"}, s.CREATE_KEY),
+    ApiRoute(GET, "/api/keys", keys.list_keys, "admin", "Every gateway key (never the keys themselves)",
+             (200, s.GATEWAY_KEYS), {503: "The store is unavailable"}),
+    ApiRoute(GET, "/api/keys/{key}", keys.get_key, "admin", "A gateway key by id or name",
+             (200, s.json_body(s.GATEWAY_KEY)), _KEY_ERRORS),
+    ApiRoute(POST, "/api/keys/{key}/revoke", keys.revoke, "admin", "Revoke a key: refused on every replica",
+             (200, s.json_body(s.GATEWAY_KEY)), {**_KEY_ERRORS, 415: "Not JSON"}),
+    ApiRoute(POST, "/api/keys/{key}/rotate", keys.rotate, "admin",
+             "A new secret for a key (answered once, under key); the old one stops working",
+             (200, s.NEW_GATEWAY_KEY), {**_KEY_ERRORS, 415: "Not JSON"}),
+)  # fmt: skip
+
+
 def app_table(*features: Sequence[ApiRoute]) -> tuple[ApiRoute, ...]:
     """The app's table, in Starlette's matching order: scoring, then the feature packages' routes (the
     prompt registry, composed by gateway.app, which alone may import them), then the rest."""
-    return (*SCORING, *(route for feature in features for route in feature), *REGISTRY, *OPERATIONS, *TRACES, *LLM)
+    return (
+        *SCORING, *(route for feature in features for route in feature), *REGISTRY, *OPERATIONS, *TRACES, *KEYS, *LLM,
+    )  # fmt: skip

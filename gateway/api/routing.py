@@ -44,8 +44,8 @@ class Param:
 class ApiRoute:
     """One endpoint of the app, declared once.
 
-    ``scope`` is the key scope the route will require (issue 13; declared, not enforced yet): None for
-    the routes open to anyone. ``ok`` is the success status and its body, ``errors`` the error statuses
+    ``scope`` is the key scope the route requires (gateway/keys.py): None for the routes open to anyone.
+    ``ok`` is the success status and its body, ``errors`` the error statuses
     the endpoint answers with what each means (every error body has the family's shape). A ``hot`` route
     is answered before Starlette's router when the app has no user middleware and no root path.
     """
@@ -79,12 +79,13 @@ class TableRoute(Route):
 
 
 def authorize(scope: Scope, entry: ApiRoute) -> None:
-    """Check the request's gateway key against the scope ``entry`` requires (gateway/keys.py), when the
-    app has keys (``GatewayApp.keys``); raises Unauthenticated (401) or PermissionDenied (403). The ``llm``
-    scope is the proxy's to check: it records the key id on the call's span."""
+    """Check the request's gateway key against the scope ``entry`` requires, and its path when the key is limited
+    to some routes (gateway/keys.py), when the app has keys (``GatewayApp.keys``); raises Unauthenticated (401) or
+    PermissionDenied (403). The ``llm`` scope is the proxy's to check: it records the key id on the call's span
+    and applies the key's model list and limits."""
     keys: GatewayKeys | None = getattr(scope.get("app"), "keys", None)
     if keys is not None and entry.scope != "llm":
-        keys.authorize(entry.scope, authorization_of(scope))
+        keys.authorize_key(entry.scope, authorization_of(scope), entry.path)
 
 
 def authorization_of(scope: Scope) -> str | None:

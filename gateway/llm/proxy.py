@@ -29,7 +29,7 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.http import read_body
-from gateway.keys import GatewayKeys
+from gateway.keys import GatewayKeys, check_model
 from gateway.llm import spans
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
@@ -56,9 +56,10 @@ class LlmProxy:
         tracer_provider: TracerProvider,
         renderer: PromptRenderer | None = None,
         environ: Mapping[str, str] | None = None,
+        keys: GatewayKeys | None = None,
     ) -> None:
         self.settings = settings
-        self.keys = GatewayKeys(auth)
+        self.keys = keys if keys is not None else GatewayKeys(auth)  # the app's, kept current from the store
         self.renderer = renderer
         self.spans = spans.ProxySpans(tracer_provider)
         self.upstreams = Upstreams(settings, self.spans, os.environ if environ is None else environ)
@@ -80,7 +81,11 @@ class LlmProxy:
         await self.upstreams.close()
 
     def list_models(self, request: Request) -> Response:
-        self.keys.authorize("llm", request.headers.get("authorization"))
+        key = self.keys.authorize_key("llm", request.headers.get("authorization"), request.scope["path"])
+        if key is not None and key.models is not None:  # only the routes this key may use
+            body = orjson.loads(self._models_body)
+            body["data"] = [model for model in body["data"] if model["id"] in key.models]
+            return Response(orjson.dumps(body), media_type="application/json")
         return Response(self._models_body, media_type="application/json")
 
     async def handle(self, request: Request, operation: Operation) -> Response:
@@ -88,9 +93,11 @@ class LlmProxy:
         headers = request.headers
         call = CallRecord(self.spans.start_server(operation, request.scope["path"], headers), started)
         try:
-            call.key_id = self.keys.authorize("llm", headers.get("authorization"))
+            key = self.keys.authorize_key("llm", headers.get("authorization"), request.scope["path"])
+            call.key_id = key.id if key is not None else None
             raw = await read_body(request, self.settings.max_body_bytes)
             parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
+            check_model(key, parsed.model)  # 403 naming the model, for a key limited to others
             route = call.route = self.settings.routes.get(parsed.model)
             if route is None:
                 raise self._unknown_model(parsed.model)
