@@ -34,6 +34,7 @@ from gateway.http_protocol import HeadLimits
 from gateway.http_protocol import configure as configure_http
 from gateway.key_admin import KeySync
 from gateway.keys import GatewayKeys
+from gateway.limits.limiter import KeyLimiter
 from gateway.llm.proxy import LlmProxy
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
@@ -249,7 +250,11 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider.
-        llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer, keys=keys)
+        limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)
+        key_sync.on_loaded = limiter.sync_spend  # the budgeted keys' spend, from the store's record
+        await key_sync.refresh()
+        llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy.limiter = limiter
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
         # LLM judges (judges/): the built-ins seeded as prompts judges.<name>, their catalog, and the runner
@@ -312,6 +317,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
             await state.pool.close()
             await llm_proxy.close()
+            await limiter.close()
             if state.notifier is not None:
                 await state.notifier.close()
             await asyncio.to_thread(telemetry.shutdown)  # bounded: telemetry.shutdown_timeout_s per part

@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,17 +179,19 @@ def gateway_key(stored: StoredKey) -> GatewayKey:
     )
 
 
-# Given the budgeted keys, reads their recorded spend (gateway/limits/ seeds its counts from it).
-SpendSync = Callable[[list[GatewayKey], KeyStore], Any]
+# Given the budgeted keys and the store's spend query (``KeyStore.spend_since``), brings the limiter's spend
+# up to the store's record (gateway/limits/limiter.py: ``KeyLimiter.sync_spend``).
+SpendSync = Callable[[list[GatewayKey], Callable[..., dict[str, float]]], Awaitable[None]]
 
 
 class KeySync:
-    """Keeps one worker's ``GatewayKeys`` equal to the store's keys table."""
+    """Keeps one worker's ``GatewayKeys`` equal to the store's keys table, and (``on_loaded``) the limiter's
+    spend of the budgeted keys up to the store's record."""
 
     def __init__(self, store: KeyStore, keys: GatewayKeys, on_loaded: SpendSync | None = None) -> None:
         self.store = store
         self.keys = keys
-        self._on_loaded = on_loaded
+        self.on_loaded = on_loaded
         self._lock = asyncio.Lock()
         self._failing = False
 
@@ -213,9 +215,12 @@ class KeySync:
                 logger.info("Gateway keys readable again")
             self._failing = False
             self.keys.update(gateway_key(row) for row in rows)
-            if self._on_loaded is not None:
+            if self.on_loaded is not None:
                 budgeted = [key for key in self.keys.stored() if key.budget_usd is not None and not key.revoked]
-                await self._on_loaded(budgeted, self.store)
+                try:
+                    await self.on_loaded(budgeted, self.store.spend_since)
+                except Exception as exc:  # the store's record is read again at the next refresh
+                    logger.warning("Cannot read the budgeted keys' spend from the store: %s", first_line(exc))
 
     async def run(self, interval_s: float) -> None:
         while True:

@@ -1,8 +1,9 @@
 """LlmProxy: one OpenAI-compatible call from request to answer, with its spans and metrics.
 
 Order per request: SERVER span (continuing ``traceparent``) -> gateway key -> body -> prompt link ->
-route -> upstream attempts (``Upstreams.dispatch``) -> the answer as the upstream sent it, or a
-stream relayed event by event. The call's ``CallRecord`` (gateway/llm/call_record.py) ends the
+the key's model list -> route -> the key's rate limits and budget (gateway/limits/: 429, or the answer's
+``x-ratelimit-*`` headers) -> upstream attempts (``Upstreams.dispatch``) -> the answer as the upstream sent
+it, or a stream relayed event by event. The call's ``CallRecord`` (gateway/llm/call_record.py) ends the
 SERVER span with the call's summary when the answer (or the stream) is done: a whole answer is sent
 first, and its spans and metrics are recorded after. A call that fails is recorded, then its error
 is raised for the app's one error handler, which answers it in OpenAI's shape.
@@ -30,6 +31,8 @@ from starlette.responses import Response
 from gateway.errors import GatewayError
 from gateway.http import read_body
 from gateway.keys import GatewayKeys, check_model
+from gateway.limit_settings import LimitsSettings
+from gateway.limits.limiter import KeyLimiter
 from gateway.llm import spans
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
@@ -52,14 +55,17 @@ class LlmProxy:
     def __init__(
         self,
         settings: LlmSettings,
-        auth: AuthSettings,
+        auth: AuthSettings | GatewayKeys,
         tracer_provider: TracerProvider,
         renderer: PromptRenderer | None = None,
         environ: Mapping[str, str] | None = None,
-        keys: GatewayKeys | None = None,
     ) -> None:
         self.settings = settings
-        self.keys = keys if keys is not None else GatewayKeys(auth)  # the app's, kept current from the store
+        # The app hands its keys (kept current from the store); from settings, the bootstrap keys only.
+        self.keys = auth if isinstance(auth, GatewayKeys) else GatewayKeys(auth)
+        # A key's rate limits and budget (gateway/limits/): this process's counts; the app sets its own (on Redis
+        # when redis_url is set).
+        self.limiter = KeyLimiter(LimitsSettings())
         self.renderer = renderer
         self.spans = spans.ProxySpans(tracer_provider)
         self.upstreams = Upstreams(settings, self.spans, os.environ if environ is None else environ)
@@ -101,10 +107,14 @@ class LlmProxy:
             route = call.route = self.settings.routes.get(parsed.model)
             if route is None:
                 raise self._unknown_model(parsed.model)
+            if key is not None and key.limited:  # 429 over its rate limits or budget
+                call.admission = await self.limiter.admit(key, parsed.data)
             attempt = await self.upstreams.dispatch(parsed, route, call.span, call)
         except GatewayError as exc:  # a ProxyError, or e.g. a body over llm.max_body_bytes (413)
             if isinstance(exc, ProxyError) and exc.status >= 500:
                 logger.warning("LLM call failed with %d: %s", exc.status, exc.message)
+            if call.admission is not None:
+                call.admission.add_headers(exc)
             call.fail(exc)
             raise
         except ClientDisconnect:
@@ -117,8 +127,10 @@ class LlmProxy:
         call.attempt = attempt
         outcome = attempt.outcome
         if isinstance(outcome, Completed):  # the upstream's bytes go to the client unchanged, then the call is recorded
-            return RecordingResponse(outcome, call)
-        return call.streamed(outcome)
+            response: Response = RecordingResponse(outcome, call)
+        else:
+            response = call.streamed(outcome)
+        return response if call.admission is None else call.admission.with_headers(response)
 
     async def complete(
         self,

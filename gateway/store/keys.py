@@ -134,9 +134,10 @@ class KeyStore:
             raise NotFound(f"The key {key.name!r} ({key.id}) is revoked: create a new key instead of rotating it.")
         return self.get(key.id)
 
-    def spend_since(self, since_ms: Mapping[str, int]) -> dict[str, float]:
+    def spend_since(self, since_ms: Mapping[str, int], until_ms: int | None = None) -> dict[str, float]:
         """Per key id: the cost of its calls that started at or after its ``since_ms`` (the start of its budget
-        period), summed over the trace summaries. Keys without a call are absent."""
+        period) and before ``until_ms`` (None: any time), summed over the trace summaries. Keys without a call
+        are absent."""
         by_start: dict[int, list[str]] = {}
         for key, since in since_ms.items():
             by_start.setdefault(since, []).append(key)
@@ -148,6 +149,8 @@ class KeyStore:
                     .where(_ts.c.key_id.in_(keys), _ts.c.started_at >= since)
                     .group_by(_ts.c.key_id)
                 )
+                if until_ms is not None:
+                    query = query.where(_ts.c.started_at < until_ms)
                 for key, total in conn.execute(query):
                     spent[key] = float(total or 0.0)
         return spent
