@@ -144,3 +144,13 @@ def test_the_cli_prints_the_key_once(packages: PackageCache, tmp_path: Path) -> 
     bad = run_cli(["keys", "create", "--name", "b", "--scope", "llm", "--rpm", "0"], env, check=False)
     assert bad.returncode == 1 and "'rpm'" in bad.stderr
     assert "app-a" in run_cli(["keys", "list", "--json"], env).stdout
+
+
+def test_usage_refuses_what_it_does_not_know(served: tuple[GatewayApp, str]) -> None:
+    _, base_url = served
+    with _admin(base_url) as admin:
+        assert admin.get("/api/usage", params={"group_by": "week"}).json()["message"].startswith("group_by must be")
+        assert admin.get("/api/usage", params={"status": "ok"}).status_code == 400
+        assert admin.get("/api/usage", params={"from": "yesterday"}).status_code == 400
+        answer = admin.get("/api/usage", params={"key": "app-a", "group_by": "route"})
+        assert answer.status_code == 200 and set(answer.json()) == {"group_by", "groups", "total"}
