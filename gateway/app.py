@@ -233,6 +233,12 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         key_sync = KeySync(KeyStore(store.engine), keys)
         await asyncio.to_thread(key_sync.refresh_sync)
         app.state.key_store = key_sync.store
+        if not keys.enabled and keys.stored():
+            logger.warning(
+                "The store holds %d gateway key(s), but auth.keys is empty: auth is off, no key is checked and "
+                "every route is open (set auth.keys to a bootstrap key's digest to turn it on)",
+                len(keys.stored()),
+            )
 
         async def keys_changed() -> None:  # after a write through /api/keys: here at once, elsewhere through Redis
             await key_sync.refresh()

@@ -161,6 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
     # A bad llm route or auth key already stopped load_settings (exit 2); these are allowed but risky.
     refuse_open_by_accident(settings.auth, settings.host)  # a ConfigError: exit 2, before anything binds
     warn_about_risky_settings(settings.llm, settings.auth, host=settings.host, port=settings.port)
+    if settings.auth.key_hashes and settings.workers > 1 and not settings.redis_url:
+        logger.warning(
+            "redis_url is not set: the rate limits and budgets of gateway keys are counted by each of the %d "
+            "worker processes for itself (a key may make up to %d times its limits); set redis_url to share them",
+            settings.workers,
+            settings.workers,
+        )
     check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 before any worker starts
 
     loop = "uvloop" if _importable("uvloop") else "auto"

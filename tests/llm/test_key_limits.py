@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import openai
 import pytest
 import redis
 
+from gateway.limits.budget import period_bounds
 from tests.conftest import REDIS_URL, require_service
 from tests.llm.conftest import FakeUpstream, Gateway, closed_port_url, running_gateway, target, wait_until
 from tests.llm.sdk import SDK
@@ -170,3 +172,24 @@ def test_redis_unreachable_fails_open_or_closed(
         assert 'gateway_rate_limit_redis_failures_total{outcome="refused"} 3' in metrics
     logged = [r for r in caplog.records if r.name == "gateway.limits" and "unreachable" in r.getMessage()]
     assert len(logged) == 1  # once per outage
+
+
+def test_without_redis_a_replica_sees_the_others_spend_from_the_store(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """No Redis: each replica counts its own calls, and reads the others' from the store's trace summaries (calls
+    started a few seconds ago), so a budget spent through A is refused by B soon after."""
+    llm = {"routes": [{"name": "priced", "targets": [target(fake_upstream, **PRICED)]}]}
+    auth = {"keys": [hashlib.sha256(ADMIN.encode()).hexdigest()], "refresh_interval_s": 0.2}
+    more = {"telemetry.summary_flush_interval_s": 0.1}
+    with (
+        running_gateway(tmp_path, llm, auth, **more) as a,  # type: ignore[arg-type]
+        running_gateway(tmp_path, llm, auth, **more) as b,  # type: ignore[arg-type]
+    ):
+        key_id, secret = make_key(a, budget_usd=0.005)
+        assert [call(a, secret, model="priced").status_code for _ in range(3)] == [200, 200, 429]  # $0.006 > $0.005
+        start, _ = period_bounds("month")
+        spend = b.app.state.llm_proxy.limiter.local.spend
+        wait_until(lambda: spend.spent(key_id, start) >= 0.006 - 1e-9, timeout_s=20, what="B reading A's spend")
+        refused = call(b, secret, model="priced")  # B's first call with this key
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
