@@ -40,7 +40,7 @@ def key_id(digest: str) -> str:
 
 
 def digest_of(key: str) -> str:
-    """The sha256 hex digest of a key: what the config and the store hold instead of it."""
+    """The sha256 hex digest of a key (its UTF-8 bytes): what the config and the store hold instead of it."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -87,29 +87,32 @@ class GatewayKeys:
     __slots__ = ("_bootstrap", "_keys", "_open", "enabled", "loaded")
 
     def __init__(self, settings: AuthSettings) -> None:
-        self._bootstrap = {digest: bootstrap_key(digest) for digest in settings.key_hashes}
-        self._keys: Mapping[str, GatewayKey] = self._bootstrap
+        self._bootstrap = _by_digest(bootstrap_key(digest) for digest in settings.key_hashes)
+        # raw sha256 digest -> (the same, the key): what a request's key is looked up and compared with
+        self._keys: Mapping[bytes, tuple[bytes, GatewayKey]] = self._bootstrap
         self._open = settings.open_scopes
         self.enabled = bool(self._bootstrap)
         self.loaded = False  # True once update() brought the store's keys
 
     def update(self, stored: Iterable[GatewayKey]) -> None:
         """Replace the stored keys (the bootstrap keys stay, and win over a stored key of the same digest)."""
-        keys = {key.digest: key for key in stored}
+        keys = _by_digest(stored)
         keys.update(self._bootstrap)
         self._keys = keys  # one assignment: a request sees the old map or the new one, never a mix
         self.loaded = True
 
     def stored(self) -> list[GatewayKey]:
         """The keys read from the store (not the bootstrap ones)."""
-        return [key for digest, key in self._keys.items() if digest not in self._bootstrap]
+        return [key for digest, (_, key) in self._keys.items() if digest not in self._bootstrap]
 
-    def authorize(self, scope: str | None, authorization: str | None, path: str | None = None) -> str | None:
+    def authorize(self, scope: str | None, authorization: str | bytes | None, path: str | None = None) -> str | None:
         """The key id of the request's key when the route's ``scope`` needs one, else None (see ``authorize_key``)."""
         key = self.authorize_key(scope, authorization, path)
         return key.id if key is not None else None
 
-    def authorize_key(self, scope: str | None, authorization: str | None, path: str | None = None) -> GatewayKey | None:
+    def authorize_key(
+        self, scope: str | None, authorization: str | bytes | None, path: str | None = None
+    ) -> GatewayKey | None:
         """The request's key when the route's ``scope`` needs one, else None. Raises Unauthenticated (401)
         without a valid key (missing, unknown, revoked, expired) and PermissionDenied (403) for a key without
         ``scope`` or, when it is limited to some routes, without ``path`` (the route's path in the table)."""
@@ -127,26 +130,37 @@ class GatewayKeys:
             )
         return key
 
-    def authenticate(self, authorization: str | None) -> GatewayKey:
-        """The key an ``Authorization: Bearer <key>`` header names, if it works; Unauthenticated otherwise."""
+    def authenticate(self, authorization: str | bytes | None) -> GatewayKey:
+        """The key an ``Authorization: Bearer <key>`` header names (its text, or its raw bytes as the ASGI scope
+        holds them), if it works; Unauthenticated otherwise. The key's bytes are hashed as they came."""
         if not authorization:
             raise Unauthenticated(
                 "Missing gateway key: send the header 'Authorization: Bearer <key>'.", reason="missing_api_key"
             )
-        scheme, _, secret = authorization.partition(" ")
+        raw = authorization.encode("latin-1") if isinstance(authorization, str) else authorization
+        scheme, _, secret = raw.partition(b" ")
         secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
+        if scheme.lower() != b"bearer" or not secret:
             raise Unauthenticated("Malformed Authorization header: expected 'Bearer <key>'.", reason="invalid_api_key")
-        digest = digest_of(secret)
-        key = self._keys.get(digest)
-        if key is None or not hmac.compare_digest(key.digest, digest):
+        digest = hashlib.sha256(secret).digest()
+        found = self._keys.get(digest)
+        if found is None or not hmac.compare_digest(found[0], digest):
             raise Unauthenticated("Invalid gateway key.", reason="invalid_api_key")
+        key = found[1]
         if key.revoked:
             raise Unauthenticated(f"The gateway key {key.label} was revoked.", reason="invalid_api_key")
         if key.expires_at_ms is not None and time.time() * 1000 >= key.expires_at_ms:
             expired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at_ms / 1000))
             raise Unauthenticated(f"The gateway key {key.label} expired at {expired}.", reason="invalid_api_key")
         return key
+
+
+def _by_digest(keys: Iterable[GatewayKey]) -> dict[bytes, tuple[bytes, GatewayKey]]:
+    by_digest: dict[bytes, tuple[bytes, GatewayKey]] = {}
+    for key in keys:
+        raw = bytes.fromhex(key.digest)
+        by_digest[raw] = (raw, key)
+    return by_digest
 
 
 def check_model(key: GatewayKey | None, model: str) -> None:

@@ -88,10 +88,11 @@ def authorize(scope: Scope, entry: ApiRoute) -> None:
         keys.authorize_key(entry.scope, authorization_of(scope), entry.path)
 
 
-def authorization_of(scope: Scope) -> str | None:
+def authorization_of(scope: Scope) -> bytes | None:
+    """The ``Authorization`` header's raw value (what gateway/keys.py hashes)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            return bytes(value).decode("latin-1")
+            return bytes(value)
     return None
 
 

@@ -130,6 +130,16 @@ class KeyLimiter:
         self._paused_until = 0.0
         self._failing = False
         self._settling: set[asyncio.Task[None]] = set()
+        # Call ids, unique across workers and replicas (Redis logs them): a random prefix and a counter.
+        self._call_prefix = secrets.token_hex(6)
+        self._calls = 0
+        self._periods: dict[str, tuple[int, int]] = {}  # budget period -> the current one's (start, end)
+
+    def _period(self, period: str, now_ms: float) -> tuple[int, int]:
+        bounds = self._periods.get(period)
+        if bounds is None or not bounds[0] <= now_ms < bounds[1]:
+            bounds = self._periods[period] = period_bounds(period, now_ms)
+        return bounds
 
     async def close(self) -> None:
         if self._settling:
@@ -150,10 +160,11 @@ class KeyLimiter:
         """Admit a call of ``key`` (its parsed body ``data``) or raise RateLimited / QuotaExceeded (429), or
         DependencyError (503) when Redis cannot answer and ``limits.redis_failure`` is closed."""
         now_ms = time.time() * 1000
-        start, end = period_bounds(key.budget_period, now_ms) if key.budget_usd is not None else (0, 0)
+        start, end = self._period(key.budget_period, now_ms) if key.budget_usd is not None else (0, 0)
+        self._calls += 1
         ticket = Ticket(
-            key.id, secrets.token_hex(8), key.rpm or 0, key.tpm or 0, self.reservation(data) if key.tpm else 0,
-            key.budget_usd, start, end, int(now_ms),
+            key.id, f"{self._call_prefix}{self._calls:x}", key.rpm or 0, key.tpm or 0,
+            self.reservation(data) if key.tpm else 0, key.budget_usd, start, end, int(now_ms),
         )  # fmt: skip
         if self.redis is not None and time.monotonic() < self._paused_until:
             return self._redis_unavailable(ticket, None)
