@@ -76,8 +76,11 @@ class _Local:
 class Usage(Protocol):
     """What a call's settlement reads of its answer (gateway/llm/answer.py's AnswerSummary)."""
 
-    input_tokens: int | None
-    output_tokens: int | None
+    @property
+    def input_tokens(self) -> int | None: ...
+
+    @property
+    def output_tokens(self) -> int | None: ...
 
 
 class Admission:
