@@ -52,6 +52,7 @@ from judges.routes import JUDGE_ROUTES
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
 from prompts.linking import make_renderer
+from prompts.mlflow_api import PromptBackend
 from prompts.routes import PROMPT_ROUTES
 from prompts.store import PromptStore
 
@@ -254,6 +255,8 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         prompt_cache = PromptCache(PromptStore(store.engine))
         await asyncio.to_thread(prompt_cache.refresh_sync)
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
+        # MLflow's registry API reaches prompts through this (gateway/api/mlflow_registry.py).
+        app.state.mlflow_prompts = PromptBackend(app.state.prompts)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider.
         limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)

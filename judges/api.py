@@ -54,8 +54,11 @@ async def start_judges(
     """At start (gateway.app's lifespan): seed the built-ins the store lacks, then the catalog over the
     prompt cache and the runner over this app's LLM proxy."""
     catalog = JudgeCatalog(prompts.cache, settings)
-    if await asyncio.to_thread(catalog.seed):
-        await prompts.cache.refresh()
+    await asyncio.to_thread(catalog.seed)
+    # Always: when seed returns, every built-in is in the store, but those another worker seeded (which
+    # this one found there) are not in this worker's cache yet; its refresher would see them only within
+    # serving.refresh_interval_s, and a request in between found no judge 'correctness'.
+    await prompts.cache.refresh()
     runner = JudgeRunner(proxy, settings, assessments, events)
     return JudgesState(catalog, runner, assessments, frozenset(routes), prompts.after_write)
 

@@ -16,8 +16,7 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.traces import _FEEDBACK_FIELDS, _body_text, _feedback_value
-from gateway.error_text import json_type
+from gateway.api.feedback import parse_feedback
 from gateway.errors import BadRequest, InvalidParameter
 from gateway.http import ORJSONResponse, read_json_object
 from gateway.store.assessments import HUMAN, Assessment, assessment_id, item_target, score_and_label, trace_target
@@ -84,17 +83,8 @@ async def record_item_feedback(request: Request) -> Response:
     body = await read_json_object(request)  # first: a body that is not JSON is a 415 whatever the path says
     if not _INDEX.fullmatch(index_text):
         raise InvalidParameter(f"item_index must be a whole number (0 for the first item), got {index_text[:40]!r}.")
-    unknown = sorted(set(body) - set(_FEEDBACK_FIELDS))
-    if unknown:
-        raise BadRequest(f"Unknown field(s) {', '.join(unknown)}; feedback has {', '.join(_FEEDBACK_FIELDS)}.")
-    name = _body_text(body, "name")
-    if name is None:
-        raise BadRequest("Field 'name' is required: what is assessed (a judge's name, to compare with its verdicts).")
-    value = _feedback_value(body)
-    rationale, source_id, span_id = (_body_text(body, field) for field in ("rationale", "source_id", "span_id"))
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise BadRequest(f"Field 'metadata' must be an object, got {json_type(metadata)}.")
+    feedback = parse_feedback(body)
+    span_id = feedback.span_id
     service = _service(request)
     item = await service.item(evaluation_id, int(index_text))
     trace_id, item_span = item["trace_id"], item["span_id"]
@@ -105,13 +95,13 @@ async def record_item_feedback(request: Request) -> Response:
             + f", not {span_id[:40]!r}; leave span_id out."
         )
     target = trace_target(trace_id, item_span) if trace_id else item_target(evaluation_id, int(index_text))
-    score, label = score_and_label(value)
-    feedback = Assessment(
-        id=assessment_id(target=target, judge_name=name, judge_version=f"human:{source_id or ''}",
+    score, label = score_and_label(feedback.value)
+    assessment = Assessment(
+        id=assessment_id(target=target, judge_name=feedback.name, judge_version=f"human:{feedback.source_id or ''}",
                          evaluation_id=None if trace_id else evaluation_id),
-        trace_id=trace_id, span_id=item_span, evaluation_id=evaluation_id, item_index=int(index_text), name=name,
-        source_type=HUMAN, source_id=source_id, value=value, score=score, label=label, rationale=rationale,
-        metadata=metadata or {},
+        trace_id=trace_id, span_id=item_span, evaluation_id=evaluation_id, item_index=int(index_text),
+        name=feedback.name, source_type=HUMAN, source_id=feedback.source_id, value=feedback.value, score=score,
+        label=label, rationale=feedback.rationale, metadata=feedback.metadata,
     )  # fmt: skip
-    stored = await asyncio.to_thread(service.assessments.upsert_human, feedback)
+    stored = await asyncio.to_thread(service.assessments.upsert_human, assessment)
     return ORJSONResponse(stored.to_dict(), status_code=201)

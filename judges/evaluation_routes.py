@@ -110,7 +110,7 @@ EVALUATION_ROUTES = (
     ApiRoute(POST, "/api/evaluations", api.create_evaluation, "evaluations",
              "Start an evaluation run (202 with its id); with dry_run, 200 with the counts and a cost estimate",
              (202, CREATED), {400: "A bad field (named), an unknown judge, route, prompt or trace",
-                              413: "Body larger than 64 MiB", **_STORE}, CREATE),
+                              413: "Body larger than 64 MiB", **_STORE}, CREATE, also_ok={200: CREATED}),
     ApiRoute(GET, "/api/evaluations", api.list_evaluations, "evaluations", "Evaluation runs, newest first",
              (200, RUNS), {400: "Bad query parameter", **_STORE},
              query=(Param("limit", "Page size (1-200, default 50)", {"type": "integer", "minimum": 1, "maximum": 200}),

@@ -96,6 +96,33 @@ class PromptStore:
             row = conn.execute(sa.select(_rp).where(_rp.c.name == name)).one()
         return Prompt(row.name, row.description, json.loads(row.tags), row.created_at, row.updated_at)
 
+    def set_tag(self, name: str, key: str, value: str | None) -> None:
+        """Set one tag of a prompt (None: delete it; a missing tag is no error, as in MLflow), under its row
+        lock, so concurrent setters of different tags all land."""
+        with begin_write(self.engine) as conn:
+            _lock_prompt(conn, name)
+            tags = json.loads(conn.execute(sa.select(_rp.c.tags).where(_rp.c.name == name)).scalar_one())
+            if value is None:
+                tags.pop(key, None)
+            else:
+                tags[key] = value
+            conn.execute(_rp.update().where(_rp.c.name == name).values(tags=_dump_tags(tags, "tags")))
+            _touch_prompt(conn, name, _now_ms())
+
+    def delete_prompt(self, name: str) -> None:
+        """Delete a prompt that has no version yet (what a failed first registration leaves). A prompt with
+        versions stays: versions are immutable, and clients cache them by number."""
+        with begin_write(self.engine) as conn:
+            _lock_prompt(conn, name)
+            count = conn.execute(sa.select(sa.func.count()).where(_pv.c.name == name)).scalar_one()
+            if count:
+                raise InvalidParameter(
+                    f"Prompt {name!r} has {count} version(s) and is not deleted: prompt versions are immutable "
+                    "and may be cached by number. Move its aliases instead."
+                )
+            conn.execute(_rp.delete().where(_rp.c.name == name))
+            _bump_revision(conn)
+
     # -- versions --------------------------------------------------------------------------------
 
     def create_version(

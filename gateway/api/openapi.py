@@ -22,7 +22,7 @@ _ERROR_SCHEMAS: dict[ErrorFamily, tuple[str, dict[str, Any]]] = {
     "openai": ("OpenAIError", dict(OPENAI_ERROR)),
 }
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
-_STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 304: "Not modified (If-None-Match)"}
+_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 304: "Not modified (If-None-Match)"}
 _INTERNAL = "Internal error: a bug (the gateway logs it)"
 _ROUTING_ERRORS = {
     "404": "No endpoint at this path (ENDPOINT_NOT_FOUND)",
@@ -79,12 +79,12 @@ def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]
         operation["parameters"] = parameters
     if entry.body is not None:
         operation["requestBody"] = {"required": True, "content": _content(entry.body)}
-    status, body = entry.ok
     responses: dict[str, Any] = {}
-    if status < 400:
-        responses[str(status)] = {"description": _STATUS_TEXT.get(status, "OK")}
-        if body is not None:
-            responses[str(status)]["content"] = _content(body)
+    for status, body in sorted({**dict([entry.ok]), **entry.also_ok}.items()):
+        if status < 400:
+            responses[str(status)] = {"description": _STATUS_TEXT.get(status, "OK")}
+            if body is not None:
+                responses[str(status)]["content"] = _content(body)
     if any(param.name == "If-None-Match" for param in entry.headers):
         responses["304"] = {"description": _STATUS_TEXT[304]}
     name = _ERROR_SCHEMAS[entry.family][0]

@@ -5,9 +5,11 @@ and the OpenAPI document (gateway/api/openapi.py) are all built from it; adding 
 (or, for the prompt registry, in prompts/routes.py). ``app_table`` composes the app's whole table in
 Starlette's matching order: the first full match wins, so the hot routes come first.
 
-Scopes (gateway/keys.py checks them): ``invoke`` scoring, ``llm`` the OpenAI-compatible proxy,
+Scopes (required when gateway keys are configured: gateway/keys.py; the list is SCOPES in
+gateway/llm/routes_config.py): ``invoke`` scoring, ``llm`` the OpenAI-compatible proxy,
 ``registry:read``/``registry:write``, ``prompts:read``/``prompts:write``, ``traces:read`` (traces and usage),
-``evaluations``, ``admin`` (keys, the OpenAPI document), ``metrics`` for /metrics; None for the routes open to anyone.
+``evaluations``, ``admin`` (keys, the OpenAPI document), ``metrics`` for /metrics; None for the routes open to
+anyone.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.api import keys, llm, ops, registry, serving, traces
+from gateway.api import mlflow_registry as mlflow
 from gateway.api import schemas as s
 from gateway.api.routing import ApiRoute, Param
 
-GET, POST, PUT, DELETE = ("GET",), ("POST",), ("PUT",), ("DELETE",)
+GET, POST, PUT, PATCH, DELETE = ("GET",), ("POST",), ("PUT",), ("PATCH",), ("DELETE",)
 
 _TIMEOUT = Param(serving.TIMEOUT_HEADER, "Milliseconds this request may wait (only shortens the server's deadline)")
 _NOT_FOUND = {404: "Not found"}
@@ -71,6 +74,82 @@ REGISTRY = (
              {400: "Reserved or bad alias, or bad version", 404: "No such version", **_STORE}, s.SET_ALIAS),
     ApiRoute(DELETE, "/api/registry/models/{name}/aliases/{alias}", registry.delete_alias, "registry:write",
              "Delete an alias", (204, None), {400: "Bad name", 404: "No such alias", **_STORE}),
+)  # fmt: skip
+
+# MLflow's model-registry REST API over the same registries (gateway/api/mlflow_registry.py): what
+# MlflowClient(registry_uri=...) and mlflow.genai.register_prompt / load_prompt call. A call that reaches a
+# prompt needs prompts:read / prompts:write too. Any other /api/2.0/mlflow path: 404 ENDPOINT_NOT_FOUND.
+_M = mlflow.PREFIX
+_MLFLOW_READ = {
+    400: "Missing or bad field (INVALID_PARAMETER_VALUE)",
+    404: "No such model, prompt, version or alias (RESOURCE_DOES_NOT_EXIST)",
+    **_STORE,
+}
+_MLFLOW_WRITE = {**_MLFLOW_READ, 400: "Missing or bad field, or a change refused (INVALID_PARAMETER_VALUE)"}
+_NAME, _VERSION = Param("name", "Registered model (or prompt) name"), Param("version", "Version number")
+_ALIAS = Param("alias", "Alias name (latest: the highest version)")
+_SEARCH = (
+    Param("filter", "MLflow's filter: name = 'x', name LIKE 'x%', tags.k = 'v', ... joined by AND"),
+    Param("max_results", "Page size", {"type": "integer", "minimum": 1}),
+    Param(
+        "order_by", "name, creation_timestamp, last_updated_timestamp (and version_number) [ASC|DESC]", repeated=True
+    ),
+    Param("page_token", "The previous page's next_page_token"),
+)
+MLFLOW = (
+    ApiRoute(POST, f"{_M}/registered-models/create", mlflow.create_registered_model, "registry:write",
+             "MLflow: create a registered model (a prompt when tagged mlflow.prompt.is_prompt)", (200, s.MLFLOW_RM),
+             {**_MLFLOW_WRITE, 400: "Bad field, or the name exists (RESOURCE_ALREADY_EXISTS)"},
+             s.mlflow_request("name", "description tags")),
+    ApiRoute(GET, f"{_M}/registered-models/get", mlflow.get_registered_model, "registry:read",
+             "MLflow: a registered model", (200, s.MLFLOW_RM), _MLFLOW_READ, query=(_NAME,)),
+    ApiRoute(GET, f"{_M}/registered-models/search", mlflow.search_registered_models, "registry:read",
+             "MLflow: search registered models", (200, s.MLFLOW_RMS), _MLFLOW_READ, query=_SEARCH),
+    ApiRoute(PATCH, f"{_M}/registered-models/update", mlflow.update_registered_model, "registry:write",
+             "MLflow: change a registered model's description", (200, s.MLFLOW_RM), _MLFLOW_WRITE,
+             s.mlflow_request("name", "description")),
+    ApiRoute(DELETE, f"{_M}/registered-models/delete", mlflow.delete_registered_model, "registry:write",
+             "MLflow: delete a registered model with its versions and aliases", (200, s.MLFLOW_EMPTY),
+             _MLFLOW_WRITE, s.mlflow_request("name")),
+    ApiRoute(POST, f"{_M}/registered-models/set-tag", mlflow.set_registered_model_tag, "registry:write",
+             "MLflow: set a registered model's tag", (200, s.MLFLOW_EMPTY), _MLFLOW_WRITE,
+             s.mlflow_request("name key", "value")),
+    ApiRoute(DELETE, f"{_M}/registered-models/delete-tag", mlflow.delete_registered_model_tag, "registry:write",
+             "MLflow: delete a registered model's tag", (200, s.MLFLOW_EMPTY), _MLFLOW_WRITE,
+             s.mlflow_request("name key")),
+    ApiRoute(("GET", "POST"), f"{_M}/registered-models/get-latest-versions", mlflow.get_latest_versions,
+             "registry:read", "MLflow: the latest version (every version is in stage None)", (200, s.MLFLOW_MVS),
+             _MLFLOW_READ, query=(_NAME, Param("stages", "Stages (only None has versions)", repeated=True))),
+    ApiRoute(POST, f"{_M}/registered-models/alias", mlflow.set_alias, "registry:write",
+             "MLflow: point an alias at a version", (200, s.MLFLOW_EMPTY), _MLFLOW_WRITE,
+             s.mlflow_request("name alias version")),
+    ApiRoute(DELETE, f"{_M}/registered-models/alias", mlflow.delete_alias, "registry:write",
+             "MLflow: delete an alias", (200, s.MLFLOW_EMPTY), _MLFLOW_WRITE, s.mlflow_request("name alias")),
+    ApiRoute(GET, f"{_M}/registered-models/alias", mlflow.get_model_version_by_alias, "registry:read",
+             "MLflow: the version an alias names", (200, s.MLFLOW_MV), _MLFLOW_READ, query=(_NAME, _ALIAS)),
+    ApiRoute(POST, f"{_M}/model-versions/create", mlflow.create_model_version, "registry:write",
+             "MLflow: register a version from a model package under an artifact root (or a prompt version)",
+             (200, s.MLFLOW_MV), _MLFLOW_WRITE,
+             s.mlflow_request("name source", "description tags run_id run_link model_id")),
+    ApiRoute(GET, f"{_M}/model-versions/get", mlflow.get_model_version, "registry:read",
+             "MLflow: a model version", (200, s.MLFLOW_MV), _MLFLOW_READ, query=(_NAME, _VERSION)),
+    ApiRoute(GET, f"{_M}/model-versions/search", mlflow.search_model_versions, "registry:read",
+             "MLflow: search model versions", (200, s.MLFLOW_MVS), _MLFLOW_READ, query=_SEARCH),
+    ApiRoute(PATCH, f"{_M}/model-versions/update", mlflow.update_model_version, "registry:write",
+             "MLflow: change a model version's description", (200, s.MLFLOW_MV), _MLFLOW_WRITE,
+             s.mlflow_request("name version", "description")),
+    ApiRoute(DELETE, f"{_M}/model-versions/delete", mlflow.delete_model_version, "registry:write",
+             "MLflow: delete a model version and its aliases (its number is not reused)", (200, s.MLFLOW_EMPTY),
+             _MLFLOW_WRITE, s.mlflow_request("name version")),
+    ApiRoute(POST, f"{_M}/model-versions/set-tag", mlflow.set_model_version_tag, "registry:write",
+             "MLflow: set a model version's tag", (200, s.MLFLOW_EMPTY), _MLFLOW_WRITE,
+             s.mlflow_request("name version key", "value")),
+    ApiRoute(DELETE, f"{_M}/model-versions/delete-tag", mlflow.delete_model_version_tag, "registry:write",
+             "MLflow: delete a model version's tag", (200, s.MLFLOW_EMPTY), _MLFLOW_WRITE,
+             s.mlflow_request("name version key")),
+    ApiRoute(GET, f"{_M}/model-versions/get-download-uri", mlflow.get_download_uri, "registry:read",
+             "MLflow: where a version's package is (its source)", (200, s.MLFLOW_DOWNLOAD_URI), _MLFLOW_READ,
+             query=(_NAME, _VERSION)),
 )  # fmt: skip
 
 OPERATIONS = (
@@ -139,5 +218,6 @@ def app_table(*features: Sequence[ApiRoute]) -> tuple[ApiRoute, ...]:
     """The app's table, in Starlette's matching order: scoring, then the feature packages' routes (the
     prompt registry, composed by gateway.app, which alone may import them), then the rest."""
     return (
-        *SCORING, *(route for feature in features for route in feature), *REGISTRY, *OPERATIONS, *TRACES, *KEYS, *LLM,
+        *SCORING, *(route for feature in features for route in feature), *REGISTRY, *MLFLOW, *OPERATIONS, *TRACES,
+        *KEYS, *LLM,
     )  # fmt: skip

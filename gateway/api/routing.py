@@ -44,9 +44,10 @@ class Param:
 class ApiRoute:
     """One endpoint of the app, declared once.
 
-    ``scope`` is the key scope the route requires (gateway/keys.py): None for the routes open to anyone.
-    ``ok`` is the success status and its body, ``errors`` the error statuses
-    the endpoint answers with what each means (every error body has the family's shape). A ``hot`` route
+    ``scope`` is the key scope the route requires when gateway keys are configured (gateway/keys.py, checked
+    by ``authorize`` before the endpoint): None for the routes open to anyone. ``ok`` is the success status
+    and its body (``also_ok``: any other success), ``errors`` the error statuses the endpoint answers with
+    what each means (every error body has the family's shape). A ``hot`` route
     is answered before Starlette's router when the app has no user middleware and no root path.
     """
 
@@ -62,6 +63,7 @@ class ApiRoute:
     headers: tuple[Param, ...] = ()
     family: ErrorFamily = "mlflow"
     hot: bool = False
+    also_ok: Mapping[int, Content | None] = field(default_factory=dict)  # other success statuses and bodies
 
 
 class TableRoute(Route):
@@ -86,6 +88,14 @@ def authorize(scope: Scope, entry: ApiRoute) -> None:
     keys: GatewayKeys | None = getattr(scope.get("app"), "keys", None)
     if keys is not None and entry.scope != "llm":
         keys.authorize_key(entry.scope, authorization_of(scope), entry.path)
+
+
+def authorize_scope(scope: Scope, required: str) -> None:
+    """Check the request's key for a scope beyond its route's own, when which one depends on what the request
+    reaches (the MLflow API reaching a prompt: ``prompts:read`` / ``prompts:write``, gateway/api/mlflow_registry.py)."""
+    keys: GatewayKeys | None = getattr(scope.get("app"), "keys", None)
+    if keys is not None:
+        keys.authorize(required, authorization_of(scope))
 
 
 def authorization_of(scope: Scope) -> bytes | None:

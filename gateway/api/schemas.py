@@ -153,6 +153,56 @@ CREATE_VERSION: Content = json_body(
 SET_ALIAS: Content = json_body(obj(("version",), version={"type": ["integer", "string"]}))
 ALIAS: Content = json_body(obj(("name", "alias", "version"), name=STRING, alias=STRING, version=INTEGER))
 
+# -- MLflow's model-registry REST API (gateway/api/mlflow_registry.py) -----------------------------------
+
+_MLFLOW_TAGS: JsonSchema = {"type": "array", "items": obj(("key",), key=STRING, value=STRING)}
+_MLFLOW_VERSION_NUMBER: JsonSchema = {"type": ["string", "integer"], "description": "A version (MLflow: a string)"}
+MLFLOW_MODEL_VERSION = obj(
+    ("name", "version"),
+    name=STRING,
+    version={**STRING, "description": "The version number, as a string"},
+    creation_timestamp=INTEGER,
+    last_updated_timestamp=INTEGER,
+    current_stage=STRING,
+    description=STRING,
+    source=STRING,
+    run_id=STRING,
+    status={"enum": ["READY"]},
+    run_link=STRING,
+    tags=_MLFLOW_TAGS,
+    aliases={"type": "array", "items": STRING},
+)
+MLFLOW_REGISTERED_MODEL = obj(
+    ("name",),
+    name=STRING,
+    creation_timestamp=INTEGER,
+    last_updated_timestamp=INTEGER,
+    description=STRING,
+    latest_versions={"type": "array", "items": MLFLOW_MODEL_VERSION},
+    tags=_MLFLOW_TAGS,
+    aliases={"type": "array", "items": obj(("alias", "version"), alias=STRING, version=STRING)},
+)
+MLFLOW_EMPTY: Content = json_body({"type": "object", "maxProperties": 0})
+MLFLOW_RM: Content = json_body(obj(("registered_model",), registered_model=MLFLOW_REGISTERED_MODEL))
+MLFLOW_MV: Content = json_body(obj(("model_version",), model_version=MLFLOW_MODEL_VERSION))
+MLFLOW_RMS: Content = json_body(
+    obj(("registered_models",), registered_models={"type": "array", "items": MLFLOW_REGISTERED_MODEL},
+        next_page_token=STRING)
+)  # fmt: skip
+MLFLOW_MVS: Content = json_body(
+    obj(("model_versions",), model_versions={"type": "array", "items": MLFLOW_MODEL_VERSION}, next_page_token=STRING)
+)
+MLFLOW_DOWNLOAD_URI: Content = json_body(obj(("artifact_uri",), artifact_uri=STRING))
+
+
+def mlflow_request(required: str, optional: str = "") -> Content:
+    """A JSON request body of MLflow's API with these fields (space-separated names): ``version`` a number or
+    its string, ``tags`` a list of ``{"key", "value"}``, every other one a string."""
+    types = {"version": _MLFLOW_VERSION_NUMBER, "tags": _MLFLOW_TAGS}
+    fields = {key: types.get(key, STRING) for key in (required + " " + optional).split()}
+    return json_body(obj(tuple(required.split()), **fields))
+
+
 # -- traces ---------------------------------------------------------------------------------------------
 
 TRACES: Content = json_body(

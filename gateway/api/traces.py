@@ -15,17 +15,16 @@ import datetime as dt
 import math
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.error_text import json_type
+from gateway.api.feedback import parse_feedback
 from gateway.errors import BadRequest, DependencyError, InvalidParameter, NotFound
 from gateway.http import ORJSONResponse, read_json_object
 from gateway.store.assessments import (
-    COLUMN_LENGTHS,
     HUMAN,
     Assessment,
     AssessmentStore,
@@ -47,7 +46,6 @@ _QUERY_PARAMS = (
 _USAGE_PARAMS = ("key", "route", "model", "from", "to", "group_by")
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
-_FEEDBACK_FIELDS = ("name", "value", "rationale", "source_id", "span_id", "metadata")
 T = TypeVar("T")
 
 
@@ -153,22 +151,10 @@ async def record_feedback(request: Request) -> Response:
     """Human feedback on a trace: ``{"name", "value", "rationale"?, "source_id"?, "span_id"?, "metadata"?}``;
     201 with the stored assessment (the same source_id's earlier label of that target replaced)."""
     trace_id = _trace_id(request)
-    body = await read_json_object(request)
-    unknown = sorted(set(body) - set(_FEEDBACK_FIELDS))
-    if unknown:
-        raise BadRequest(f"Unknown field(s) {', '.join(unknown)}; feedback has {', '.join(_FEEDBACK_FIELDS)}.")
-    name = _body_text(body, "name")
-    if name is None:
-        raise BadRequest("Field 'name' is required: what is assessed (a judge's name, to compare with its verdicts).")
-    value = _feedback_value(body)
-    rationale = _body_text(body, "rationale")
-    source_id = _body_text(body, "source_id")
-    span_id = _body_text(body, "span_id")
+    feedback = parse_feedback(await read_json_object(request))
+    span_id = feedback.span_id
     if span_id is not None and not _SPAN_ID.fullmatch(span_id):
         raise BadRequest(f"Field 'span_id' must be 16 hexadecimal characters, got {_shown(span_id)}.")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise BadRequest(f"Field 'metadata' must be an object, got {json_type(metadata)}.")
     store, assessments = _store(request), _assessments(request)
     summaries = await _query(lambda: store.get(trace_id))
     if not summaries:
@@ -182,16 +168,16 @@ async def record_feedback(request: Request) -> Response:
             f"its calls' span ids: {', '.join(spans)}."
         )
     span_id = span_id.lower() if span_id is not None else None
-    score, label = score_and_label(value)
-    feedback = Assessment(
+    score, label = score_and_label(feedback.value)
+    assessment = Assessment(
         id=assessment_id(
-            target=trace_target(trace_id, span_id), judge_name=name, judge_version=f"human:{source_id or ''}",
-            evaluation_id=None,
+            target=trace_target(trace_id, span_id), judge_name=feedback.name,
+            judge_version=f"human:{feedback.source_id or ''}", evaluation_id=None,
         ),
-        trace_id=trace_id, span_id=span_id, name=name, source_type=HUMAN, source_id=source_id,
-        value=value, score=score, label=label, rationale=rationale, metadata=metadata or {},
+        trace_id=trace_id, span_id=span_id, name=feedback.name, source_type=HUMAN, source_id=feedback.source_id,
+        value=feedback.value, score=score, label=label, rationale=feedback.rationale, metadata=feedback.metadata,
     )  # fmt: skip
-    stored = await _query(lambda: assessments.upsert_human(feedback))
+    stored = await _query(lambda: assessments.upsert_human(assessment))
     return ORJSONResponse(stored.to_dict(), status_code=201)
 
 
@@ -200,34 +186,6 @@ def _trace_id(request: Request) -> str:
     if not _TRACE_ID.fullmatch(trace_id):
         raise InvalidParameter(f"trace_id {_shown(trace_id)} is not a trace id: expected 32 hexadecimal characters.")
     return trace_id.lower()
-
-
-def _body_text(body: dict[str, Any], field: str) -> str | None:
-    """A string field of the feedback body (None when absent or null): non-empty, without NUL, within its
-    column when it has one."""
-    text = body.get(field)
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise BadRequest(f"Field {field!r} must be a string, got {json_type(text)}.")
-    if not text or "\x00" in text:
-        raise BadRequest(f"Field {field!r} must be a non-empty string without NUL characters.")
-    limit = COLUMN_LENGTHS.get(field)
-    if limit is not None and len(text) > limit:
-        raise BadRequest(f"Field {field!r} must be at most {limit} characters, got {len(text)}.")
-    return text
-
-
-def _feedback_value(body: dict[str, Any]) -> bool | float | int | str:
-    value = body.get("value")
-    if isinstance(value, bool | int | float):
-        return value  # orjson never gives a non-finite number
-    if isinstance(value, str):
-        if not value or "\x00" in value:
-            raise BadRequest("Field 'value' must be a non-empty string without NUL characters, a number or a boolean.")
-        return value
-    what = "is required" if "value" not in body else f"got {json_type(value)}"
-    raise BadRequest(f"Field 'value' must be a boolean, a number or a string (a label): {what}.")
 
 
 def _int_param(text: str | None, name: str, *, minimum: int, maximum: int = MAX_INT64) -> int | None:

@@ -8,7 +8,9 @@ so a model registered a moment ago on another replica is found at once.
 An alias that moves away from a loaded version keeps answering with that version while the new
 one loads and warms up beside it; requests switch once it is ready, and the old version is
 unloaded when no alias points at it and its in-flight requests are done. A new version that
-fails to load leaves the alias on the old one (``failures`` says why).
+fails to load leaves the alias on the old one (``failures`` says why). A loaded version that the new
+view no longer has, or has from another source (deleted; its model deleted and registered again), is
+unloaded once its in-flight requests are done.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class ModelPool:
     def update_view(self, view: RegistryView) -> None:
         """Adopt a new registry view; aliases that moved away from a loaded version are held on it
         while their new version loads in the background."""
+        for key in [k for k in self._loaded if view.sources.get(k) != self.view.sources.get(k)]:
+            self._unload(self._loaded.pop(key), "deleted or replaced in the registry")
         holds: dict[tuple[str, str], int] = {}
         for alias_key, new_version in view.aliases.items():
             name = alias_key[0]
@@ -147,8 +151,13 @@ class ModelPool:
         if referenced or model is None:
             return
         del self._loaded[key]
+        self._unload(model, "no alias points at it")
+
+    def _unload(self, model: LoadedModel, why: str) -> None:
+        """Unload a version taken out of ``_loaded`` once its in-flight requests are done."""
         model.evicted = True
-        logger.info("Unloading model %s version %s (no alias points at it)", name, version)
+        logger.info("Unloading model %s version %s (%s)", model.name, model.version, why)
+        # A request that already holds this model may not have counted itself in yet: wait a moment.
         asyncio.get_running_loop().call_later(1.0, self._unload_if_idle, model)
 
     def _alias_version(self, alias_key: tuple[str, str]) -> int | None:
@@ -239,10 +248,13 @@ class ModelPool:
         else:
             MODEL_LOADS.inc((name, "loaded"))
             self.failures.pop(key, None)
-            self._loaded[key] = model
             logger.info("Loaded model %s version %s (%s)", name, version, model.package.flavor)
-            future.set_result(model)
-            self._evict()
+            future.set_result(model)  # the requests that waited for it are answered by it either way
+            if self.view.sources.get(key) != source:
+                self._unload(model, "deleted or replaced in the registry while it loaded")
+            else:
+                self._loaded[key] = model
+                self._evict()
         finally:
             self._loading.pop(key, None)
             # Retrieve the exception so asyncio does not warn when no request awaited it.
@@ -254,11 +266,7 @@ class ModelPool:
         evictable = [k for k in self._loaded if k not in pinned]
         while len(self._loaded) > self._max_loaded and evictable:
             key = evictable.pop(0)
-            model = self._loaded.pop(key)
-            model.evicted = True
-            logger.info("Unloading model %s version %s (least recently used)", *key)
-            # A request that already holds this model may not have counted itself in yet: wait a moment.
-            asyncio.get_running_loop().call_later(1.0, self._unload_if_idle, model)
+            self._unload(self._loaded.pop(key), "least recently used")
 
     def _unload_if_idle(self, model: LoadedModel) -> None:
         if model.evicted and model.in_flight == 0 and not model.unloading:

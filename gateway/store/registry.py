@@ -1,7 +1,9 @@
 """The model registry: registered models, their numbered versions, and aliases pointing at versions.
 
 MLflow's rules: versions count up from 1 per model and are never reused; an alias names one
-version of one model; ``latest`` is built in and always means the highest version.
+version of one model; ``latest`` is built in and always means the highest version. A deleted version
+keeps its row as a tombstone (no source, no flavor; MLflow keeps its rows too), so its number is never
+given again; every read skips tombstones. Deleting a model deletes its versions and aliases with it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from gateway.store.migrations import open_migrated_engine
 from gateway.store.schema import model_aliases, model_versions, registered_models, store_revision
 
 _rm, _mv, _ma = registered_models, model_versions, model_aliases
+_TOMBSTONE = ""  # the flavor of a deleted version: create_version refuses an empty flavor
+_live = _mv.c.flavor != _TOMBSTONE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +128,30 @@ class RegistryStore:
         with begin_read(self.engine) as conn:
             return _read_models(conn, None)
 
+    def update_model(self, name: str, *, description: str | None) -> RegisteredModel:
+        with begin_write(self.engine) as conn:
+            _lock_model(conn, name)
+            conn.execute(_rm.update().where(_rm.c.name == name).values(description=description))
+            _touch_model(conn, name, _now_ms())
+            return _read_models(conn, name)[0]
+
+    def set_model_tag(self, name: str, key: str, value: str | None) -> None:
+        """Set tag ``key`` of a model to ``value``; None deletes it (a missing tag is no error, as in MLflow)."""
+        with begin_write(self.engine) as conn:
+            _lock_model(conn, name)
+            row = conn.execute(sa.select(_rm.c.tags).where(_rm.c.name == name)).one()
+            tags = _with_tag(json.loads(row.tags), key, value)
+            conn.execute(_rm.update().where(_rm.c.name == name).values(tags=tags))
+            _touch_model(conn, name, _now_ms())
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with its versions and aliases (its version numbers start again from 1)."""
+        with begin_write(self.engine) as conn:
+            _lock_model(conn, name)
+            for table in (_ma, _mv, _rm):  # aliases name versions, versions name the model
+                conn.execute(table.delete().where(table.c.name == name))
+            _bump_revision(conn)
+
     # -- versions --------------------------------------------------------------------------------
 
     def create_version(
@@ -160,12 +188,40 @@ class RegistryStore:
         with begin_read(self.engine) as conn:
             return _read_version(conn, name, version)
 
+    def update_version(self, name: str, version: int, *, description: str | None) -> ModelVersion:
+        with begin_write(self.engine) as conn:
+            _lock_model(conn, name)
+            _read_version(conn, name, version)  # raises NotFound naming what is missing
+            conn.execute(_mv.update().where(_version_is(name, version)).values(description=description))
+            _touch_model(conn, name, _now_ms())
+            return _read_version(conn, name, version)
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str | None) -> None:
+        """Set tag ``key`` of a version to ``value``; None deletes it (a missing tag is no error, as in MLflow).
+        The serving tags (``gateway.max_batch_rows``...) are read when a version loads: a change applies to
+        its next load."""
+        with begin_write(self.engine) as conn:
+            _lock_model(conn, name)
+            tags = _with_tag(_read_version(conn, name, version).tags, key, value)
+            conn.execute(_mv.update().where(_version_is(name, version)).values(tags=tags))
+            _touch_model(conn, name, _now_ms())
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version and the aliases naming it; its row stays as a tombstone, so the number is not reused."""
+        with begin_write(self.engine) as conn:
+            _lock_model(conn, name)
+            _read_version(conn, name, version)
+            conn.execute(_ma.delete().where((_ma.c.name == name) & (_ma.c.version == version)))
+            tombstone = {"source": "", "flavor": _TOMBSTONE, "signature": None, "tags": "{}", "description": None}
+            conn.execute(_mv.update().where(_version_is(name, version)).values(tombstone))
+            _touch_model(conn, name, _now_ms())
+
     def list_versions(self, name: str) -> list[ModelVersion]:
         with begin_read(self.engine) as conn:
             if not _model_exists(conn, name):
                 raise NotFound(_no_model(name))
             aliases = _aliases_by_version(conn, name)
-            rows = conn.execute(sa.select(_mv).where(_mv.c.name == name).order_by(_mv.c.version))
+            rows = conn.execute(sa.select(_mv).where((_mv.c.name == name) & _live).order_by(_mv.c.version))
             return [_version_from_row(row, aliases.get((name, row.version), [])) for row in rows]
 
     # -- aliases ---------------------------------------------------------------------------------
@@ -195,7 +251,7 @@ class RegistryStore:
         """The version ``alias`` names; ``latest`` (any case) is the highest version."""
         with begin_read(self.engine) as conn:
             if alias.lower() == LATEST:
-                query = sa.select(sa.func.max(_mv.c.version)).where(_mv.c.name == name)
+                query = sa.select(sa.func.max(_mv.c.version)).where((_mv.c.name == name) & _live)
                 missing = f"Registered model {name!r} has no versions."
             else:
                 query = sa.select(_ma.c.version).where((_ma.c.name == name) & (_ma.c.alias == alias))
@@ -225,7 +281,7 @@ class RegistryStore:
             by_version = _aliases_by_version(conn, None)
             aliases = {(n, alias): v for (n, v), names in by_version.items() for alias in names}
             versions: dict[tuple[str, int], ModelVersion] = {}
-            for row in conn.execute(sa.select(_mv).order_by(_mv.c.name, _mv.c.version)):
+            for row in conn.execute(sa.select(_mv).where(_live).order_by(_mv.c.name, _mv.c.version)):
                 key = (row.name, row.version)
                 versions[key] = _version_from_row(row, by_version.get(key, []))
                 aliases[(row.name, LATEST)] = row.version  # ordered by version: the last one wins
@@ -241,6 +297,20 @@ def _now_ms() -> int:
 
 def _no_model(name: str) -> str:
     return f"Registered model {name!r} not found."
+
+
+def _version_is(name: str, version: int) -> Any:
+    return (_mv.c.name == name) & (_mv.c.version == version)
+
+
+def _with_tag(tags: Mapping[str, str], key: str, value: str | None) -> str:
+    """``tags`` with ``key`` set to ``value`` (None: removed), dumped."""
+    changed = dict(tags)
+    if value is None:
+        changed.pop(key, None)
+    else:
+        changed[key] = value
+    return _dump_tags(changed)
 
 
 def _model_exists(conn: Connection, name: str) -> bool:
@@ -278,7 +348,7 @@ def _bump_revision(conn: Connection) -> None:
 def _read_models(conn: Connection, name: str | None) -> list[RegisteredModel]:
     """All models, or the one called ``name``, each with its aliases and highest version."""
     models = sa.select(_rm).order_by(_rm.c.name)
-    latest = sa.select(_mv.c.name, sa.func.max(_mv.c.version)).group_by(_mv.c.name)
+    latest = sa.select(_mv.c.name, sa.func.max(_mv.c.version)).where(_live).group_by(_mv.c.name)
     if name is not None:
         models, latest = models.where(_rm.c.name == name), latest.where(_mv.c.name == name)
     aliases: dict[str, dict[str, int]] = defaultdict(dict)
@@ -300,7 +370,7 @@ def _read_models(conn: Connection, name: str | None) -> list[RegisteredModel]:
 
 
 def _read_version(conn: Connection, name: str, version: int) -> ModelVersion:
-    row = conn.execute(sa.select(_mv).where((_mv.c.name == name) & (_mv.c.version == version))).first()
+    row = conn.execute(sa.select(_mv).where((_mv.c.name == name) & (_mv.c.version == version) & _live)).first()
     if row is None:
         missing = f"Registered model {name!r} has no version {version}."
         raise NotFound(missing if _model_exists(conn, name) else _no_model(name))

@@ -37,6 +37,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from gateway import __version__, metrics
 from gateway.config import ConfigError
 from gateway.telemetry import semconv as sc
+from gateway.telemetry.export import PendingCounter, stop_within
 
 logger = logging.getLogger("gateway.telemetry")
 
@@ -54,43 +55,16 @@ SCOPE = "gateway.judges"
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
-class _Pending:
-    """Records handed to the batch processor whose export has not ended: queued, or in an export.
-
-    Unlike spans (``export._PendingCounter`` frees a batch's slots when the exporter takes it), a batch
-    holds its slots until its export ends, so a shutdown that gives up counts the records of an export
-    stuck on a silent endpoint too. ``release`` answers how many it released: after ``take_all`` (shutdown
-    counted them as dropped) an export that ends late releases none, so no record is counted twice. The
-    price: the queue admits up to one batch fewer while an export runs."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def reserve(self) -> bool:
-        with self._lock:
-            if self.value >= self.capacity:
-                return False
-            self.value += 1
-            return True
-
-    def release(self, count: int) -> int:
-        with self._lock:
-            released = min(count, self.value)
-            self.value -= released
-            return released
-
-    def take_all(self) -> int:
-        with self._lock:
-            value, self.value = self.value, 0
-            return value
-
-
 class CountingLogExporter(LogRecordExporter):
-    """Delegates to ``inner``; when a batch's export ends, releases its slots and counts its outcome."""
+    """Delegates to ``inner``; when a batch's export ends, releases its slots and counts its outcome.
 
-    def __init__(self, inner: LogRecordExporter, pending: _Pending) -> None:
+    Unlike spans (export.py frees a batch's places when the exporter takes it), a batch holds its places
+    until its export ends, so a shutdown that gives up counts the records of an export stuck on a silent
+    endpoint too; after ``take_all`` (shutdown counted them as dropped) an export that ends late releases
+    none, so no record is counted twice. The price: the queue admits up to one batch fewer while an
+    export runs."""
+
+    def __init__(self, inner: LogRecordExporter, pending: PendingCounter) -> None:
         self.inner = inner
         self._pending = pending
         self._inner_shut_down = False
@@ -131,7 +105,7 @@ class BoundedBatchLogRecordProcessor(LogRecordProcessor):
     """
 
     def __init__(self, exporter: LogRecordExporter, max_queue_size: int, max_export_batch_size: int | None) -> None:
-        self._pending = _Pending(max_queue_size)
+        self._pending = PendingCounter(max_queue_size)
         self.exporter = CountingLogExporter(exporter, self._pending)
         try:
             self._batch = BatchLogRecordProcessor(
@@ -159,13 +133,7 @@ class BoundedBatchLogRecordProcessor(LogRecordProcessor):
         if self._shut_down:
             return
         self._shut_down = True
-        stopper = threading.Thread(target=self._batch.shutdown, name="otel-log-export-shutdown", daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
-        if stopper.is_alive():
-            logger.warning("Event export did not finish within %.1f s at shutdown; dropping the rest", timeout_s)
-            self.exporter.shutdown()
-            stopper.join(1.0)
+        stop_within(self._batch.shutdown, self.exporter.shutdown, timeout_s, "Event")
         left = self._pending.take_all()
         if left:
             EVENTS_DROPPED.inc(("shutdown",), left)

@@ -50,7 +50,7 @@ DEFAULT_MAX_EXPORT_BATCH_SIZE = 32
 class CountingSpanExporter(SpanExporter):
     """Delegates to ``inner``; reports each batch taken off the queue and counts the outcome."""
 
-    def __init__(self, inner: SpanExporter, on_taken: Callable[[int], None] | None = None) -> None:
+    def __init__(self, inner: SpanExporter, on_taken: Callable[[int], object] | None = None) -> None:
         self.inner = inner
         self._on_taken = on_taken
         self._inner_shut_down = False
@@ -83,8 +83,9 @@ class CountingSpanExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class _PendingCounter:
-    """Spans handed to the batch processor and not yet taken by the exporter."""
+class PendingCounter:
+    """Records handed to a batch processor and not yet released (spans: once the exporter takes them;
+    events, gateway/telemetry/events.py: once their export ends): the queue's places, bounded."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -98,9 +99,12 @@ class _PendingCounter:
             self.value += 1
             return True
 
-    def release(self, count: int) -> None:
+    def release(self, count: int) -> int:
+        """Free up to ``count`` places; returns how many were held (none after ``take_all``)."""
         with self._lock:
-            self.value = max(0, self.value - count)
+            released = min(count, self.value)
+            self.value -= released
+            return released
 
     def take_all(self) -> int:
         with self._lock:
@@ -125,7 +129,7 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             max_queue_size = max_queue_size_from_env()
         if max_export_batch_size is None:
             max_export_batch_size = export_batch_size_from_env(max_queue_size)
-        self._pending = _PendingCounter(max_queue_size)
+        self._pending = PendingCounter(max_queue_size)
         self.exporter = CountingSpanExporter(exporter, on_taken=self._pending.release)
         try:
             self._batch = BatchSpanProcessor(
@@ -157,17 +161,23 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         if self._shut_down:
             return
         self._shut_down = True
-        stopper = threading.Thread(target=self._batch.shutdown, name="otel-span-export-shutdown", daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
-        if stopper.is_alive():
-            # Interrupts the OTLP exporter's retry backoff; queued batches then fail at once (counted).
-            logger.warning("Span export did not finish within %.1f s at shutdown; dropping the rest", timeout_s)
-            self.exporter.shutdown()
-            stopper.join(1.0)
+        stop_within(self._batch.shutdown, self.exporter.shutdown, timeout_s, "Span")
         left = self._pending.take_all()
         if left:
             SPANS_DROPPED.inc(("shutdown",), left)
+
+
+def stop_within(stop: Callable[[], object], abort: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Run ``stop`` (a batch processor's shutdown: export what is queued) for at most ``timeout_s``; past
+    that, ``abort`` the exporter (which interrupts its retry backoff: queued batches then fail at once, and
+    an export stuck on a silent endpoint is left to its daemon thread) and wait 1 s more."""
+    stopper = threading.Thread(target=stop, name=f"otel-{what.lower()}-export-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
+    if stopper.is_alive():
+        logger.warning("%s export did not finish within %.1f s at shutdown; dropping the rest", what, timeout_s)
+        abort()
+        stopper.join(1.0)
 
 
 def export_batch_size_from_env(

@@ -45,3 +45,35 @@ def test_workers_starting_at_once_seed_each_builtin_once(store_url: str) -> None
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_worker_whose_seeds_another_worker_made_first_still_knows_every_judge(sqlite_url: str) -> None:
+    """Worker A read the store before worker B seeded everything: A seeds nothing itself, yet once started
+    its catalog has every built-in (it once waited for its refresher: a request in between found no judge)."""
+    import asyncio
+
+    from gateway.judge_settings import JudgesSettings
+    from gateway.store.assessments import AssessmentStore
+    from gateway.telemetry.events import EvaluationEvents
+    from judges.api import start_judges
+    from prompts.api import PromptsState
+    from prompts.cache import PromptCache
+
+    PromptStore.open(sqlite_url).close()
+    store_a, store_b = PromptStore.open(sqlite_url), PromptStore.open(sqlite_url)
+    try:
+        cache_a = PromptCache(store_a)
+        cache_a.refresh_sync()  # A's cache: no judges yet
+        assert sorted(seed_builtins(store_b, store_b.load_catalog())) == sorted(BUILTINS)  # B seeds them all
+
+        async def start_a() -> list[str]:
+            state = await start_judges(
+                JudgesSettings(), PromptsState(store_a, cache_a), None,  # type: ignore[arg-type]  # no LLM call here
+                AssessmentStore(store_a.engine), EvaluationEvents(), routes=(),
+            )  # fmt: skip
+            return sorted(state.catalog.judges())
+
+        assert asyncio.run(start_a()) == sorted(BUILTINS)
+    finally:
+        store_a.close()
+        store_b.close()

@@ -187,3 +187,18 @@ def test_search_by_prefix_and_tags_with_pagination(prompt_store: PromptStore) ->
         catalog.search(max_results=0)
     with pytest.raises(InvalidParameter, match="Invalid page_token"):
         catalog.search(page_token="%%%")
+
+
+def test_one_tag_at_a_time_and_deleting_only_an_empty_prompt(prompt_store: PromptStore) -> None:
+    prompt_store.create_prompt("qa", tags={"team": "support"})
+    prompt_store.set_tag("qa", "owner", "alice")
+    prompt_store.set_tag("qa", "team", None)
+    prompt_store.set_tag("qa", "never-set", None)
+    assert prompt_store.load_catalog().prompt("qa").tags == {"owner": "alice"}
+    prompt_store.delete_prompt("qa")  # no version yet: what a failed first registration leaves
+    assert "qa" not in prompt_store.load_catalog().prompts
+    prompt_store.create_version("qa", "Hi {{ name }}")
+    with pytest.raises(InvalidParameter, match="has 1 version"):
+        prompt_store.delete_prompt("qa")
+    with pytest.raises(NotFound, match="'nope' not found"):
+        prompt_store.set_tag("nope", "k", "v")

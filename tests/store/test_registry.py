@@ -229,3 +229,57 @@ def test_to_dict_is_json_ready(store: RegistryStore) -> None:
         "created_at": version["created_at"],
         "aliases": ["champion"],
     }
+
+
+def test_descriptions_and_tags_change_in_place(store: RegistryStore) -> None:
+    _register(store, count=2)
+    store.set_model_tag("iris", "team", "ml")
+    store.set_model_tag("iris", "owner", "alice")
+    store.set_model_tag("iris", "team", None)
+    store.set_model_tag("iris", "never-set", None)  # deleting a missing tag is no error (MLflow's rule)
+    updated = store.update_model("iris", description="Iris")
+    assert (updated.description, updated.tags, updated.latest_version) == ("Iris", {"owner": "alice"}, 2)
+    store.set_version_tag("iris", 2, "k", "v")
+    assert store.update_version("iris", 2, description="second").description == "second"
+    assert store.get_version("iris", 2).tags == {"k": "v"}
+    store.set_version_tag("iris", 2, "k", None)
+    assert store.get_version("iris", 2).tags == {}
+    with pytest.raises(NotFound, match="has no version 3"):
+        store.set_version_tag("iris", 3, "k", "v")
+    with pytest.raises(NotFound, match="'wine' not found"):
+        store.update_model("wine", description=None)
+    with pytest.raises(InvalidParameter, match="non-empty string key"):
+        store.set_model_tag("iris", "", "v")
+
+
+def test_a_deleted_version_is_a_tombstone_whose_number_is_never_reused(store: RegistryStore) -> None:
+    _register(store, count=3)
+    store.set_alias("iris", "prod", 3)
+    store.delete_version("iris", 3)
+    with pytest.raises(NotFound, match="has no version 3"):
+        store.get_version("iris", 3)
+    with pytest.raises(NotFound, match="has no version 3"):
+        store.delete_version("iris", 3)
+    with pytest.raises(NotFound, match="has no version 3"):
+        store.set_alias("iris", "prod", 3)
+    assert store.get_model("iris").aliases == {}  # the alias went with its version
+    assert store.get_model("iris").latest_version == 2
+    assert store.resolve(parse_model_ref("models:/iris@latest")).version == 2
+    assert [v.version for v in store.list_versions("iris")] == [1, 2]
+    assert (("iris", 3) not in store.snapshot().versions) and store.snapshot().aliases[("iris", "latest")] == 2
+    assert store.create_version("iris", source="/models/iris/4", flavor="onnx").version == 4
+
+
+def test_deleting_a_model_deletes_its_versions_and_aliases(store: RegistryStore) -> None:
+    _register(store, count=2)
+    _register(store, "wine")
+    store.set_alias("iris", "prod", 1)
+    before = store.revision()
+    store.delete_model("iris")
+    assert store.revision() > before
+    assert [m.name for m in store.list_models()] == ["wine"]
+    with pytest.raises(NotFound, match="'iris' not found"):
+        store.delete_model("iris")
+    assert {name for name, _ in store.snapshot().versions} == {"wine"}
+    # Registered again, it counts from 1, as MLflow does.
+    assert store.create_version("iris", source="/other", flavor="onnx", create_model=True).version == 1
