@@ -9,7 +9,7 @@ LATEST := .venv-latest
 LINTED := gateway prompts judges loadtest tests .ci
 TYPED  := gateway prompts judges loadtest .ci
 
-.PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts bench-judges clean
+.PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts bench-judges bench-keys clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,12 @@ bench-prompts: $(VENV)/.dev-installed
 BENCH_JUDGES_ARGS ?=
 bench-judges: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_judges.py $(BENCH_JUDGES_ARGS)
+
+## bench-keys: what gateway keys cost: the key check and local limit check per request (in process), the Redis-backed
+## check on a proxied call at 1 connection, /invocations with auth on vs off; ~3 min; flags via BENCH_KEYS_ARGS (--quick)
+BENCH_KEYS_ARGS ?=
+bench-keys: $(VENV)/.dev-installed
+	$(BIN)/python loadtest/bench_keys.py $(BENCH_KEYS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) .gateway .pytest_cache .mypy_cache .ruff_cache

@@ -32,14 +32,17 @@ from gateway.errors import GatewayError
 from gateway.http import ORJSONResponse, render_error
 from gateway.http_protocol import HeadLimits
 from gateway.http_protocol import configure as configure_http
+from gateway.key_admin import KeySync
 from gateway.keys import GatewayKeys
+from gateway.limits.limiter import KeyLimiter
 from gateway.llm.proxy import LlmProxy
 from gateway.llm.response_pins import make_pins
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
 from gateway.state import GatewayState
 from gateway.store.assessments import AssessmentStore
-from gateway.store.notify import ChangeNotifier
+from gateway.store.keys import KeyStore
+from gateway.store.notify import KEYS_CHANGED, ChangeNotifier
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
 from gateway.telemetry.setup import build_telemetry, check_otel_environment
@@ -141,7 +144,7 @@ class GatewayApp(Starlette):
     # and app.state.trace_invocations: plain attributes, as a lookup in app.state costs about 0.5 us.
     gateway: GatewayState | None = None
     trace_invocations: bool = False
-    # The gateway keys when auth.keys is set (None: every route is open); checked against each route's scope.
+    # The gateway keys when auth is on (auth.keys set; None: every route is open); checked against each route's scope.
     keys: GatewayKeys | None = None
 
     def __init__(self, table: Sequence[ApiRoute], lifespan: Lifespan[Starlette]) -> None:
@@ -227,9 +230,27 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         )
         state.pool.set_pinned(state.preload)
         app.state.gateway = state
+        # Gateway keys: the bootstrap digests of auth.keys and the store's keys, one map per worker (gateway/keys.py),
+        # shared by the route check and the LLM proxy, kept current by KeySync (gateway/key_admin.py).
+        keys = GatewayKeys(settings.auth)
+        key_sync = KeySync(KeyStore(store.engine), keys)
+        await asyncio.to_thread(key_sync.refresh_sync)
+        app.state.key_store = key_sync.store
+        if not keys.enabled and keys.stored():
+            logger.warning(
+                "The store holds %d gateway key(s), but auth.keys is empty: auth is off, no key is checked and "
+                "every route is open (set auth.keys to a bootstrap key's digest to turn it on)",
+                len(keys.stored()),
+            )
+
+        async def keys_changed() -> None:  # after a write through /api/keys: here at once, elsewhere through Redis
+            await key_sync.refresh()
+            if state.notifier is not None:
+                await state.notifier.publish(KEYS_CHANGED)
+
+        app.state.keys_changed = keys_changed
         if isinstance(app, GatewayApp):  # always (create_app builds one); mypy wants to know
             app.gateway, app.trace_invocations = state, telemetry.export_enabled
-            keys = GatewayKeys(settings.auth)
             app.keys = keys if keys.enabled else None
         await state.refresh_view()
         # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
@@ -241,7 +262,11 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider; which
         # target created each stored response (Responses API) in Redis, else in a file the workers share, else here.
-        llm_proxy = LlmProxy(settings.llm, settings.auth, telemetry.provider, app.state.prompt_renderer)
+        limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)
+        key_sync.on_loaded = limiter.sync_spend  # the budgeted keys' spend, from the store's record
+        await key_sync.refresh()
+        llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy.limiter = limiter
         llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())
         await llm_proxy.start()
         app.state.llm_proxy = llm_proxy
@@ -259,6 +284,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         async def on_store_change() -> None:
             await state.refresh_view()
             await prompt_cache.refresh()
+            await key_sync.refresh()
 
         # What exists now (imported modules, this app) lives as long as the worker: frozen, it leaves the
         # collector's full passes, which otherwise stop every request for 50-110 ms now and then under load
@@ -270,6 +296,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             ),
             asyncio.create_task(state.preload_models(), name="preload"),
             asyncio.create_task(state.run_refresher(), name="registry-refresher"),
+            asyncio.create_task(key_sync.run(settings.auth.refresh_interval_s), name="key-refresher"),
         ]
         if settings.redis_url:
             state.notifier = ChangeNotifier(settings.redis_url)
@@ -303,6 +330,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
             await state.pool.close()
             await llm_proxy.close()
+            await limiter.close()
             if state.notifier is not None:
                 await state.notifier.close()
             await asyncio.to_thread(telemetry.shutdown)  # bounded: telemetry.shutdown_timeout_s per part

@@ -1,5 +1,5 @@
 """The ``gateway`` command: ``serve``, the ``models`` registry commands, ``prompts`` (prompts/cli.py),
-``judges`` (judges/cli.py) and ``eval`` (judges/eval_cli.py)."""
+``judges`` (judges/cli.py), ``eval`` (judges/eval_cli.py) and ``keys`` (gateway/keys_cli.py)."""
 
 from __future__ import annotations
 
@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     from judges.eval_cli import add_commands as add_eval_commands
 
     add_eval_commands(commands, _add_store_options)
+
+    from gateway.keys_cli import add_commands as add_key_commands
+
+    add_key_commands(commands, _add_store_options)
     return parser
 
 
@@ -157,6 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
     # A bad llm route or auth key already stopped load_settings (exit 2); these are allowed but risky.
     refuse_open_by_accident(settings.auth, settings.host)  # a ConfigError: exit 2, before anything binds
     warn_about_risky_settings(settings.llm, settings.auth, host=settings.host, port=settings.port)
+    if settings.auth.key_hashes and settings.workers > 1 and not settings.redis_url:
+        logger.warning(
+            "redis_url is not set: the rate limits and budgets of gateway keys are counted by each of the %d "
+            "worker processes for itself (a key may make up to %d times its limits); set redis_url to share them",
+            settings.workers,
+            settings.workers,
+        )
     check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 before any worker starts
 
     loop = "uvloop" if _importable("uvloop") else "auto"
@@ -211,6 +222,16 @@ def _shared_metrics_dir() -> Iterator[None]:
         yield
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _table_paths() -> set[str]:
+    """Every path of the app's route table (what a key's ``routes`` may name)."""
+    from gateway.api.routes import app_table
+    from judges.evaluation_routes import EVALUATION_ROUTES
+    from judges.routes import JUDGE_ROUTES
+    from prompts.routes import PROMPT_ROUTES
+
+    return {route.path for route in app_table(PROMPT_ROUTES, JUDGE_ROUTES, EVALUATION_ROUTES)}
 
 
 def _importable(module: str) -> bool:
@@ -298,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from judges.eval_cli import run as run_eval
 
             return run_eval(args, lambda: _settings(args))
+        if args.command == "keys":
+            from gateway.keys_cli import run as run_keys
+
+            settings = _settings(args)
+            return run_keys(args, settings.store_uri, settings.redis_url, _table_paths())
         return _models(args)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)

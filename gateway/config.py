@@ -10,8 +10,8 @@ its parser and default. The CLI's ``--help`` and ``docs/configuration.md`` descr
 The value parsers (integers, numbers and durations, booleans, lists, mappings) and ``ConfigError``
 live in gateway/config_values.py, shared with the structured sections.
 
-Structured sections (``llm``, ``auth``, ``judges``) have nested keys and lists: their ``Param`` reads the whole
-section as a mapping (``GATEWAY_LLM`` holds JSON or YAML text), then their parser, listed in
+Structured sections (``llm``, ``auth``, ``judges``, ``limits``) have nested keys and lists: their ``Param`` reads
+the whole section as a mapping (``GATEWAY_LLM`` holds JSON or YAML text), then their parser, listed in
 ``SECTIONS``, builds the typed value (``Settings.llm: LlmSettings``) in ``load_settings``, naming a bad
 key by its path (``llm.routes[0].retries``). To add a section (keys, ...; gateway/judge_settings.py is a small example):
 
@@ -47,6 +47,7 @@ from gateway.config_values import (
     text,
 )
 from gateway.judge_settings import JudgesSettings, parse_judges_settings
+from gateway.limit_settings import LimitsSettings, parse_limits_settings
 from gateway.llm.routes_config import AuthSettings, LlmSettings, parse_auth_settings, parse_llm_settings
 from gateway.refs import parse_model_ref
 
@@ -115,6 +116,7 @@ class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     judges: JudgesSettings = field(default_factory=JudgesSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     @property
     def default_model(self) -> str | None:
@@ -305,7 +307,18 @@ PARAMS: tuple[Param, ...] = (
     Param("http.max_header_bytes", integer(1024), "Largest request line and headers, in bytes (431 beyond)."),
     Param("http.keep_alive_s", positive, "An idle kept-alive connection is closed after this many seconds."),
     Param("llm", mapping, "LLM proxy routes (see docs/configuration.md)."),
-    Param("auth", mapping, "Gateway keys for /v1: {keys: [sha256 hex digests]} (see docs/configuration.md)."),
+    Param(
+        "auth",
+        mapping,
+        "Gateway keys: {keys: [sha256 hex digests of bootstrap keys], open_routes, public_metrics, allow_open, "
+        "refresh_interval_s} (see docs/configuration.md).",
+    ),
+    Param(
+        "limits",
+        mapping,
+        "How key rate limits and budgets are counted: {reserve_tokens, redis_failure: open|closed, "
+        "redis_timeout_s} (see docs/configuration.md).",
+    ),
     Param(
         "judges",
         mapping,
@@ -332,6 +345,7 @@ SECTIONS: dict[str, Section] = {
     "llm": Section(parse_llm_settings, LlmSettings.from_dict),
     "auth": Section(lambda raw, environ: parse_auth_settings(raw), AuthSettings.from_dict),
     "judges": Section(lambda raw, environ: parse_judges_settings(raw), JudgesSettings.from_dict),
+    "limits": Section(lambda raw, environ: parse_limits_settings(raw), LimitsSettings.from_dict),
 }
 
 

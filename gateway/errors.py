@@ -15,6 +15,8 @@ GatewayError(message)                  500 INTERNAL_ERROR
  ├── NotFound                          404 RESOURCE_DOES_NOT_EXIST
  ├── AlreadyExists                     409 RESOURCE_ALREADY_EXISTS
  ├── UnsupportedMediaType              415 UNSUPPORTED_MEDIA_TYPE
+ ├── RateLimited                       429 RATE_LIMIT_EXCEEDED      (a key's requests or tokens per minute)
+ ├── QuotaExceeded                     429 INSUFFICIENT_QUOTA       (a key's budget for the period is spent)
  ├── ServiceUnavailable                503 TEMPORARILY_UNAVAILABLE  (carries retry_after_s)
  │    └── DependencyError              503 TEMPORARILY_UNAVAILABLE  (a dependency failed: names which)
  └── DeadlineExceeded                  504 DEADLINE_EXCEEDED        (a request's deadline passed before it ran)
@@ -116,6 +118,40 @@ class AlreadyExists(GatewayError):
 class UnsupportedMediaType(GatewayError):
     status = 415
     error_code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RateLimited(GatewayError):
+    """A key's requests (``limit_type="requests"``) or tokens (``"tokens"``) per minute are used up: OpenAI's
+    ``{"type": "requests" | "tokens", "code": "rate_limit_exceeded"}``, with Retry-After."""
+
+    status = 429
+    error_code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(
+        self, message: str, *, limit_type: str, retry_after_s: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.limit_type = limit_type
+        self.retry_after_s = retry_after_s
+        self.headers = headers
+
+    @property
+    def openai_type(self) -> str:
+        return self.limit_type
+
+
+class QuotaExceeded(GatewayError):
+    """A key's budget for its period is spent (the message names the budget and when it resets): OpenAI's
+    ``insufficient_quota``, with Retry-After until the reset."""
+
+    status = 429
+    error_code = "INSUFFICIENT_QUOTA"
+    openai_type = "insufficient_quota"
+
+    def __init__(self, message: str, *, retry_after_s: float, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.headers = headers
 
 
 class ServiceUnavailable(GatewayError):

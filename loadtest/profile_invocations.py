@@ -18,6 +18,7 @@ Examples::
     .venv/bin/python loadtest/profile_invocations.py                          # concurrency 1 and 32
     .venv/bin/python loadtest/profile_invocations.py --concurrency 32 --profile 30
     .venv/bin/python loadtest/profile_invocations.py --batching off --requests 20000
+    .venv/bin/python loadtest/profile_invocations.py --auth          # auth on: every request sends a gateway key
 
 Compare code versions in separate processes, interleaved (A B A B ...), and quote medians: on a shared
 machine single passes move more than most changes (docs/benchmarks.md, "Figures once quoted in code").
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import hashlib
 import pstats
 import statistics
 import sys
@@ -51,6 +53,9 @@ from gateway.refs import ModelRef  # noqa: E402
 from gateway.registration import register_version  # noqa: E402
 from gateway.store.registry import RegistryStore  # noqa: E402
 
+# --auth: the gateway key every request sends (auth.keys holds its digest), else nothing.
+AUTH_KEY = "gw_profile-" + "k" * 32
+AUTH_HEADERS: list[tuple[bytes, bytes]] = []
 MODEL = "iris"
 ALIAS = "champion"
 # The bench's 1-row body (loadtest/targets.py writes the same from the package's input example).
@@ -98,6 +103,7 @@ def make_scope(path: str) -> dict[str, Any]:
             (b"host", b"127.0.0.1:8080"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(BODY)).encode()),
+            *AUTH_HEADERS,
         ],
         "state": {},
     }
@@ -177,12 +183,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one pass, print top N")
     parser.add_argument("--baseline", action="store_true", help="drive a constant ASGI app: the harness's own cost")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="uvloop: as the bench runs")
+    parser.add_argument("--auth", action="store_true", help="auth on: every request sends a gateway key")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gateway-profile-invocations")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.auth:
+        AUTH_HEADERS.append((b"authorization", b"Bearer " + AUTH_KEY.encode()))
     args.workdir.mkdir(parents=True, exist_ok=True)
     store_uri = prepare_store(args.workdir)
     settings = load_settings(
@@ -194,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serving.default_model": f"models:/{MODEL}@{ALIAS}",
             "serving.preload": [f"models:/{MODEL}@{ALIAS}"],
             "serving.batching": args.batching == "on",
+            **({"auth": {"keys": [hashlib.sha256(AUTH_KEY.encode()).hexdigest()]}} if args.auth else {}),
         },
         environ={},
     )

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.config import DEFAULT_STORE_URI, ConfigError, load_settings, settings_from_dict, settings_to_dict
 from gateway.judge_settings import JudgesSettings
+from gateway.limit_settings import LimitsSettings
 
 
 def test_defaults() -> None:
@@ -137,6 +138,7 @@ def test_typed_sections_survive_the_json_that_reaches_worker_processes() -> None
             },
             "auth": {"keys": [hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest()]},
             "judges": {"route": "a", "call_timeout_s": "2.5", "route_concurrency": 3, "max_trace_items": 50},
+            "limits": {"reserve_tokens": 64, "redis_failure": "closed", "redis_timeout_s": 0.5},
         },
         environ={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"},
     )
@@ -147,6 +149,7 @@ def test_typed_sections_survive_the_json_that_reaches_worker_processes() -> None
     assert isinstance(in_worker.llm.routes["a"].targets, tuple)
     assert isinstance(in_worker.auth.key_hashes, frozenset)
     assert in_worker.judges == JudgesSettings(route="a", call_timeout_s=2.5, route_concurrency=3, max_trace_items=50)
+    assert in_worker.limits == LimitsSettings(reserve_tokens=64, redis_failure="closed", redis_timeout_s=0.5)
     assert settings_from_dict(orjson.loads(orjson.dumps(settings_to_dict(load_settings({}, environ={}))))) == (
         load_settings({}, environ={})
     )
@@ -175,6 +178,18 @@ def test_the_judges_section_has_defaults_and_names_a_bad_key() -> None:
         load_settings({"judges": {"route_concurrency": 0}}, environ={})
     with pytest.raises(ConfigError, match=r"^judges\.route: 3 must be the name of an LLM route"):
         load_settings({"judges": {"route": 3}}, environ={})
+
+
+def test_the_limits_section_has_defaults_and_names_a_bad_value() -> None:
+    assert load_settings({}, environ={}).limits == LimitsSettings(
+        reserve_tokens=1000, redis_failure="open", redis_timeout_s=0.25
+    )
+    with pytest.raises(ConfigError, match=r"^limits\.redis_failure: 'maybe' is not one of open, closed"):
+        load_settings({}, environ={"GATEWAY_LIMITS": '{"redis_failure": "maybe"}'})
+    with pytest.raises(ConfigError, match=r"^limits: unknown key\(s\) rpm"):
+        load_settings({"limits": {"rpm": 3}}, environ={})
+    with pytest.raises(ConfigError, match=r"^auth\.refresh_interval_s: 0 must be a number > 0"):
+        load_settings({"auth": {"refresh_interval_s": 0}}, environ={})
 
 
 def test_open_beyond_loopback_only_on_purpose() -> None:

@@ -7,16 +7,16 @@ Starlette's matching order: the first full match wins, so the hot routes come fi
 
 Scopes (required when gateway keys are configured: gateway/keys.py; the list is SCOPES in
 gateway/llm/routes_config.py): ``invoke`` scoring, ``llm`` the LLM proxy, ``registry:read``/``registry:write``,
-``prompts:read``/``prompts:write``, ``traces:read``, ``evaluations``, ``admin``, ``metrics`` for /metrics;
-None for the routes open to anyone. The LLM routes answer errors in OpenAI's shape, but ``/v1/messages`` in
-Anthropic's (its clients are Anthropic's SDKs).
+``prompts:read``/``prompts:write``, ``traces:read`` (traces and usage), ``evaluations``, ``admin`` (keys, the
+OpenAPI document), ``metrics`` for /metrics; None for the routes open to anyone. The LLM routes answer errors in
+OpenAI's shape, but ``/v1/messages`` in Anthropic's (its clients are Anthropic's SDKs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.api import llm, ops, registry, serving, traces
+from gateway.api import keys, llm, ops, registry, serving, traces
 from gateway.api import mlflow_registry as mlflow
 from gateway.api import schemas as s
 from gateway.api.routing import ApiRoute, Param
@@ -198,6 +198,7 @@ TRACES = (
     ApiRoute(GET, "/api/traces", traces.search_traces, "traces:read", "Search LLM call summaries, newest first",
              (200, s.TRACES), {400: "Bad filter", 503: "The trace store is unavailable"},
              query=(Param("route", "LLM route name"), Param("model", "Request or response model"),
+                    Param("key", "A gateway key's id or name"),
                     Param("status", "ok, error or an HTTP status code"), Param("prompt_name", "Linked prompt"),
                     Param("prompt_version", "Linked prompt version", {"type": "integer", "minimum": 1}),
                     Param("from", "Epoch ms or ISO 8601 (inclusive)"), Param("to", "Epoch ms or ISO 8601 (exclusive)"),
@@ -207,6 +208,14 @@ TRACES = (
                     Param("max_score", "An assessment scored at most this", {"type": "number"}),
                     Param("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": traces.MAX_LIMIT}),
                     Param("page_token", "The previous page's next_page_token"))),
+    ApiRoute(GET, "/api/usage", traces.usage, "traces:read",
+             "Requests, tokens and cost of LLM calls (sums over the summaries /api/traces lists for the same filter)",
+             (200, s.USAGE), {400: "Bad filter or group_by", 503: "The trace store is unavailable"},
+             query=(Param("key", "A gateway key's id or name"), Param("route", "LLM route name"),
+                    Param("model", "Request or response model"),
+                    Param("from", "Epoch ms or ISO 8601 (inclusive)"), Param("to", "Epoch ms or ISO 8601 (exclusive)"),
+                    Param("group_by", "day (UTC), key, model or route",
+                          {"type": "string", "enum": ["day", "key", "model", "route"]}))),
     ApiRoute(GET, "/api/traces/{trace_id}", traces.get_trace, "traces:read", "The summaries and assessments of a trace",
              (200, s.TRACE), {400: "Not a trace id", 404: "Unknown trace", 503: "The trace store is unavailable"}),
     ApiRoute(POST, "/api/traces/{trace_id}/assessments", traces.record_feedback, "evaluations",
@@ -217,9 +226,27 @@ TRACES = (
 )  # fmt: skip
 
 
+_KEY_ERRORS = {400: "Bad key id or name", 404: "No such key", 503: "The store is unavailable"}
+KEYS = (
+    ApiRoute(POST, "/api/keys", keys.create, "admin", "Create a gateway key (answered once, under key)",
+             (201, s.NEW_GATEWAY_KEY), {400: "A bad field (named)", 409: "The name is taken", 415: "Not JSON",
+                                        503: "The store is unavailable"}, s.CREATE_KEY),
+    ApiRoute(GET, "/api/keys", keys.list_keys, "admin", "Every gateway key (never the keys themselves)",
+             (200, s.GATEWAY_KEYS), {503: "The store is unavailable"}),
+    ApiRoute(GET, "/api/keys/{key}", keys.get_key, "admin", "A gateway key by id or name",
+             (200, s.json_body(s.GATEWAY_KEY)), _KEY_ERRORS),
+    ApiRoute(POST, "/api/keys/{key}/revoke", keys.revoke, "admin", "Revoke a key: refused on every replica",
+             (200, s.json_body(s.GATEWAY_KEY)), {**_KEY_ERRORS, 415: "Not JSON"}),
+    ApiRoute(POST, "/api/keys/{key}/rotate", keys.rotate, "admin",
+             "A new secret for a key (answered once, under key); the old one stops working",
+             (200, s.NEW_GATEWAY_KEY), {**_KEY_ERRORS, 415: "Not JSON"}),
+)  # fmt: skip
+
+
 def app_table(*features: Sequence[ApiRoute]) -> tuple[ApiRoute, ...]:
     """The app's table, in Starlette's matching order: scoring, then the feature packages' routes (the
     prompt registry, composed by gateway.app, which alone may import them), then the rest."""
     return (
-        *SCORING, *(route for feature in features for route in feature), *REGISTRY, *MLFLOW, *OPERATIONS, *TRACES, *LLM
+        *SCORING, *(route for feature in features for route in feature), *REGISTRY, *MLFLOW, *OPERATIONS, *TRACES,
+        *KEYS, *LLM,
     )  # fmt: skip

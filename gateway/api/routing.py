@@ -81,12 +81,13 @@ class TableRoute(Route):
 
 
 def authorize(scope: Scope, entry: ApiRoute) -> None:
-    """Check the request's gateway key against the scope ``entry`` requires (gateway/keys.py), when the
-    app has keys (``GatewayApp.keys``); raises Unauthenticated (401) or PermissionDenied (403). The ``llm``
-    scope is the proxy's to check: it records the key id on the call's span."""
+    """Check the request's gateway key against the scope ``entry`` requires, and its path when the key is limited
+    to some routes (gateway/keys.py), when the app has keys (``GatewayApp.keys``); raises Unauthenticated (401) or
+    PermissionDenied (403). The ``llm`` scope is the proxy's to check: it records the key id on the call's span
+    and applies the key's model list and limits."""
     keys: GatewayKeys | None = getattr(scope.get("app"), "keys", None)
     if keys is not None and entry.scope != "llm":
-        keys.authorize(entry.scope, authorization_of(scope))
+        keys.authorize_key(entry.scope, authorization_of(scope), entry.path)
 
 
 def authorize_scope(scope: Scope, required: str) -> None:
@@ -97,10 +98,11 @@ def authorize_scope(scope: Scope, required: str) -> None:
         keys.authorize(required, authorization_of(scope))
 
 
-def authorization_of(scope: Scope) -> str | None:
+def authorization_of(scope: Scope) -> bytes | None:
+    """The ``Authorization`` header's raw value (what gateway/keys.py hashes)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            return bytes(value).decode("latin-1")
+            return bytes(value)
     return None
 
 

@@ -325,10 +325,12 @@ MESSAGE: Content = {"application/json": {"schema": _MESSAGE}, "text/event-stream
 TOKEN_COUNT: Content = json_body(obj(("input_tokens",), input_tokens=INTEGER))
 LLM_ERRORS = {
     400: "Malformed body or a field the upstream refused",
-    401: "No valid gateway key (when auth.keys is set)",
+    401: "No valid gateway key (when auth.keys is set), or a revoked or expired one",
+    403: "The key lacks the llm scope, or may not use this model or path",
     404: "No route for the requested model, or an unknown linked prompt",
     413: "Body larger than llm.max_body_bytes",
-    429: "The upstream's rate limit (Retry-After)",
+    429: "The key's rate limit (code rate_limit_exceeded) or budget (insufficient_quota), or the upstream's "
+    "rate limit (Retry-After)",
     502: "Every upstream target failed",
     503: "No upstream could be reached",
     504: "The upstream did not answer in time",
@@ -342,3 +344,61 @@ FOLLOW_UP_ERRORS = {
     503: "The response's target could not be looked up (Redis unavailable)",
     504: "The response's target did not answer in time",
 }
+
+# -- gateway keys and usage -------------------------------------------------------------------------------------
+
+_NAMES: JsonSchema = {"type": "array", "items": STRING, "minItems": 1}
+_NULLABLE_NAMES: JsonSchema = {"type": ["array", "null"], "items": STRING}
+GATEWAY_KEY = obj(
+    ("id", "name", "prefix", "scopes", "state", "created_at"),
+    id=STRING,
+    name=STRING,
+    prefix={**STRING, "description": "The key's first characters, for display (the key itself is never shown)"},
+    scopes={"type": "array", "items": STRING},
+    models=_NULLABLE_NAMES,
+    routes=_NULLABLE_NAMES,
+    rpm=_NULLABLE_INTEGER,
+    tpm=_NULLABLE_INTEGER,
+    budget_usd=_NULLABLE_NUMBER,
+    budget_period={"type": ["string", "null"], "enum": ["day", "week", "month", None]},
+    expires_at=_NULLABLE_INTEGER,
+    revoked_at=_NULLABLE_INTEGER,
+    created_at=INTEGER,
+    updated_at=INTEGER,
+    rotated_at=_NULLABLE_INTEGER,
+    state={"enum": ["active", "revoked", "expired"]},
+)
+NEW_GATEWAY_KEY: Content = json_body(
+    {**GATEWAY_KEY, "required": [*GATEWAY_KEY["required"], "key"],
+     "properties": {**GATEWAY_KEY["properties"], "key": {**STRING, "description": "The key: shown this once"}}}
+)  # fmt: skip
+GATEWAY_KEYS: Content = json_body(obj(("keys",), keys={"type": "array", "items": GATEWAY_KEY}))
+CREATE_KEY: Content = json_body(
+    obj(
+        ("name", "scopes"),
+        name={**STRING, "minLength": 1, "maxLength": 128},
+        scopes=_NAMES,
+        models={**_NAMES, "description": "Only these LLM routes (the model of a /v1 call)"},
+        routes={**_NAMES, "description": "Only these paths of the route table"},
+        rpm={"type": "integer", "minimum": 1, "description": "Requests per minute on /v1"},
+        tpm={"type": "integer", "minimum": 1, "description": "Tokens per minute on /v1"},
+        budget_usd={"type": "number", "exclusiveMinimum": 0},
+        budget_period={"enum": ["day", "week", "month"]},
+        expires_at={"type": ["string", "integer"], "description": "A date, an ISO 8601 time or epoch ms"},
+    )
+)
+_USAGE_ROW = obj(
+    ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_usd"),
+    key=NULLABLE_STRING,
+    day=STRING,
+    model=NULLABLE_STRING,
+    route=NULLABLE_STRING,
+    requests=INTEGER,
+    input_tokens=INTEGER,
+    output_tokens=INTEGER,
+    total_tokens=INTEGER,
+    cost_usd={"type": "number"},
+)
+USAGE: Content = json_body(
+    obj(("groups", "total"), group_by=NULLABLE_STRING, groups={"type": "array", "items": _USAGE_ROW}, total=_USAGE_ROW)
+)

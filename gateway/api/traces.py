@@ -1,5 +1,6 @@
 """The trace store over HTTP: ``GET /api/traces`` (search, newest first), ``GET /api/traces/{trace_id}`` (its
-summaries and assessments) and ``POST /api/traces/{trace_id}/assessments`` (human feedback).
+summaries and assessments), ``POST /api/traces/{trace_id}/assessments`` (human feedback) and ``GET /api/usage``
+(requests, tokens and cost summed over the same summaries, per day, key, model or route).
 
 Human feedback is an assessment like a judge's (gateway/store/assessments.py), with source ``HUMAN`` and an id
 made from the target, the name and ``"human:" + source_id``: the same person labelling the same call again
@@ -31,16 +32,18 @@ from gateway.store.assessments import (
     score_and_label,
     trace_target,
 )
-from gateway.store.traces import Status, TraceFilters, TraceStore
+from gateway.store.keys import KeyStore
+from gateway.store.traces import USAGE_GROUPS, Status, TraceFilters, TraceStore
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_INT64 = 2**63 - 1
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment an ISO 8601 time can name
 _QUERY_PARAMS = (
-    "route", "model", "status", "prompt_name", "prompt_version", "from", "to",
+    "route", "model", "key", "status", "prompt_name", "prompt_version", "from", "to",
     "assessment", "assessment_value", "min_score", "max_score", "limit", "page_token",
 )  # fmt: skip
+_USAGE_PARAMS = ("key", "route", "model", "from", "to", "group_by")
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
 T = TypeVar("T")
@@ -77,6 +80,7 @@ async def search_traces(request: Request) -> Response:
     filters = TraceFilters(
         route=_text(params.get("route"), "route"),
         model=_text(params.get("model"), "model"),
+        key_id=await _key_id(request, params.get("key")),
         status=_status(params.get("status")),
         prompt_name=_text(params.get("prompt_name"), "prompt_name"),
         prompt_version=prompt_version,
@@ -92,6 +96,43 @@ async def search_traces(request: Request) -> Response:
     store = _store(request)
     page = await _query(lambda: store.search(filters, limit, token))
     return ORJSONResponse({"traces": page.summaries, "next_page_token": page.next_page_token})
+
+
+async def usage(request: Request) -> Response:
+    """Requests, tokens (input, output, total) and cost of the LLM calls matching key (a key id or name), route,
+    model, from / to (as ``/api/traces``: its sums over the same filter are these), per ``group_by`` (day, key,
+    model, route; none: the total only) and in total."""
+    params = request.query_params
+    unknown = sorted(set(params) - set(_USAGE_PARAMS))
+    if unknown:
+        raise InvalidParameter(f"Unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(_USAGE_PARAMS)}.")
+    group_by = params.get("group_by") or None
+    if group_by is not None and group_by not in USAGE_GROUPS:
+        raise InvalidParameter(f"group_by must be one of {', '.join(USAGE_GROUPS)}, got {_shown(group_by)}.")
+    filters = TraceFilters(
+        route=_text(params.get("route"), "route"),
+        model=_text(params.get("model"), "model"),
+        key_id=await _key_id(request, params.get("key")),
+        start_ms=_time(params.get("from"), "from"),
+        end_ms=_time(params.get("to"), "to"),
+    )
+    store = _store(request)
+    groups, total = await _query(lambda: store.usage(filters, group_by))
+    return ORJSONResponse({"group_by": group_by, "groups": groups, "total": total})
+
+
+async def _key_id(request: Request, text: str | None) -> str | None:
+    """The ``key`` filter: a key's id, or the name of a key in the store (answered as its id)."""
+    key = _text(text, "key")
+    if key is None or len(key) > 255:
+        return key
+    keys: KeyStore | None = getattr(request.app.state, "key_store", None)
+    if keys is None:
+        return key
+    try:
+        return (await _query(lambda: keys.get(key))).id
+    except NotFound:
+        return key  # a bootstrap key's id, or one no call used
 
 
 async def get_trace(request: Request) -> Response:

@@ -14,7 +14,8 @@ keeps) and the request metric, and, when an upstream answered, its CLIENT span a
 - ``streamed(opened)``: a stream, relayed by the ``StreamingAnswer`` it returns, recorded when the
   stream ends (``stream_ended``).
 
-The answering target's prices, when it has them, make the call's ``gateway.usage.cost_usd``.
+The answering target's prices, when it has them, make the call's ``gateway.usage.cost_usd``. A call of a key with
+limits carries its ``Admission`` (gateway/limits/limiter.py), settled as the call ends.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.limits.limiter import Admission
 from gateway.llm import content, formats, metrics, spans
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.errors import ProxyError
@@ -48,7 +50,8 @@ class CallRecord(CallProgress):
     ``streamed``) and the cost of its answer."""
 
     __slots__ = (
-        "span", "started", "key_id", "parsed", "route", "attempt", "first_event_at", "cost_usd", "stream_state",
+        "span", "started", "key_id", "parsed", "route", "attempt", "first_event_at", "cost_usd", "admission",
+        "stream_state",
     )  # fmt: skip
 
     attempt: Attempt
@@ -62,6 +65,7 @@ class CallRecord(CallProgress):
         self.route: Route | None = None
         self.first_event_at: float | None = None  # a stream's first events (perf_counter)
         self.cost_usd: float | None = None  # from the answering target's prices and the answer's usage
+        self.admission: Admission | None = None  # a limited key's (gateway/limits/): settled when the call ends
         self.stream_state: RelayState | None = None  # a stream's reader (set by streamed())
 
     def fail(self, error: GatewayError) -> None:
@@ -155,7 +159,10 @@ class CallRecord(CallProgress):
         error_type: str | None = None,
         error_message: str | None = None,
     ) -> None:
-        """The SERVER span's summary of the call (what the trace store keeps) and the request metric."""
+        """The SERVER span's summary of the call (what the trace store keeps) and the request metric; a limited
+        key's reservation corrected to the call's real usage, and its cost added to the key's spend."""
+        if self.admission is not None:
+            self.admission.settle(summary, self.cost_usd)
         attributes: dict[str, Any] = {}
         if self.key_id is not None:
             attributes[sc.GATEWAY_AUTH_KEY_ID] = self.key_id

@@ -1,8 +1,9 @@
 """LlmProxy: one proxied LLM call from request to answer, with its spans and metrics.
 
 Order per request: SERVER span (continuing ``traceparent``) -> gateway key -> body -> prompt link ->
-route (whose targets must speak the endpoint's API: OpenAI's, or Anthropic's Messages API) -> upstream
-attempts (``Upstreams.dispatch``) -> the answer as the upstream sent it, or a stream relayed event by
+route (whose targets must speak the endpoint's API: OpenAI's, or Anthropic's Messages API) -> the key's model
+list -> the key's rate limits and budget (gateway/limits/: 429, or the answer's ``x-ratelimit-*`` headers) ->
+upstream attempts (``Upstreams.dispatch``) -> the answer as the upstream sent it, or a stream relayed event by
 event. A Responses API call is pinned to the target that created it (gateway/llm/response_pins.py) before
 its id reaches the client; its follow-ups (gateway/llm/followups.py) and ``previous_response_id`` go there.
 The call's ``CallRecord`` (gateway/llm/call_record.py) ends the SERVER span with the call's summary when the
@@ -27,13 +28,14 @@ from typing import Any
 
 import orjson
 from opentelemetry.trace import TracerProvider
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.http import read_body
-from gateway.keys import GatewayKeys
+from gateway.keys import GatewayKey, GatewayKeys, check_model
+from gateway.limit_settings import LimitsSettings
+from gateway.limits.limiter import KeyLimiter
 from gateway.llm import spans
 from gateway.llm.answer import AnswerSummary
 from gateway.llm.call_record import CLIENT_DISCONNECTED, CallRecord, RecordingResponse
@@ -49,7 +51,15 @@ from gateway.llm.followups import (
 )
 from gateway.llm.openai_responses import response_id_in
 from gateway.llm.prompt_link import PromptRenderer
-from gateway.llm.request_body import CHAT, DELETE_RESPONSE, FORMAT_OTHER, RESPONSES, Operation, ParsedCall
+from gateway.llm.request_body import (
+    CHAT,
+    DELETE_RESPONSE,
+    FORMAT_OTHER,
+    FORMAT_RESPONSES,
+    RESPONSES,
+    Operation,
+    ParsedCall,
+)
 from gateway.llm.response_pins import Pin, ResponsePins
 from gateway.llm.routes_config import API_ANTHROPIC, AuthSettings, LlmSettings, Route
 from gateway.llm.upstream import Attempt, Completed, Upstreams, error_message
@@ -66,13 +76,17 @@ class LlmProxy:
     def __init__(
         self,
         settings: LlmSettings,
-        auth: AuthSettings,
+        auth: AuthSettings | GatewayKeys,
         tracer_provider: TracerProvider,
         renderer: PromptRenderer | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
-        self.keys = GatewayKeys(auth)
+        # The app hands its keys (kept current from the store); from settings, the bootstrap keys only.
+        self.keys = auth if isinstance(auth, GatewayKeys) else GatewayKeys(auth)
+        # A key's rate limits and budget (gateway/limits/): this process's counts; the app sets its own (on Redis
+        # when redis_url is set).
+        self.limiter = KeyLimiter(LimitsSettings())
         self.renderer = renderer
         # Response id -> the target that created it: in memory unless the app sets a shared one before start().
         self.pins: ResponsePins = ResponsePins()
@@ -97,10 +111,16 @@ class LlmProxy:
         await self.pins.close()
 
     def list_models(self, request: Request) -> Response:
-        """The routes, as OpenAI's model list (``x-api-key`` taken too: Anthropic's SDK lists models with it)."""
+        """The routes, as OpenAI's model list (only those a key limited to some may use); ``x-api-key`` is taken
+        too: Anthropic's SDK lists models with it."""
         headers = request.headers
         api_key = headers.get("x-api-key")
-        self.keys.authorize("llm", headers.get("authorization") or (f"Bearer {api_key}" if api_key else None))
+        authorization = headers.get("authorization") or (f"Bearer {api_key}" if api_key else None)
+        key = self.keys.authorize_key("llm", authorization, request.scope["path"])
+        if key is not None and key.models is not None:  # only the routes this key may use
+            body = orjson.loads(self._models_body)
+            body["data"] = [model for model in body["data"] if model["id"] in key.models]
+            return Response(orjson.dumps(body), media_type="application/json")
         return Response(self._models_body, media_type="application/json")
 
     async def handle(self, request: Request, operation: Operation) -> Response:
@@ -115,6 +135,8 @@ class LlmProxy:
         except GatewayError as exc:  # a ProxyError, or e.g. a body over llm.max_body_bytes (413)
             if isinstance(exc, ProxyError) and exc.status >= 500:
                 logger.warning("LLM call failed with %d: %s", exc.status, exc.message)
+            if call.admission is not None:
+                call.admission.add_headers(exc)
             call.fail(exc)
             raise
         except ClientDisconnect:
@@ -127,15 +149,19 @@ class LlmProxy:
         call.attempt = attempt
         outcome = attempt.outcome
         if isinstance(outcome, Completed):  # the upstream's bytes go to the client unchanged, then the call is recorded
-            return RecordingResponse(outcome, call)
-        return call.streamed(outcome)
+            response: Response = RecordingResponse(outcome, call)
+        else:
+            response = call.streamed(outcome)
+        return response if call.admission is None else call.admission.with_headers(response)
 
     async def _create(self, request: Request, operation: Operation, call: CallRecord) -> Attempt:
         """A call with a body naming its route (chat, completions, embeddings, responses, messages...)."""
         headers = request.headers
-        call.key_id = self._authorize(headers, operation)
+        key = self._authorize(request, operation)
+        call.key_id = key.id if key is not None else None
         raw = await read_body(request, self.settings.max_body_bytes)
         parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
+        check_model(key, parsed.model)  # 403 naming the model, for a key limited to others
         route = call.route = self.settings.routes.get(parsed.model)
         if route is None:
             raise self._unknown_model(parsed.model)
@@ -147,6 +173,8 @@ class LlmProxy:
             if pin is None:
                 raise unknown_response(previous)
             parsed.pinned = previous_response_target(pin, route, self.settings.routes, previous)
+        if key is not None and key.limited:  # 429 over its rate limits or budget
+            call.admission = await self.limiter.admit(key, _limited_view(parsed))
         if operation.api == API_ANTHROPIC:
             beta = headers.get("anthropic-beta")
             if beta:
@@ -158,13 +186,15 @@ class LlmProxy:
 
     async def _follow_up(self, request: Request, operation: Operation, call: CallRecord) -> Attempt:
         """A call on a stored response, to the target that created it."""
-        call.key_id = self.keys.authorize("llm", request.headers.get("authorization"))
+        key = self._authorize(request, operation)
+        call.key_id = key.id if key is not None else None
         response_id: str = request.path_params["response_id"]
         check_response_id(response_id)
         pin = await self.pins.lookup(response_id)
         if pin is None:
             raise unknown_response(response_id)
         route, target = pinned_target(pin, self.settings.routes, response_id)
+        check_model(key, route.name)  # a key limited to other models reaches none of this route's responses
         query = request.scope.get("query_string", b"").decode("latin-1")
         parsed = call.parsed = FollowUpCall(operation, response_id, query, target)
         call.route = route
@@ -184,16 +214,20 @@ class LlmProxy:
         if isinstance(response_id, str) and response_id:
             await self.pins.remember(response_id, Pin(route.name, attempt.target.label))
 
-    def _authorize(self, headers: Headers, operation: Operation) -> str | None:
-        """The gateway key's id: ``Authorization: Bearer``, or for Anthropic's API also ``x-api-key`` (what its
-        SDK sends)."""
+    def _authorize(self, request: Request, operation: Operation) -> GatewayKey | None:
+        """The request's gateway key (when keys are on): ``Authorization: Bearer``, or for Anthropic's API also
+        ``x-api-key`` (what its SDKs may send). A key limited to some routes is checked against the route's
+        path in the table (a follow-up's is ``/v1/responses/{response_id}``, not the id)."""
+        headers = request.headers
         authorization = headers.get("authorization")
+        route = getattr(request.scope.get("route"), "entry", None)  # the table's entry (gateway/api/routing.py)
+        path: str = route.path if route is not None else request.scope["path"]
         if operation.api != API_ANTHROPIC:
-            return self.keys.authorize("llm", authorization)
+            return self.keys.authorize_key("llm", authorization, path)
         if authorization is None and headers.get("x-api-key"):
             authorization = "Bearer " + headers["x-api-key"]
         try:
-            return self.keys.authorize("llm", authorization)
+            return self.keys.authorize_key("llm", authorization, path)
         except Unauthenticated as exc:
             if exc.reason != "missing_api_key":
                 raise
@@ -307,6 +341,15 @@ class LlmProxy:
             status=404,
             code="model_not_found",
         )
+
+
+def _limited_view(parsed: ParsedCall) -> Mapping[str, Any]:
+    """What the key's limiter reads of a body (``max_tokens``, ``max_completion_tokens``, ``n``): the Responses
+    API names its bound ``max_output_tokens``."""
+    data = parsed.data
+    if parsed.operation.format == FORMAT_RESPONSES and "max_output_tokens" in data:
+        return {"max_tokens": data["max_output_tokens"]}
+    return data
 
 
 def _traced(error: ProxyError, call: CallRecord) -> ProxyError:

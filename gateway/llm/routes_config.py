@@ -39,6 +39,7 @@ Example (the keys of design.md plus ours; every route key but ``name`` and ``tar
       keys: [<sha256 hex of a gateway key>, ...]   # set: every route but /ping, /health, /version needs a key
       open_routes: [invoke]         # scopes left open on purpose (default: none)
       public_metrics: true          # /metrics without a key (default)
+      refresh_interval_s: 2         # each worker re-reads the stored keys (gateway keys create) this often
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ _TARGET_KEYS = (
     "output_price_per_mtok",
     "anthropic_version",
 )
-_AUTH_KEYS = ("keys", "open_routes", "public_metrics", "allow_open")
+_AUTH_KEYS = ("keys", "open_routes", "public_metrics", "allow_open", "refresh_interval_s")
+DEFAULT_KEY_REFRESH_INTERVAL_S = 2.0
 # Every key scope a route of the table may require (gateway/api/routes.py; tests/api/test_access.py keeps
 # the two in step): what a key may be granted, and what auth.open_routes may leave open.
 SCOPES = (
@@ -201,14 +203,16 @@ class LlmSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """``Settings.auth``: the sha256 hex digests of the gateway keys (none: every route is open), the
-    scopes left open to requests without a key (``open_routes``, e.g. ``invoke``), and whether
-    ``/metrics`` is one of them (``public_metrics``, true by default: Prometheus scrapes without a key)."""
+    """``Settings.auth``: the sha256 hex digests of the bootstrap keys (none: auth is off, every route is open), the
+    scopes left open to requests without a key (``open_routes``, e.g. ``invoke``), whether ``/metrics`` is one of
+    them (``public_metrics``, true by default: Prometheus scrapes without a key), and how often each worker
+    re-reads the keys of the store (``refresh_interval_s``; at once on a Redis notification)."""
 
     key_hashes: frozenset[str] = frozenset()
     open_routes: frozenset[str] = frozenset()
     public_metrics: bool = True
     allow_open: bool = False  # serve beyond loopback with no keys, on purpose (else gateway serve refuses)
+    refresh_interval_s: float = DEFAULT_KEY_REFRESH_INTERVAL_S  # how often each worker re-reads the stored keys
 
     @property
     def open_scopes(self) -> frozenset[str]:
@@ -222,6 +226,7 @@ class AuthSettings:
             "open_routes": sorted(self.open_routes),
             "public_metrics": self.public_metrics,
             "allow_open": self.allow_open,
+            "refresh_interval_s": self.refresh_interval_s,
         }
 
     @classmethod
@@ -231,6 +236,7 @@ class AuthSettings:
             open_routes=frozenset(data.get("open_routes", ())),
             public_metrics=data.get("public_metrics", True),
             allow_open=data.get("allow_open", False),
+            refresh_interval_s=data.get("refresh_interval_s", DEFAULT_KEY_REFRESH_INTERVAL_S),
         )
 
 
@@ -426,6 +432,9 @@ def parse_auth_settings(raw: Mapping[str, Any]) -> AuthSettings:
         open_routes=frozenset(list_of(_scope)("auth.open_routes", data.get("open_routes") or [])),
         public_metrics=boolean("auth.public_metrics", data.get("public_metrics", True)),
         allow_open=boolean("auth.allow_open", data.get("allow_open", False)),
+        refresh_interval_s=positive(
+            "auth.refresh_interval_s", data.get("refresh_interval_s", DEFAULT_KEY_REFRESH_INTERVAL_S)
+        ),
     )
 
 

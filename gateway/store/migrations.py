@@ -214,7 +214,50 @@ def _m0004_assessments(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m0001_registry, _m0002_prompts, _m0003_trace_summaries, _m0004_assessments)
+def _m0005_keys(conn: Connection) -> None:
+    """Gateway keys (issue 13): the keys table (a digest and a display prefix, never the key), and each LLM call's
+    cost as a column of its trace summary, so spend and usage are sums (copied from the attributes JSON of the
+    summaries written before), with an index for a key's calls over time."""
+    md = sa.MetaData()
+    sa.Table(
+        "gateway_keys",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("scopes", sa.Text, nullable=False),
+        sa.Column("models", sa.Text, nullable=True),
+        sa.Column("routes", sa.Text, nullable=True),
+        sa.Column("rpm", sa.Integer, nullable=True),
+        sa.Column("tpm", sa.Integer, nullable=True),
+        sa.Column("budget_usd", sa.Float, nullable=True),
+        sa.Column("budget_period", sa.String(8), nullable=True),
+        sa.Column("expires_at", sa.BigInteger, nullable=True),
+        sa.Column("revoked_at", sa.BigInteger, nullable=True),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+        sa.Column("rotated_at", sa.BigInteger, nullable=True),
+    )
+    md.create_all(conn)
+    conn.execute(sa.text("ALTER TABLE trace_summaries ADD COLUMN cost_usd FLOAT"))
+    conn.execute(sa.text("CREATE INDEX ix_trace_summaries_key_started_at ON trace_summaries (key_id, started_at)"))
+    if conn.dialect.name == "postgresql":
+        cost = "CAST(CAST(attributes AS json) ->> 'gateway.usage.cost_usd' AS DOUBLE PRECISION)"
+    else:
+        cost = "CAST(json_extract(attributes, '$.\"gateway.usage.cost_usd\"') AS REAL)"
+    conn.execute(
+        sa.text(f"UPDATE trace_summaries SET cost_usd = {cost} WHERE attributes LIKE '%gateway.usage.cost_usd%'")
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _m0001_registry,
+    _m0002_prompts,
+    _m0003_trace_summaries,
+    _m0004_assessments,
+    _m0005_keys,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _schema_version = sa.table("schema_version", sa.column("id", sa.Integer), sa.column("version", sa.Integer))

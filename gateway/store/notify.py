@@ -3,7 +3,9 @@
 Every gateway replica polls the store's revision every ``serving.refresh_interval_s``. With
 ``redis_url`` set, a registry write also publishes the new revision on ``CHANNEL``, and every
 replica (every worker process) re-reads the registry as soon as the message arrives, so an alias
-move reaches all of them within a second. Redis is an accelerator here, never a dependency of
+move reaches all of them within a second. A change of the gateway keys (gateway/store/keys.py) is published
+on the same channel (the message ``keys``): every worker re-reads its keys, the registry's and prompts'
+revision checks find nothing new. Redis is an accelerator here, never a dependency of
 correctness: when it is down, polling still converges and the failure is logged once.
 """
 
@@ -19,10 +21,11 @@ import redis.asyncio as aioredis
 logger = logging.getLogger("gateway.store")
 
 CHANNEL = "gateway:registry:changed"
+KEYS_CHANGED = "keys"  # the message of a key change (a registry change sends its revision)
 _RECONNECT_DELAY_S = 1.0
 
 
-def publish_change_sync(redis_url: str, revision: int) -> None:
+def publish_change_sync(redis_url: str, revision: int | str) -> None:
     """Publish from a command-line process; a Redis failure is logged, never raised."""
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -41,7 +44,7 @@ class ChangeNotifier:
         self._client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
         self._failing = False
 
-    async def publish(self, revision: int) -> None:
+    async def publish(self, revision: int | str) -> None:
         try:
             await self._client.publish(CHANNEL, str(revision))
         except (redis.RedisError, OSError) as exc:

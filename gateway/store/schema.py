@@ -128,9 +128,12 @@ trace_summaries = sa.Table(
     sa.Column("input_content", sa.Text, nullable=True),  # only when content capture is on
     sa.Column("output_content", sa.Text, nullable=True),
     sa.Column("attributes", sa.Text, nullable=False),  # JSON: the rest of the span's attributes
+    # gateway.usage.cost_usd (also in attributes): a column since migration 5, so spend and usage are sums
+    sa.Column("cost_usd", sa.Float, nullable=True),
     sa.Index("ix_trace_summaries_started_at", "started_at"),
     sa.Index("ix_trace_summaries_route_started_at", "route", "started_at"),
     sa.Index("ix_trace_summaries_prompt", "prompt_name", "prompt_version"),
+    sa.Index("ix_trace_summaries_key_started_at", "key_id", "started_at"),
 )
 
 # --- assessments and evaluation runs (migration 4) -------------------------------------------------
@@ -202,4 +205,27 @@ evaluation_items = sa.Table(
     sa.Column("model", sa.String(255), nullable=True),  # the model that produced the outputs
     sa.Column("status", sa.String(16), nullable=False),  # pending | done | error
     sa.Column("error_message", sa.Text, nullable=True),
+)
+
+# --- gateway keys (migration 5) ---------------------------------------------------------------------
+
+gateway_keys = sa.Table(
+    "gateway_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # 12 hex characters: what spans and traces name (key_id)
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),  # sha256 hex of the key; never the key
+    sa.Column("prefix", sa.String(16), nullable=False),  # the key's first characters, for display
+    sa.Column("scopes", sa.Text, nullable=False),  # JSON list
+    sa.Column("models", sa.Text, nullable=True),  # JSON list of LLM route names (the /v1 "model"); null: any
+    sa.Column("routes", sa.Text, nullable=True),  # JSON list of route-table paths; null: any its scopes allow
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("budget_usd", sa.Float, nullable=True),
+    sa.Column("budget_period", sa.String(8), nullable=True),  # day | week | month (UTC)
+    sa.Column("expires_at", sa.BigInteger, nullable=True),  # epoch ms
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("rotated_at", sa.BigInteger, nullable=True),
 )

@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -40,7 +41,8 @@ Status = Literal["ok", "error"] | int
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TraceFilters:
-    """What ``search`` keeps. ``model`` matches the request or the response model; ``status`` is
+    """What ``search`` (and ``usage``) keeps. ``model`` matches the request or the response model; ``key_id`` the
+    gateway key's id (``gateway.auth.key_id``); ``status`` is
     ``"ok"``, ``"error"`` (an error type or an HTTP status >= 400) or one HTTP status code;
     ``start_ms`` is inclusive and ``end_ms`` exclusive (epoch milliseconds).
 
@@ -51,6 +53,7 @@ class TraceFilters:
 
     route: str | None = None
     model: str | None = None
+    key_id: str | None = None
     status: Status | None = None
     prompt_name: str | None = None
     prompt_version: int | None = None
@@ -108,6 +111,31 @@ class TraceStore:
         token = _encode_token(rows[-1]) if more else None
         return TracePage([summary_to_dict(row) for row in rows], token)
 
+    def usage(
+        self, filters: TraceFilters, group_by: UsageGroup | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Requests, tokens and cost of the summaries matching ``filters`` (the same rows ``search`` pages
+        through, so the sums agree): per ``group_by`` value (``day``: UTC day of the call's start; ``key``; ``model``:
+        the model the target was asked; ``route``), ordered by it, and in total."""
+        aggregates = (
+            sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(_ts.c.input_tokens), 0).label("input_tokens"),
+            sa.func.coalesce(sa.func.sum(_ts.c.output_tokens), 0).label("output_tokens"),
+            sa.func.coalesce(sa.func.sum(_ts.c.cost_usd), 0.0).label("cost_usd"),
+        )
+        conditions = _conditions(filters)
+        with begin_read(self.engine) as conn:
+            total = conn.execute(sa.select(*aggregates).where(*conditions)).one()
+            groups: list[Row[Any]] = []
+            if group_by is not None:
+                column = _USAGE_GROUPS[group_by]
+                query = sa.select(column.label("value"), *aggregates).where(*conditions).group_by(column)
+                groups = list(conn.execute(query.order_by(column)))
+        return (
+            [{group_by: _group_value(group_by, row.value), **_usage(row)} for row in groups if group_by is not None],
+            _usage(total),
+        )
+
     def get(self, trace_id: str) -> list[dict[str, Any]]:
         """Every summary of one trace, oldest first (empty when the trace is unknown)."""
         query = sa.select(_ts).where(_ts.c.trace_id == trace_id.lower()).order_by(_ts.c.started_at, _ts.c.span_id)
@@ -121,6 +149,8 @@ def _conditions(filters: TraceFilters) -> list[sa.ColumnElement[bool]]:
         conditions.append(_ts.c.route == filters.route)
     if filters.model is not None:
         conditions.append(sa.or_(_ts.c.request_model == filters.model, _ts.c.response_model == filters.model))
+    if filters.key_id is not None:
+        conditions.append(_ts.c.key_id == filters.key_id)
     if filters.status is not None:
         ok = sa.and_(_ts.c.error_type.is_(None), sa.or_(_ts.c.status_code.is_(None), _ts.c.status_code < 400))
         if filters.status == "ok":
@@ -154,6 +184,31 @@ def _assessment_conditions(filters: TraceFilters) -> list[sa.ColumnElement[bool]
     if filters.max_score is not None:
         conditions.append(_as.c.score <= filters.max_score)
     return conditions
+
+
+UsageGroup = Literal["day", "key", "model", "route"]
+USAGE_GROUPS: tuple[UsageGroup, ...] = ("day", "key", "model", "route")
+_DAY_MS = 86_400_000
+_USAGE_GROUPS: dict[str, sa.ColumnElement[Any]] = {
+    "day": _ts.c.started_at // _DAY_MS,
+    "key": _ts.c.key_id,
+    "model": _ts.c.request_model,
+    "route": _ts.c.route,
+}
+
+
+def _group_value(group_by: str, value: Any) -> Any:
+    if group_by == "day":
+        return dt.datetime.fromtimestamp(int(value) * _DAY_MS / 1000, dt.UTC).date().isoformat()
+    return value
+
+
+def _usage(row: Row[Any]) -> dict[str, Any]:
+    input_tokens, output_tokens = int(row.input_tokens), int(row.output_tokens)
+    return {
+        "requests": int(row.requests), "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens, "cost_usd": float(row.cost_usd),
+    }  # fmt: skip
 
 
 def summary_to_dict(row: Row[Any]) -> dict[str, Any]:

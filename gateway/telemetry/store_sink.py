@@ -106,6 +106,9 @@ def summary_row(span: ReadableSpan) -> dict[str, Any]:
         row[column] = _text(attributes.pop(name, None), column)
     for name, column in _INT_COLUMNS.items():
         row[column] = _int(attributes.pop(name, None))
+    # The cost stays in the attributes JSON too (where readers found it before it was a column).
+    cost = attributes.get(sc.GATEWAY_USAGE_COST_USD)
+    row["cost_usd"] = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
     if row["error_type"] is None and span.status.status_code is StatusCode.ERROR:
         row["error_type"] = "_OTHER"  # the semconv fallback when no better error type is known
     row["attributes"] = orjson.dumps(

@@ -103,15 +103,22 @@ def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
 
 @contextmanager
 def running_gateway(
-    tmp_path: Path, llm: dict[str, Any], auth: dict[str, Any] | None = None, *, provider_key: str = PROVIDER_KEY
+    tmp_path: Path,
+    llm: dict[str, Any],
+    auth: dict[str, Any] | None = None,
+    *,
+    provider_key: str = PROVIDER_KEY,
+    **more: Any,
 ) -> Iterator[Gateway]:
-    """A real gateway (create_app) with these llm and auth sections, its spans kept in memory."""
+    """A real gateway (create_app) with these llm and auth sections (and ``more`` settings, e.g. ``redis_url``),
+    its spans kept in memory."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv(PROVIDER_KEY_ENV, provider_key)  # read once, when the proxy starts
         env.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
         env.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
         settings = load_settings(
-            {"store_uri": f"sqlite:///{tmp_path}/store.db", "workers": 1, "llm": llm, "auth": auth or {}}, environ={}
+            {"store_uri": f"sqlite:///{tmp_path}/store.db", "workers": 1, "llm": llm, "auth": auth or {}, **more},
+            environ={},
         )
         app = create_app(settings)
         with run_app_in_thread(app) as base_url:

@@ -101,12 +101,14 @@ def test_version_3_database_with_data_moves_to_4_and_keeps_it(store_url: str) ->
         prompts = PromptStore(engine)
         prompts.create_version("qa", "Answer {{ question }}")
         traces = TraceStore(engine)
-        traces.insert_many([row(1), row(2, route="kept")])
-        before = (registry.snapshot(), prompts.load_catalog().revision, traces.search(TraceFilters()).summaries)
+        traces.insert_many([{k: v for k, v in r.items() if k != "cost_usd"} for r in (row(1), row(2, route="kept"))])
+        before = (registry.snapshot(), prompts.load_catalog().revision, _trace_rows(engine))
 
         assert migrate(engine, MIGRATIONS[:4]) == 4
         assert {"assessments", "evaluations", "evaluation_items"} <= _tables(engine)
-        assert (registry.snapshot(), prompts.load_catalog().revision, traces.search(TraceFilters()).summaries) == before
+        assert (registry.snapshot(), prompts.load_catalog().revision, _trace_rows(engine)) == before
+        assert migrate(engine) == SCHEMA_VERSION  # and on: the current TraceStore reads them
+        assert [t["route"] for t in traces.search(TraceFilters()).summaries] == ["kept", "gpt-4o-mini"]
         assert prompts.load_catalog().version("qa", 1).version.template == "Answer {{ question }}"
         # The new tables take rows; the old ones still take writes.
         judged = Assessment(id="a" * 36, trace_id=f"{1:032x}", name="safety", source_type=LLM_JUDGE, value=True)
@@ -114,6 +116,42 @@ def test_version_3_database_with_data_moves_to_4_and_keeps_it(store_url: str) ->
         EvaluationStore(engine).create("run-1", {"judges": ["safety"]}, [{"inputs": "q"}], judge_count=1)
         registry.create_version("iris", source="/m/2", flavor="onnx")
         assert registry.get_version_by_alias("iris", "latest").version == 2
+    finally:
+        engine.dispose()
+
+
+def _trace_rows(engine: sa.Engine) -> list[tuple[object, ...]]:
+    """The trace summaries as stored, read without TraceStore (whose columns are the newest schema's)."""
+    with engine.connect() as conn:
+        query = "SELECT trace_id, span_id, route, input_tokens, attributes FROM trace_summaries ORDER BY trace_id"
+        return [tuple(r) for r in conn.execute(sa.text(query))]
+
+
+def test_version_4_database_moves_to_5_with_costs_as_a_column(store_url: str) -> None:
+    """Migration 5 (gateway keys): a summary written with its cost only in the attributes JSON gets it as a column."""
+    from gateway.store.keys import KeyStore
+    from gateway.store.traces import TraceFilters, TraceStore
+    from tests.telemetry.test_trace_store import row
+
+    engine = open_engine(store_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:4]) == 4
+        with engine.begin() as conn:  # as the sink of version 4 wrote them: no cost_usd column
+            for values in (
+                row(1, attributes='{"gateway.usage.cost_usd": 0.00125, "gateway.llm.attempts": 1}'),
+                row(2, attributes="{}"),
+            ):
+                del values["cost_usd"]
+                columns = ", ".join(values)
+                conn.execute(sa.text(f"INSERT INTO trace_summaries ({columns}) VALUES (:{', :'.join(values)})"), values)
+        assert migrate(engine) == SCHEMA_VERSION
+        summaries = {t["trace_id"]: t for t in TraceStore(engine).search(TraceFilters()).summaries}
+        assert summaries[f"{1:032x}"]["cost_usd"] == pytest.approx(0.00125)
+        assert summaries[f"{1:032x}"]["attributes"]["gateway.usage.cost_usd"] == pytest.approx(0.00125)
+        assert summaries[f"{2:032x}"]["cost_usd"] is None
+        keys = KeyStore(engine)
+        keys.create("0123456789ab", "app-a", "f" * 64, "gw_abcdefg", ["llm"], rpm=5)
+        assert [(k.name, k.rpm, k.scopes) for k in keys.load()] == [("app-a", 5, ("llm",))]
     finally:
         engine.dispose()
 

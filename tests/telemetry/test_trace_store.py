@@ -48,6 +48,7 @@ def row(n: int, **values: Any) -> dict[str, Any]:
         "input_content": None,
         "output_content": None,
         "attributes": "{}",
+        "cost_usd": None,
     }
     data.update(values)
     return data
@@ -206,3 +207,32 @@ def test_assessment_filters(traces: TraceStore) -> None:
     assert ids(assessment_name="tone", min_score=0) == []  # a label has no score
     assert ids(assessment_name="nope") == []
     assert ids(assessment_name="correctness", route="gpt-4o-mini", status="ok") == [2, 1, 1]
+
+
+def test_usage_sums_the_rows_search_lists(traces: TraceStore) -> None:
+    day = 86_400_000
+    traces.insert_many(
+        [
+            row(1, key_id="k1", input_tokens=3, output_tokens=4, cost_usd=0.5),
+            row(2, key_id="k1", route="other", input_tokens=1, output_tokens=None, cost_usd=None),
+            row(3, key_id="k2", request_model="m2", input_tokens=10, output_tokens=10, cost_usd=0.25),
+            row(4, key_id=None, started_at=BASE_MS + day + 5, input_tokens=None, output_tokens=None),
+        ]
+    )
+    groups, total = traces.usage(TraceFilters())
+    assert groups == [] and total == {
+        "requests": 4, "input_tokens": 14, "output_tokens": 14, "total_tokens": 28, "cost_usd": 0.75,
+    }  # fmt: skip
+    by_day, _ = traces.usage(TraceFilters(), "day")
+    assert [(g["day"], g["requests"]) for g in by_day] == [("2026-01-01", 3), ("2026-01-02", 1)]
+    by_key, _ = traces.usage(TraceFilters(), "key")
+    assert {g["key"]: g["cost_usd"] for g in by_key} == {None: 0.0, "k1": 0.5, "k2": 0.25}
+    by_model, _ = traces.usage(TraceFilters(key_id="k1"), "model")
+    assert by_model == [
+        {"model": "gpt-4o-mini", "requests": 2, "input_tokens": 4, "output_tokens": 4, "total_tokens": 8,
+         "cost_usd": 0.5}
+    ]  # fmt: skip
+    _, routed = traces.usage(TraceFilters(key_id="k1", route="other"), "route")
+    assert routed["requests"] == 1 and _ids(traces.search(TraceFilters(key_id="k1", route="other")).summaries) == [2]
+    _, none = traces.usage(TraceFilters(key_id="nobody"))
+    assert none == {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cost_usd": 0.0}
