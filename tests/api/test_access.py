@@ -98,8 +98,8 @@ def _refused(response: httpx.Response, route: ApiRoute, status: int, *words: str
     """``response`` is ``status`` in the route family's shape, its message naming ``words``."""
     assert response.status_code == status, (route.path, response.text)
     body = response.json()
-    message = body["error"]["message"] if route.family == "openai" else body["message"]
-    if route.family == "openai":
+    message = body["error"]["message"] if route.family in ("openai", "anthropic") else body["message"]
+    if route.family in ("openai", "anthropic"):  # the two share these error types
         expected = "authentication_error" if status == 401 else "permission_error"
         assert body["error"]["type"] == expected, body
     else:
