@@ -46,6 +46,7 @@ def limited(
             {"name": "chat", "targets": [target(fake_upstream)]},
             {"name": "priced", "targets": [target(fake_upstream, **PRICED)]},
             {"name": "dead", "retries": 0, "connect_timeout_s": 1, "targets": [target(closed_port_url())]},
+            {"name": "claude", "provider": "anthropic", "targets": [target(fake_upstream, "claude-fake")]},
         ]
     }
     auth = {"keys": [hashlib.sha256(ADMIN.encode()).hexdigest()]}
@@ -193,3 +194,26 @@ def test_without_redis_a_replica_sees_the_others_spend_from_the_store(
         wait_until(lambda: spend.spent(key_id, start) >= 0.006 - 1e-9, timeout_s=20, what="B reading A's spend")
         refused = call(b, secret, model="priced")  # B's first call with this key
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_the_responses_api_reserves_its_max_output_tokens(limited: Gateway) -> None:
+    """A Responses API call reserves its max_output_tokens (not limits.reserve_tokens, 50 here, over this tpm)."""
+    _, secret = make_key(limited, tpm=40)
+    headers = {"Authorization": f"Bearer {secret}"}
+    body = {"model": "chat", "input": "hi", "max_output_tokens": 10}
+    answer = httpx.post(f"{limited.v1}/responses", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert "x-ratelimit-limit-tokens" in answer.headers
+    too_large = httpx.post(f"{limited.v1}/responses", json={**body, "max_output_tokens": 41}, headers=headers)
+    assert too_large.status_code == 429 and "Request too large" in too_large.json()["error"]["message"]
+
+
+def test_anthropics_api_is_limited_in_its_own_shape(limited: Gateway) -> None:
+    _, secret = make_key(limited, rpm=1)
+    body = {"model": "claude", "max_tokens": 8, **HI}
+    first = httpx.post(f"{limited.v1}/messages", json=body, headers={"x-api-key": secret})
+    assert first.status_code == 200, first.text
+    second = httpx.post(f"{limited.v1}/messages", json=body, headers={"x-api-key": secret})
+    assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+    error = second.json()
+    assert error["type"] == "error" and error["error"]["type"] == "rate_limit_error", error
