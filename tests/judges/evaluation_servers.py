@@ -29,11 +29,18 @@ FINISHED = ("completed", "cancelled", "failed")
 
 def evaluation_routes(up: FakeUpstream) -> dict[str, Any]:
     """The routes: ``judge`` (the built-ins' route, priced), ``chat`` (a target, priced, content captured),
+    ``claude`` (an Anthropic Messages target, content captured),
     ``filtered`` (stored calls for the trace-filter tests), ``slow`` (each answer 0.4 s late)."""
     return {
         "routes": [
             {"name": "judge", "targets": [target(up, **PRICES)]},
             {"name": "chat", "capture_content": True, "targets": [target(up, **PRICES)]},
+            {
+                "name": "claude",
+                "provider": "anthropic",
+                "capture_content": True,
+                "targets": [target(up, "claude-fake")],
+            },
             {"name": "filtered", "capture_content": True, "targets": [target(up)]},
             {"name": "slow", "targets": [target(up, SLOW_JUDGE_MODEL)]},
         ]

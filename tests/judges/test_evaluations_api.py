@@ -135,6 +135,31 @@ def test_trace_ids_judge_the_stored_calls(gw: EvalGateway) -> None:
     assert unknown.status_code == 400 and "f" * 32 in unknown.json()["message"]
 
 
+def test_stored_responses_and_messages_calls_are_judged_from_their_own_formats(gw: EvalGateway) -> None:
+    """A Responses API call and an Anthropic Messages call, captured: their stored content is read back as
+    the judged inputs and outputs, as a chat call's is."""
+    question = "Which planet is largest? [[verdict.safety=true]]"
+    calls = {
+        "/v1/responses": {"model": "chat", "input": question},
+        "/v1/messages": {"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "content": question}]},
+    }
+    trace_ids = []
+    for path, body in calls.items():
+        trace_id = secrets.token_hex(16)
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        answer = gw.client.post(path, json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        trace_ids.append(trace_id)
+    for trace_id in trace_ids:
+        wait_for(lambda t=trace_id: gw.client.get(f"/api/traces/{t}").status_code == 200, what=f"trace {trace_id}")
+    view = gw.wait(gw.post({"judges": ["safety"], "trace_ids": trace_ids})["id"])
+    assert view["status"] == "completed", view
+    for item in view["items"]:
+        assert item["inputs"] == question
+        assert isinstance(item["outputs"], str) and question in item["outputs"], item
+        assert [(a["name"], a["value"]) for a in item["assessments"]] == [("safety", True)]
+
+
 def test_a_trace_filter_is_capped_and_the_cap_named(gw: EvalGateway) -> None:
     _client_calls(gw, "filtered", [f"Filtered question {i}?" for i in range(6)])
     capped = gw.post({"judges": ["safety"], "traces": {"route": "filtered"}})
