@@ -1,5 +1,6 @@
-"""KeyLimiter: a gateway key's requests and tokens per minute and its budget, checked before a /v1 call goes
-upstream and settled when its answer ends. The LLM proxy's one hook (gateway/llm/proxy.py: ``admit``; its
+"""KeyLimiter: a gateway key's requests and tokens per minute and its budget, and an LLM route's own requests and
+tokens per minute (``rpm``/``tpm`` in its config, every caller together), checked before a /v1 call goes upstream
+and settled when its answer ends. The LLM proxy's one hook (gateway/llm/proxy.py: ``admit``; its
 CallRecord calls ``Admission.settle``).
 
 Per call of a key with limits: ``admit`` reserves one request and the call's tokens (``max_completion_tokens`` or
@@ -11,6 +12,10 @@ with Redis, gateway/limits/redis_counts.py; this process's windows without, gate
 ``-tokens`` variants (for the limits the key has), and when it ends its reservation is corrected to the real usage
 (input and output tokens; kept when a stream reported none; given back when no answer came) and its cost is added
 to the key's spend.
+
+A call of a limited key on a limited route is checked against the key first, then the route: a call the key's
+limits refuse takes nothing of the route's, and one the route refuses gives the key's reservation back (a
+refused call counts in no window). The headers then show, per family (requests, tokens), the tighter of the two.
 
 Redis unreachable (or slower than ``limits.redis_timeout_s``): ``limits.redis_failure`` decides, ``open`` (the
 call goes through unlimited, counted in ``gateway_rate_limit_redis_failures_total`` and logged once per outage) or
@@ -39,6 +44,7 @@ from gateway.limit_settings import LimitsSettings
 from gateway.limits.budget import STORE_LAG_MS, iso, period_bounds
 from gateway.limits.redis_counts import RedisCounts
 from gateway.limits.windows import BUDGET, REQUESTS, TOO_LARGE, LocalCounts, Ticket, Verdict
+from gateway.llm.routes_config import Route
 
 logger = logging.getLogger("gateway.limits")
 
@@ -58,6 +64,7 @@ _REDIS_PAUSE_S = 1.0  # after a Redis failure, this long without trying
 class _Counts(Protocol):
     async def admit(self, ticket: Ticket) -> Verdict: ...
     async def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None: ...
+    async def refund(self, ticket: Ticket) -> None: ...
 
 
 class _Local:
@@ -72,6 +79,9 @@ class _Local:
     async def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None:
         self.counts.settle(ticket, tokens_used, cost_usd)
 
+    async def refund(self, ticket: Ticket) -> None:
+        self.counts.refund(ticket)
+
 
 class Usage(Protocol):
     """What a call's settlement reads of its answer (gateway/llm/answer.py's AnswerSummary)."""
@@ -84,13 +94,14 @@ class Usage(Protocol):
 
 
 class Admission:
-    """An admitted call of a limited key: its rate-limit headers, and its settlement when its answer ends."""
+    """An admitted call of a limited key or route: its rate-limit headers, and its settlement when its answer
+    ends (one ticket per limit checked: the key's, the route's)."""
 
-    __slots__ = ("_limiter", "headers", "ticket")
+    __slots__ = ("_limiter", "headers", "tickets")
 
-    def __init__(self, limiter: KeyLimiter | None, ticket: Ticket, headers: dict[str, str]) -> None:
+    def __init__(self, limiter: KeyLimiter | None, tickets: list[Ticket], headers: dict[str, str]) -> None:
         self._limiter = limiter  # None: nothing to settle (Redis failed open)
-        self.ticket = ticket
+        self.tickets = tickets
         self.headers = headers
 
     def settle(self, usage: Usage | None, cost_usd: float | None) -> None:
@@ -104,7 +115,8 @@ class Admission:
             tokens = None
         else:
             tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        self._limiter.settle(self.ticket, tokens, cost_usd)
+        for ticket in self.tickets:
+            self._limiter.settle(ticket, tokens, cost_usd)
 
     def add_headers(self, error: GatewayError) -> None:
         """The rate-limit headers on an error answered after the call was admitted (an upstream failure)."""
@@ -159,30 +171,52 @@ class KeyLimiter:
             return bound * count
         return self.settings.reserve_tokens
 
-    async def admit(self, key: GatewayKey, data: Mapping[str, Any]) -> Admission:
-        """Admit a call of ``key`` (its parsed body ``data``) or raise RateLimited / QuotaExceeded (429), or
+    async def admit(self, key: GatewayKey | None, route: Route | None, data: Mapping[str, Any]) -> Admission:
+        """Admit a call of ``key`` (None: no key, or one without limits) on ``route`` (None: or one without
+        limits of its own), its parsed body ``data``, or raise RateLimited / QuotaExceeded (429), or
         DependencyError (503) when Redis cannot answer and ``limits.redis_failure`` is closed."""
         now_ms = time.time() * 1000
-        start, end = self._period(key.budget_period, now_ms) if key.budget_usd is not None else (0, 0)
         self._calls += 1
-        ticket = Ticket(
-            key.id, f"{self._call_prefix}{self._calls:x}", key.rpm or 0, key.tpm or 0,
-            self.reservation(data) if key.tpm else 0, key.budget_usd, start, end, int(now_ms),
-        )  # fmt: skip
+        call_id = f"{self._call_prefix}{self._calls:x}"
+        tickets: list[Ticket] = []
+        if key is not None and key.limited:
+            start, end = self._period(key.budget_period, now_ms) if key.budget_usd is not None else (0, 0)
+            tickets.append(Ticket(
+                key.id, call_id, key.rpm or 0, key.tpm or 0, self.reservation(data) if key.tpm else 0,
+                key.budget_usd, start, end, int(now_ms), label=f"the key {key.label}",
+            ))  # fmt: skip
+        if route is not None and route.limited:
+            tickets.append(Ticket(
+                f"route:{route.name}", call_id, route.rpm or 0, route.tpm or 0,
+                self.reservation(data) if route.tpm else 0, None, 0, 0, int(now_ms), label=f"the route {route.name!r}",
+            ))  # fmt: skip
         if self.redis is not None and time.monotonic() < self._paused_until:
-            return self._redis_unavailable(ticket, None)
-        try:
-            verdict = await self._counts.admit(ticket)
-        except (TimeoutError, redis.RedisError, OSError) as exc:
-            return self._redis_unavailable(ticket, exc)
+            return self._redis_unavailable(tickets, None)
+        headers: dict[str, str] = {}
+        admitted: list[Ticket] = []
+        for ticket in tickets:
+            try:
+                verdict = await self._counts.admit(ticket)
+            except (TimeoutError, redis.RedisError, OSError) as exc:
+                return self._redis_unavailable(tickets, exc)
+            _tighter(headers, _headers(ticket, verdict))
+            if verdict.refused is not None:
+                await self._refund(admitted)
+                REFUSED.inc(("tokens" if verdict.refused == TOO_LARGE else verdict.refused,))
+                raise _refusal(key, ticket, verdict, headers)
+            admitted.append(ticket)
         if self._failing:
             self._failing = False
             logger.info("Redis answers the rate-limit checks again")
-        headers = _headers(key, ticket, verdict)
-        if verdict.refused is not None:
-            REFUSED.inc(("tokens" if verdict.refused == TOO_LARGE else verdict.refused,))
-            raise _refusal(key, ticket, verdict, headers)
-        return Admission(self, ticket, headers)
+        return Admission(self, tickets, headers)
+
+    async def _refund(self, tickets: list[Ticket]) -> None:
+        """Give back what ``tickets`` reserved (a later limit refused their call)."""
+        for ticket in tickets:
+            try:
+                await self._counts.refund(ticket)
+            except (TimeoutError, redis.RedisError, OSError) as exc:  # kept until it leaves the window
+                self._note_failure(exc)
 
     def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None:
         """Correct the call's reservation and add its cost (in a task with Redis: the caller does not wait)."""
@@ -200,7 +234,7 @@ class KeyLimiter:
         except (TimeoutError, redis.RedisError, OSError) as exc:
             self._note_failure(exc)
 
-    def _redis_unavailable(self, ticket: Ticket, exc: BaseException | None) -> Admission:
+    def _redis_unavailable(self, tickets: list[Ticket], exc: BaseException | None) -> Admission:
         if exc is not None:
             self._note_failure(exc)
         if self.settings.redis_failure == "closed":
@@ -210,7 +244,7 @@ class KeyLimiter:
                 "closed); retry later."
             )
         REDIS_FAILURES.inc(("allowed",))
-        return Admission(None, ticket, {})
+        return Admission(None, tickets, {})
 
     def _note_failure(self, exc: BaseException) -> None:
         self._paused_until = time.monotonic() + _REDIS_PAUSE_S
@@ -248,8 +282,8 @@ class KeyLimiter:
             self._note_failure(exc)
 
 
-def _headers(key: GatewayKey, ticket: Ticket, verdict: Verdict) -> dict[str, str]:
-    """OpenAI's rate-limit headers for the limits ``key`` has."""
+def _headers(ticket: Ticket, verdict: Verdict) -> dict[str, str]:
+    """OpenAI's rate-limit headers for the limits the ticket's subject (a key, a route) has."""
     headers: dict[str, str] = {}
     if ticket.rpm:
         headers["x-ratelimit-limit-requests"] = str(ticket.rpm)
@@ -262,6 +296,15 @@ def _headers(key: GatewayKey, ticket: Ticket, verdict: Verdict) -> dict[str, str
     return headers
 
 
+def _tighter(headers: dict[str, str], more: Mapping[str, str]) -> None:
+    """Add ``more``'s headers to ``headers``, per family (requests, tokens) the one with less remaining."""
+    for family in ("requests", "tokens"):
+        remaining = f"x-ratelimit-remaining-{family}"
+        if remaining in more and (remaining not in headers or int(more[remaining]) < int(headers[remaining])):
+            for name in (f"x-ratelimit-limit-{family}", remaining, f"x-ratelimit-reset-{family}"):
+                headers[name] = more[name]
+
+
 def duration(seconds: float) -> str:
     """A duration as OpenAI writes it in its rate-limit headers: ``20ms``, ``1.5s``, ``6m0s``."""
     if seconds < 1:
@@ -272,10 +315,10 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
-def _refusal(key: GatewayKey, ticket: Ticket, verdict: Verdict, headers: dict[str, str]) -> GatewayError:
+def _refusal(key: GatewayKey | None, ticket: Ticket, verdict: Verdict, headers: dict[str, str]) -> GatewayError:
     retry_s = max(verdict.retry_after_s, 0.001)
     if verdict.refused == BUDGET:
-        assert key.budget_usd is not None
+        assert key is not None and key.budget_usd is not None
         return QuotaExceeded(
             f"The key {key.label} has spent ${verdict.spent_usd:.6f} of its budget of ${key.budget_usd:g} per "
             f"{key.budget_period} (UTC); the budget resets at {iso(ticket.period_end)}.",
@@ -284,8 +327,8 @@ def _refusal(key: GatewayKey, ticket: Ticket, verdict: Verdict, headers: dict[st
         )
     if verdict.refused == TOO_LARGE:
         return RateLimited(
-            f"Request too large for the key {key.label}: it reserves {ticket.reserved} tokens (its max_tokens, or "
-            f"limits.reserve_tokens) and the key's limit is {ticket.tpm} tokens per minute; lower max_tokens.",
+            f"Request too large for {ticket.label}: it reserves {ticket.reserved} tokens (its max_tokens, or "
+            f"limits.reserve_tokens) and the limit is {ticket.tpm} tokens per minute; lower max_tokens.",
             limit_type="tokens",
             retry_after_s=60.0,
             headers=headers,
@@ -297,7 +340,7 @@ def _refusal(key: GatewayKey, ticket: Ticket, verdict: Verdict, headers: dict[st
         used, limit, what = verdict.tokens_used, ticket.tpm, "tokens per min (TPM)"
         requested = ticket.reserved
     return RateLimited(
-        f"Rate limit reached for the key {key.label} on {what}: Limit {limit}, Used {used}, Requested {requested}. "
+        f"Rate limit reached for {ticket.label} on {what}: Limit {limit}, Used {used}, Requested {requested}. "
         f"Please try again in {duration(retry_s)}.",
         limit_type="requests" if verdict.refused == REQUESTS else "tokens",
         retry_after_s=math.ceil(retry_s),

@@ -4,7 +4,9 @@ One Lua script per check (``ADMIT``), run atomically by Redis on its own clock (
 clocks do not matter): trim the key's request and token logs to the last 60 s, refuse when the budget is spent or
 the call does not fit (with when it would), else log the call, all in one round trip. A second script
 (``SETTLE``) corrects the call's token entry to its real usage and adds its cost to the key's spend when the
-answer ends. Per key, in one hash slot (``{id}``, so a Redis Cluster takes them too):
+answer ends; a third (``REFUND``) gives an admitted call's entries back when another of its limits refused it (a
+route's own limits are checked after the key's, under the subject ``route:<name>``). Per key (or route), in one
+hash slot (``{id}``, so a Redis Cluster takes them too):
 
 - ``gw:rl:{id}:req``, a sorted set of call ids scored by admission time (ms);
 - ``gw:rl:{id}:tok``, a sorted set of ``<call id>:<tokens>`` scored the same, and ``gw:rl:{id}:tok:n``, their sum;
@@ -134,6 +136,16 @@ end
 return 1
 """
 
+# KEYS: req log, token log, token sum. ARGV: the call id, its token entry (<id>:<reserved>, or '' without tpm).
+# Gives back an admitted call's request and tokens (another of its limits refused it).
+REFUND = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
+  redis.call('DECRBY', KEYS[3], tonumber(string.match(ARGV[2], ':(%d+)$')))
+end
+return 1
+"""
+
 
 def _keys(key_id: str) -> tuple[str, str, str]:
     base = f"gw:rl:{{{key_id}}}"
@@ -151,6 +163,7 @@ class RedisCounts:
         self.client = client
         self._admit = client.register_script(ADMIT)
         self._settle = client.register_script(SETTLE)
+        self._refund = client.register_script(REFUND)
 
     async def admit(self, ticket: Ticket) -> Verdict:
         requests, tokens, total = _keys(ticket.key_id)
@@ -181,6 +194,11 @@ class RedisCounts:
             keys=[tokens, total, spend_key(ticket.key_id, ticket.period_start)],
             args=[entry, -1 if tokens_used is None else tokens_used, _WINDOW_MS, cost, keep_s],
         )
+
+    async def refund(self, ticket: Ticket) -> None:
+        requests, tokens, total = _keys(ticket.key_id)
+        entry = f"{ticket.call_id}:{ticket.reserved}" if ticket.tpm else ""
+        await self._refund(keys=[requests, tokens, total], args=[ticket.call_id, entry])
 
     async def seed_spend(self, recorded: dict[tuple[str, int], float], period_ends: dict[str, int]) -> None:
         """Set each key's period spend from the store's record where Redis has none (a Redis that lost its data)."""

@@ -37,8 +37,9 @@ class Verdict:
 
 @dataclass(slots=True)
 class Ticket:
-    """What a check asks, and then what its call settles: the key, its limits, the tokens reserved, its budget
-    period, and the backend's handle on the reservation."""
+    """What a check asks, and then what its call settles: the subject (a key's id, or ``route:<name>`` for a
+    route's own limits) and its limits, the tokens reserved, its budget period, and the backend's handles on the
+    reservation."""
 
     key_id: str
     call_id: str
@@ -49,7 +50,9 @@ class Ticket:
     period_start: int
     period_end: int
     started_ms: int
-    handle: Any = None
+    handle: Any = None  # the token entry
+    request_handle: Any = None  # the request entry (given back when another limit refuses the call)
+    label: str = ""  # how a refusal names the subject: "the key app-a (gk_1a2b)", "the route 'chat'"
 
 
 class Window:
@@ -96,7 +99,8 @@ class Window:
 
 
 class LocalCounts:
-    """Per key: its two windows and its spend, in this process (documented as per worker without Redis)."""
+    """Per key (and per route with limits of its own): its two windows and its spend, in this process (documented
+    as per worker without Redis)."""
 
     def __init__(self) -> None:
         self._windows: dict[str, tuple[Window, Window]] = {}
@@ -128,7 +132,7 @@ class LocalCounts:
                     refused, retry = TOKENS, tokens.wait_for(tokens.total + ticket.reserved - ticket.tpm, now)
         if refused is None:
             if ticket.rpm:
-                requests.add(now, 1)
+                ticket.request_handle = requests.add(now, 1)
             if ticket.tpm:
                 ticket.handle = tokens.add(now, ticket.reserved)
         return Verdict(
@@ -140,6 +144,17 @@ class LocalCounts:
             retry,
             spent,
         )
+
+    def refund(self, ticket: Ticket) -> None:
+        """Give back an admitted call's request and tokens (another of its limits refused it)."""
+        windows = self._windows.get(ticket.key_id)
+        if windows is None:
+            return
+        now = time.monotonic()
+        if ticket.request_handle is not None:
+            windows[0].correct(ticket.request_handle, 0, now)
+        if ticket.handle is not None:
+            windows[1].correct(ticket.handle, 0, now)
 
     def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None:
         if ticket.tpm and tokens_used is not None and ticket.handle is not None:

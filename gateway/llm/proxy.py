@@ -173,8 +173,8 @@ class LlmProxy:
             if pin is None:
                 raise unknown_response(previous)
             parsed.pinned = previous_response_target(pin, route, self.settings.routes, previous)
-        if key is not None and key.limited:  # 429 over its rate limits or budget
-            call.admission = await self.limiter.admit(key, _limited_view(parsed))
+        if (key is not None and key.limited) or route.limited:  # 429 over the key's or the route's limits
+            call.admission = await self.limiter.admit(key, route, _limited_view(parsed))
         if operation.api == API_ANTHROPIC:
             beta = headers.get("anthropic-beta")
             if beta:

@@ -20,6 +20,8 @@ Example (the keys of design.md plus ours; every route key but ``name`` and ``tar
           retries: 2                # per target, on 429, 5xx and connection errors
           backoff_initial_s: 0.25
           backoff_max_s: 8
+          rpm: 3000                 # the route's own limits, whoever calls (per key: `gateway keys create`);
+          tpm: 1000000              # exact across replicas with Redis, per worker without
           targets:
             - base_url: https://api.openai.com/v1
               model: gpt-4o-mini
@@ -97,6 +99,8 @@ _ROUTE_KEYS = (
     "provider",
     "capture_content",
     "capture_max_chars",
+    "rpm",
+    "tpm",
 )
 _TARGET_KEYS = (
     "base_url",
@@ -170,6 +174,13 @@ class Route:
     backoff_max_s: float
     capture_content: bool
     capture_max_chars: int
+    rpm: int | None = None  # the route's requests per minute, every caller together (gateway/limits/)
+    tpm: int | None = None  # ... and tokens per minute
+
+    @property
+    def limited(self) -> bool:
+        """The route has limits of its own (checked for every call, with or without a key)."""
+        return bool(self.rpm or self.tpm)
 
     @property
     def weighted(self) -> bool:
@@ -386,6 +397,8 @@ def _route(key: str, raw: Any, capture_default: bool, capture_max_default: int) 
         capture_max_chars=_AT_LEAST_ONE(f"{key}.capture_max_chars", data["capture_max_chars"])
         if "capture_max_chars" in data
         else capture_max_default,
+        rpm=_AT_LEAST_ONE(f"{key}.rpm", data["rpm"]) if data.get("rpm") is not None else None,
+        tpm=_AT_LEAST_ONE(f"{key}.tpm", data["tpm"]) if data.get("tpm") is not None else None,
     )
 
 

@@ -30,6 +30,7 @@ from tests.servers import gateway_env, run_app_in_thread, run_cli, run_gateway_p
 ADMIN = "gw-replicas-admin-" + secrets.token_hex(8)
 HI = {"messages": [{"role": "user", "content": "hi"}]}  # 1 input word, "Echo: hi": 2 output words
 PRICED = {"input_price_per_mtok": 1000, "output_price_per_mtok": 1000}  # $0.001 a token: a "hi" call is $0.003
+SHARED = "shared-" + secrets.token_hex(4)  # a route with rpm 20 of its own, named afresh (Redis keeps a minute)
 
 
 @dataclass
@@ -83,6 +84,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
                 "llm": {
                     "routes": [
                         {"name": "chat", "targets": [{"base_url": base, "model": "fake-model"}]},
+                        {"name": SHARED, "rpm": 20, "targets": [{"base_url": base, "model": "fake-model"}]},
                         {"name": "slow", "targets": [{"base_url": base, "model": "fake-model@delay=2"}]},
                         {"name": "priced", "targets": [{"base_url": base, "model": "fake-model", **PRICED}]},
                         {
@@ -111,14 +113,16 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         admin_engine.dispose()
 
 
-async def _burst(replicas: Replicas, secret: str, count: int, **body: Any) -> list[httpx.Response]:
-    """``count`` concurrent calls, every other one to each replica."""
+async def _burst(replicas: Replicas, secret: str | list[str], count: int, **body: Any) -> list[httpx.Response]:
+    """``count`` concurrent calls, every other one to each replica (and, given several keys, to each key in
+    turn)."""
+    secrets_ = [secret] if isinstance(secret, str) else secret
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
         calls = [
             client.post(
                 f"{(replicas.a, replicas.b)[i % 2]}/v1/chat/completions",
                 json={**HI, **body},
-                headers={"Authorization": f"Bearer {secret}"},
+                headers={"Authorization": f"Bearer {secrets_[i % len(secrets_)]}"},
             )  # fmt: skip
             for i in range(count)
         ]
@@ -138,6 +142,17 @@ def test_rpm_is_exact_across_replicas(replicas: Replicas) -> None:
     # both replicas answered successes and refusals
     by_replica = {(i % 2, a.status_code) for i, a in enumerate(answers)}
     assert {(0, 429), (1, 429)} <= by_replica
+
+
+def test_a_routes_own_rpm_is_exact_across_replicas_and_keys(replicas: Replicas) -> None:
+    keys = [replicas.key()[1] for _ in range(3)]  # keys without limits of their own
+    answers = asyncio.run(_burst(replicas, keys, 100, model=SHARED))
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 20 and statuses.count(429) == 80, statuses
+    for answer in answers:
+        assert answer.headers["x-ratelimit-limit-requests"] == "20"
+        if answer.status_code == 429:
+            assert int(answer.headers["retry-after"]) >= 1 and SHARED in answer.json()["error"]["message"]
 
 
 def test_tpm_is_exact_across_replicas_with_real_token_counts(replicas: Replicas) -> None:

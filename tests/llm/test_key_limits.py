@@ -31,6 +31,9 @@ RESERVE = 50  # limits.reserve_tokens here
 HI = {"messages": [{"role": "user", "content": "hi"}]}  # 1 input word; "Echo: hi" is 2 output words
 # $1000 per million tokens: a token costs $0.001, so a "hi" call (3 tokens) costs $0.003.
 PRICED = {"input_price_per_mtok": 1000, "output_price_per_mtok": 1000}
+# Routes with limits of their own (rpm 2; tpm 60), named afresh per run: Redis keeps a minute's counts.
+NARROW = "narrow-" + secrets.token_hex(4)
+METERED = "metered-" + secrets.token_hex(4)
 
 
 @pytest.fixture(scope="module", params=["local", "redis"])
@@ -47,6 +50,8 @@ def limited(
             {"name": "priced", "targets": [target(fake_upstream, **PRICED)]},
             {"name": "dead", "retries": 0, "connect_timeout_s": 1, "targets": [target(closed_port_url())]},
             {"name": "claude", "provider": "anthropic", "targets": [target(fake_upstream, "claude-fake")]},
+            {"name": NARROW, "rpm": 2, "targets": [target(fake_upstream)]},
+            {"name": METERED, "tpm": 60, "targets": [target(fake_upstream)]},
         ]
     }
     auth = {"keys": [hashlib.sha256(ADMIN.encode()).hexdigest()]}
@@ -69,12 +74,21 @@ def call(gw: Gateway, secret: str, model: str = "chat", **body: Any) -> httpx.Re
 
 
 def counted_tokens(gw: Gateway, key_id: str) -> int:
-    """The tokens the key's window holds now (Redis's count, or this process's)."""
+    """The tokens the key's (or ``route:<name>``'s) window holds now (Redis's count, or this process's)."""
     limiter = gw.app.state.llm_proxy.limiter
     if limiter.redis is None:
         return int(limiter.local._windows[key_id][1].total)
     with redis.Redis.from_url(REDIS_URL) as client:
         return int(client.get(f"gw:rl:{{{key_id}}}:tok:n") or 0)
+
+
+def counted_requests(gw: Gateway, key_id: str) -> int:
+    """The requests the key's window holds now."""
+    limiter = gw.app.state.llm_proxy.limiter
+    if limiter.redis is None:
+        return int(limiter.local._windows[key_id][0].total)
+    with redis.Redis.from_url(REDIS_URL) as client:
+        return int(client.zcard(f"gw:rl:{{{key_id}}}:req"))
 
 
 def test_requests_per_minute(limited: Gateway) -> None:
@@ -217,3 +231,52 @@ def test_anthropics_api_is_limited_in_its_own_shape(limited: Gateway) -> None:
     assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
     error = second.json()
     assert error["type"] == "error" and error["error"]["type"] == "rate_limit_error", error
+
+
+def test_a_routes_own_limits_hold_for_every_caller_and_a_refused_call_counts_nowhere(limited: Gateway) -> None:
+    """``rpm`` on a route: every caller together. The key is checked first: a call its own limits refuse takes
+    nothing of the route's; a call the route refuses gives the key's reservation back."""
+    frugal_id, frugal = make_key(limited, rpm=1)
+    plain = make_key(limited)[1]  # no limits of its own
+    first = call(limited, frugal, model=NARROW)
+    assert first.status_code == 200, first.text
+    # Both limits have 1 request left: the key's is shown (the first checked, not looser).
+    assert (first.headers["x-ratelimit-limit-requests"], first.headers["x-ratelimit-remaining-requests"]) == ("1", "0")
+    by_key = call(limited, frugal, model=NARROW)
+    assert by_key.status_code == 429 and frugal_id in by_key.json()["error"]["message"]
+    second = call(limited, plain, model=NARROW)  # the key's refusal took nothing of the route's 2
+    assert second.status_code == 200, second.text
+    assert (second.headers["x-ratelimit-limit-requests"], second.headers["x-ratelimit-remaining-requests"]) == (
+        "2",
+        "0",
+    )
+    by_route = call(limited, plain, model=NARROW)
+    assert by_route.status_code == 429
+    error = by_route.json()["error"]
+    assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+    assert f"the route {NARROW!r}" in error["message"] and "Limit 2, Used 2, Requested 1" in error["message"]
+    assert 1 <= int(by_route.headers["retry-after"]) <= 60
+    roomy_id, roomy = make_key(limited, rpm=10)
+    refused = call(limited, roomy, model=NARROW)
+    assert refused.status_code == 429 and f"the route {NARROW!r}" in refused.json()["error"]["message"]
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"  # the route's, the tighter
+    assert counted_requests(limited, roomy_id) == 0  # given back: the key may still make its 10 calls elsewhere
+    assert call(limited, roomy).headers["x-ratelimit-remaining-requests"] == "9"
+
+
+def test_a_routes_tokens_per_minute_are_reserved_and_corrected(limited: Gateway) -> None:
+    plain = make_key(limited)[1]
+    first = call(limited, plain, model=METERED, max_tokens=40)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-limit-tokens"] == "60" and first.headers["x-ratelimit-remaining-tokens"] == "20"
+    subject = f"route:{METERED}"
+    wait_until(lambda: counted_tokens(limited, subject) == 3, what="the route's reservation corrected to 3 tokens")
+    second = call(limited, plain, model=METERED, max_tokens=40)
+    assert second.status_code == 200 and second.headers["x-ratelimit-remaining-tokens"] == "17"
+    wait_until(lambda: counted_tokens(limited, subject) == 6, what="the second reservation corrected")
+    refused = call(limited, plain, model=METERED, max_tokens=55)  # 3 + 3 + 55 > 60
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "tokens" and f"the route {METERED!r}" in error["message"]
+    too_large = call(limited, plain, model=METERED, max_tokens=61)
+    assert too_large.status_code == 429 and "Request too large for the route" in too_large.json()["error"]["message"]
