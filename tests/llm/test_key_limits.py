@@ -280,3 +280,14 @@ def test_a_routes_tokens_per_minute_are_reserved_and_corrected(limited: Gateway)
     assert error["type"] == "tokens" and f"the route {METERED!r}" in error["message"]
     too_large = call(limited, plain, model=METERED, max_tokens=61)
     assert too_large.status_code == 429 and "Request too large for the route" in too_large.json()["error"]["message"]
+
+
+def test_a_routes_limits_hold_without_any_key(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    llm = {"routes": [{"name": "open", "rpm": 2, "targets": [target(fake_upstream)]}]}
+    with running_gateway(tmp_path, llm) as gw:  # auth off: no key at all
+        body = {"model": "open", **HI}
+        statuses = [httpx.post(f"{gw.v1}/chat/completions", json=body).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        refused = httpx.post(f"{gw.v1}/chat/completions", json=body)
+        assert refused.status_code == 429 and "the route 'open'" in refused.json()["error"]["message"]
+        assert refused.headers["x-ratelimit-limit-requests"] == "2" and int(refused.headers["retry-after"]) >= 1
