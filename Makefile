@@ -9,7 +9,7 @@ LATEST := .venv-latest
 LINTED := gateway prompts judges loadtest tests .ci
 TYPED  := gateway prompts judges loadtest .ci
 
-.PHONY: serve test test-latest lock lint format typecheck fuzz bench bench-llm bench-prompts bench-judges bench-keys clean
+.PHONY: serve test test-latest lock lint format typecheck fuzz fuzz-stateful bench bench-llm bench-prompts bench-judges bench-keys clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ typecheck: $(VENV)/.dev-installed
 FUZZ_EXAMPLES ?= 100
 fuzz: $(VENV)/.dev-installed
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600 tests/api/test_openapi_fuzz.py
+
+## fuzz-stateful: schemathesis's stateful phase (call sequences chained by inferred links) with a key holding every
+## scope, in rounds for FUZZ_MINUTES minutes (default 10)
+FUZZ_MINUTES ?= 10
+fuzz-stateful: $(VENV)/.dev-installed
+	FUZZ_MINUTES=$(FUZZ_MINUTES) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 7200 tests/api/test_openapi_stateful.py
 
 ## bench: the load-test harness, ~7 min (gateway batching on/off vs bare onnxruntime, hello-world, mlflow serve;
 ## iris and an MLP, 1 and 100 rows, 1/16/64 conns); flags via BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick

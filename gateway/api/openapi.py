@@ -103,7 +103,8 @@ def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]
     if entry.family == "mlflow" and entry.body is not None and list(entry.body) == ["application/json"]:
         errors.setdefault(415, _NOT_JSON)  # gateway.http.read_json_object
     for code, text in sorted(errors.items()):
-        responses[str(code)] = {"description": text, "content": error_content}
+        own = entry.error_bodies.get(code)
+        responses[str(code)] = {"description": text, "content": error_content if own is None else _content(own)}
     operation["responses"] = responses
     if entry.family == "openai":
         operation["security"] = [{"gatewayKey": []}, {}]  # a key when auth.keys is set

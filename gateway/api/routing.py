@@ -47,7 +47,7 @@ class ApiRoute:
     ``scope`` is the key scope the route requires when gateway keys are configured (gateway/keys.py, checked
     by ``authorize`` before the endpoint): None for the routes open to anyone. ``ok`` is the success status
     and its body (``also_ok``: any other success), ``errors`` the error statuses the endpoint answers with
-    what each means (every error body has the family's shape). A ``hot`` route
+    what each means (every error body has the family's shape, but those given in ``error_bodies``). A ``hot`` route
     is answered before Starlette's router when the app has no user middleware and no root path.
     """
 
@@ -64,6 +64,8 @@ class ApiRoute:
     family: ErrorFamily = "mlflow"
     hot: bool = False
     also_ok: Mapping[int, Content | None] = field(default_factory=dict)  # other success statuses and bodies
+    # error statuses whose body is not the family's error shape: /health's 503 is a health report
+    error_bodies: Mapping[int, Content] = field(default_factory=dict)
 
 
 class TableRoute(Route):

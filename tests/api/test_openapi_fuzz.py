@@ -47,10 +47,16 @@ def _error_schema(operation: Any) -> dict[str, Any]:
     raise AssertionError(f"no error response documented for {operation.label}")
 
 
-def _check(operation: Any, case: Any, response: requests.Response) -> None:
+def check_answer(operation: Any, case: Any, response: requests.Response) -> None:
+    """No 5xx but a documented dependency failure of an LLM route; an error body in its documented shape (the
+    status's own schema when the document gives one, as /health's 503; else the family's error)."""
     status = response.status_code
     what = f"{case.method} {case.formatted_path} -> {status}: {response.text[:300]}"
     family_schema = _error_schema(operation)
+    own = _own_error_schema(operation, status)
+    if own is not None:
+        jsonschema.validate(response.json(), own)
+        return
     if status >= 500:
         assert family_schema in (dict(OPENAI_ERROR), dict(ANTHROPIC_ERROR)) and status in DEPENDENCY_STATUSES, what
     if status >= 400:
@@ -61,6 +67,15 @@ def _check(operation: Any, case: Any, response: requests.Response) -> None:
             # A path or method no route takes is the router's answer, in MLflow's shape for every path.
             assert status in (404, 405), what
             jsonschema.validate(body, dict(MLFLOW_ERROR))
+
+
+def _own_error_schema(operation: Any, status: int) -> dict[str, Any] | None:
+    """The schema the document gives this error status when it is not a reference to an error family's."""
+    response = operation.definition.raw["responses"].get(str(status))
+    if status < 400 or response is None:
+        return None
+    schema = response["content"]["application/json"]["schema"]
+    return None if "$ref" in schema else dict(schema)
 
 
 def _fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session, failures: list[str]) -> int:
@@ -81,7 +96,7 @@ def _fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session, f
         calls += 1
         response = case.call(base_url=base_url, session=session, timeout=30)
         try:
-            _check(operation, case, response)
+            check_answer(operation, case, response)
         except (AssertionError, ValueError, jsonschema.ValidationError) as exc:
             failures.append(f"{mode.name} {operation.label}: {exc}")
 
