@@ -28,6 +28,9 @@ and the assessment row is the record of what was done, as a stream keeps nothing
 ``deliveries`` counts hand-outs since the job was enqueued or last retried (a retry is a fresh entry, as a
 job re-added to a stream is), so ``max_deliveries`` counts consumers that died holding it, never transient
 retries; ``attempts`` is carried across retries. A paused judge's jobs are neither claimed nor reclaimed.
+Times are the wall clock of the process that writes them (epoch ms), so replicas sharing a PostgreSQL
+store need clocks that agree to well within ``min_idle_s`` (NTP does). A claim cancelled while its
+transaction runs may still commit: its jobs then wait for a reclaim, as a dead consumer's do.
 
 Every store call runs in a thread (``asyncio.to_thread``), a batch in one transaction. ``claim`` with
 ``block_s`` polls every ``poll_interval_s`` and wakes at once when this process enqueues or resumes (other
