@@ -251,12 +251,48 @@ def _m0005_keys(conn: Connection) -> None:
     )
 
 
+def _m0006_judge_queue(conn: Connection) -> None:
+    """The embedded judge job queue (issue 12, judges/queue/local.py): one row per job not yet acked (ready,
+    delayed, claimed, or dead: a dead letter), and the judges whose jobs are paused."""
+    md = sa.MetaData()
+    sa.Table(
+        "judge_jobs",
+        md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("judge", sa.String(255), nullable=False),
+        sa.Column("job_id", sa.Text, nullable=False),
+        sa.Column("fields", sa.Text, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("consumer", sa.String(255), nullable=True),
+        sa.Column("lease", sa.String(32), nullable=True),
+        sa.Column("claimed_at", sa.BigInteger, nullable=True),
+        sa.Column("visible_at", sa.BigInteger, nullable=True),
+        sa.Column("deliveries", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("enqueued_at", sa.BigInteger, nullable=False),
+        sa.Column("dead_reason", sa.Text, nullable=True),
+        sa.Column("dead_at", sa.BigInteger, nullable=True),
+        sa.Index("ix_judge_jobs_state_id", "state", "id"),
+        sa.Index("ix_judge_jobs_state_claimed_at", "state", "claimed_at"),
+        sa.Index("ix_judge_jobs_state_visible_at", "state", "visible_at"),
+    )
+    sa.Table(
+        "judge_queue_pauses",
+        md,
+        sa.Column("judge", sa.String(255), primary_key=True),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("paused_at", sa.BigInteger, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m0001_registry,
     _m0002_prompts,
     _m0003_trace_summaries,
     _m0004_assessments,
     _m0005_keys,
+    _m0006_judge_queue,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -229,3 +229,39 @@ gateway_keys = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("rotated_at", sa.BigInteger, nullable=True),
 )
+
+# --- the embedded judge job queue (migration 6, judges/queue/local.py) ------------------------------
+
+judge_jobs = sa.Table(
+    "judge_jobs",
+    metadata,
+    # The queue's order (first in, first out) and a Delivery's handle; an integer rowid on SQLite.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("judge", sa.String(255), nullable=False),
+    sa.Column(
+        "job_id", sa.Text, nullable=False
+    ),  # JudgeJob.id (deterministic; not unique: a job may be enqueued twice)
+    sa.Column("fields", sa.Text, nullable=False),  # JSON: JudgeJob.to_fields()
+    sa.Column("state", sa.String(16), nullable=False),  # ready | delayed | claimed | dead (acked rows are deleted)
+    sa.Column("consumer", sa.String(255), nullable=True),  # who holds it (claimed) or held it last (dead)
+    sa.Column("lease", sa.String(32), nullable=True),  # the current hand-out, in the Delivery's ref
+    sa.Column("claimed_at", sa.BigInteger, nullable=True),  # epoch ms of the current hand-out
+    sa.Column("visible_at", sa.BigInteger, nullable=True),  # delayed: epoch ms when it is due again
+    sa.Column("deliveries", sa.Integer, nullable=False, server_default="0"),  # hand-outs since (re)queued
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # failures that count
+    sa.Column("enqueued_at", sa.BigInteger, nullable=False),  # epoch ms: JudgeJob.enqueued_at
+    sa.Column("dead_reason", sa.Text, nullable=True),
+    sa.Column("dead_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_judge_jobs_state_id", "state", "id"),
+    sa.Index("ix_judge_jobs_state_claimed_at", "state", "claimed_at"),
+    sa.Index("ix_judge_jobs_state_visible_at", "state", "visible_at"),
+)
+
+judge_queue_pauses = sa.Table(
+    "judge_queue_pauses",
+    metadata,
+    # One row per paused judge (a configuration failure: a 401, an unknown route); deleted on resume.
+    sa.Column("judge", sa.String(255), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("paused_at", sa.BigInteger, nullable=False),  # epoch ms
+)

@@ -179,3 +179,43 @@ def test_failed_migration_leaves_the_previous_version(store_url: str) -> None:
             assert current_version(conn) == len(MIGRATIONS)
     finally:
         engine.dispose()
+
+
+def test_version_5_database_moves_to_6_with_the_judge_queue(store_url: str) -> None:
+    """Migration 6 (the embedded judge queue's tables) over a store that already holds keys and traces."""
+    import asyncio
+    import time
+
+    from gateway.store.keys import KeyStore
+    from gateway.store.traces import TraceFilters, TraceStore
+    from judges.queue.jobs import JudgeJob
+    from judges.queue.local import LocalJobQueue
+    from tests.telemetry.test_trace_store import row
+
+    engine = open_engine(store_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:5]) == 5
+        assert not {"judge_jobs", "judge_queue_pauses"} & _tables(engine)
+        KeyStore(engine).create("0123456789ab", "app-a", "f" * 64, "gw_abcdefg", ["llm"], rpm=5)
+        TraceStore(engine).insert_many([row(1)])
+
+        assert migrate(engine) == SCHEMA_VERSION
+        assert {"judge_jobs", "judge_queue_pauses"} <= _tables(engine)
+        assert [k.name for k in KeyStore(engine).load()] == ["app-a"]
+        assert len(TraceStore(engine).search(TraceFilters()).summaries) == 1
+
+        async def round_trip() -> list[str]:
+            queue = LocalJobQueue(engine)  # the store's own engine: closing the queue leaves it open
+            job = JudgeJob(kind="online", judge="safety", enqueued_at=time.time(), trace_id=f"{1:032x}")
+            await queue.enqueue([job, job])  # the same job twice: two rows (the assessment id dedupes)
+            claimed = await queue.claim("worker-a", 5, 0)
+            await queue.pause("safety", "401 from route judge")
+            await queue.close()
+            return [d.job.id for d in claimed]
+
+        assert asyncio.run(round_trip()) == [f"online:{1:032x}:-:safety"] * 2
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM judge_jobs WHERE state = 'claimed'")).scalar() == 2
+            assert conn.execute(sa.text("SELECT reason FROM judge_queue_pauses")).scalar() == "401 from route judge"
+    finally:
+        engine.dispose()
