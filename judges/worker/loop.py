@@ -176,6 +176,9 @@ class JudgeWorker:
             outcome = {DUPLICATE: "duplicate", EXISTING: "existing"}.get(result.status, "written")
             if result.status == DUPLICATE:
                 logger.info("Judge job %s: a duplicate judge call (another run wrote first)", job.id)
+                metrics.DUPLICATE_CALLS.inc((job.judge, "concurrent"))
+            elif result.calls and delivery.deliveries > 1:
+                metrics.DUPLICATE_CALLS.inc((job.judge, "redelivered"))
             await self._done(delivery, outcome)
 
     async def _judge(self, delivery: Delivery) -> RunResult:

@@ -7,6 +7,10 @@
   call's own trace, never judged), ``expired`` (past ``max_job_age_s``: an error assessment);
 - ``gateway_judge_jobs_retried_total{judge, reason}``: ``transient`` (429, 5xx, timeouts: no attempt
   used), ``not_ready`` (the trace is not stored yet), ``failed`` (an attempt used);
+- ``gateway_judge_duplicate_calls_total{judge, reason}``: judge calls that may repeat an earlier one:
+  ``concurrent`` (the row was written by another run of the job while this one called the judge: two
+  workers held it), ``redelivered`` (a job delivered again, its earlier holder gone, called the judge:
+  the earlier one may have called it too and died before writing);
 - ``gateway_judge_paused_total{judge}``: pauses for a configuration failure;
 - ``gateway_judge_dead_letters_total{judge}``: jobs moved to the dead letters;
 - ``gateway_judge_job_wait_seconds{judge}``: enqueue to start (each delivery);
@@ -32,6 +36,11 @@ JOBS = metrics.counter(
 RETRIED = metrics.counter(
     "gateway_judge_jobs_retried_total",
     "Judge jobs handed back for later, by reason (transient, not_ready, failed).",
+    (LABEL_JUDGE, "reason"),
+)
+DUPLICATE_CALLS = metrics.counter(
+    "gateway_judge_duplicate_calls_total",
+    "Judge calls that may repeat an earlier call of the same job, by reason (concurrent, redelivered).",
     (LABEL_JUDGE, "reason"),
 )
 PAUSED = metrics.counter(

@@ -14,7 +14,6 @@ in the queue, reclaimed by another worker after ``judges.queue.min_idle_s``); ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -102,6 +101,8 @@ def outcomes() -> dict[str, int]:
     for labels, value in metrics.RETRIED.samples():
         key = f"retried_{labels[1]}"
         totals[key] = totals.get(key, 0) + int(value)
-    with contextlib.suppress(Exception):
-        totals["dead_letters"] = int(sum(value for _, value in metrics.DEAD_LETTERS.samples()))
+    for labels, value in metrics.DUPLICATE_CALLS.samples():
+        key = f"duplicate_calls_{labels[1]}"
+        totals[key] = totals.get(key, 0) + int(value)
+    totals["dead_letters"] = int(sum(value for _, value in metrics.DEAD_LETTERS.samples()))
     return totals
