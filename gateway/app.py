@@ -51,6 +51,7 @@ from judges.api import start_judges
 from judges.evaluation_routes import EVALUATION_ROUTES
 from judges.evaluations import start_evaluations
 from judges.routes import JUDGE_ROUTES
+from judges.worker.embedded import start_embedded_worker
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
 from prompts.linking import make_renderer
@@ -275,6 +276,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             settings, app.state.judges, llm_proxy, telemetry.traces, resume=resume_evaluations
         )
 
+        # Queued judge jobs (judges/worker/): with redis_url and judges.workers embedded, this process runs a worker.
+        judge_worker = start_embedded_worker(settings.judges, settings.redis_url, app.state.judges, telemetry.traces)
+        app.state.judge_queue = judge_worker.queue if judge_worker is not None else None
+
         async def on_store_change() -> None:
             await state.refresh_view()
             await prompt_cache.refresh()
@@ -321,6 +326,8 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if judge_worker is not None:  # jobs in hand: finished within its grace, else reclaimed by another
+                await judge_worker.close()
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
             await state.pool.close()
             await llm_proxy.close()

@@ -25,7 +25,9 @@ from gateway.store.assessments import AssessmentStore
 from gateway.store.registry import RegistryStore
 from judges.queue.jobs import EVALUATION, JudgeJob
 from judges.queue.redis_streams import RedisStreamsQueue
+from tests.conftest import REDIS_URL
 from tests.judges.worker_procs import (
+    FAST_QUEUE,
     ROOT,
     count_assessments,
     online_job,
@@ -35,7 +37,7 @@ from tests.judges.worker_procs import (
     workers,
     write_config,
 )
-from tests.llm.conftest import FakeUpstream, wait_until
+from tests.llm.conftest import FakeUpstream, running_gateway, target, wait_until
 from tests.llm.conftest import fake_upstream as fake_upstream  # noqa: F401 (a fixture, used by name)
 from tests.llm.conftest import upstream as upstream  # noqa: F401 (a fixture, used by name)
 
@@ -232,3 +234,22 @@ def test_worker_concurrency_must_be_positive(value: str) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "--concurrency" in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["embedded", "external"])
+def test_a_gateway_runs_a_worker_in_process_unless_workers_are_external(
+    tmp_path: Path, upstream: FakeUpstream, redis_prefix: str, mode: str
+) -> None:
+    store_uri = _store_uri(tmp_path)
+    traces = store_calls(store_uri, 3)
+    llm = {"routes": [{"name": "judge", "retries": 0, "targets": [target(upstream)]}]}
+    judges = {"route": "judge", "workers": mode, "queue": {"key_prefix": redis_prefix, **FAST_QUEUE}}
+    with running_gateway(tmp_path, llm, redis_url=REDIS_URL, judges=judges) as gateway:
+        run(lambda q: q.enqueue([online_job(t) for t in traces]), redis_prefix)
+        if mode == "embedded":
+            assert gateway.app.state.judge_queue is not None
+            wait_until(lambda: count_assessments(store_uri) == 3, timeout_s=20, what="3 assessments")
+            wait_until(lambda: _depth(redis_prefix) == 0, timeout_s=10, what="an empty queue")
+        else:
+            assert gateway.app.state.judge_queue is None
+            assert _depth(redis_prefix) == 3 and count_assessments(store_uri) == 0
