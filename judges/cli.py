@@ -1,5 +1,6 @@
 """``gateway judges create|list|show``: custom judges and what every judge is, against the store;
-``gateway judges worker``: a process running queued judge jobs (judges/worker/process.py).
+``gateway judges worker``: a process running queued judge jobs (judges/worker/process.py);
+``gateway judges queue|resume``: the queue's state, a paused judge resumed (judges/queue_cli.py).
 
 Like ``gateway prompts``, the commands talk to the store directly (``--store-uri`` /
 ``GATEWAY_STORE_URI``, the embedded SQLite store by default) and, when ``redis_url`` is set, tell running
@@ -72,6 +73,10 @@ def add_commands(commands: Any, add_store_options: AddStoreOptions) -> None:
                         help="On SIGTERM, how long the jobs in hand may take to finish (default 10).")  # fmt: skip
     add_store_options(worker)
 
+    from judges.queue_cli import add_commands as add_queue_commands
+
+    add_queue_commands(actions, add_store_options)
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -88,6 +93,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from judges.worker.process import run_worker
 
         return run_worker(settings, concurrency=args.concurrency, grace_s=args.grace_s)
+    if args.judges_command in ("queue", "resume"):
+        from judges.queue_cli import run as run_queue
+
+        return run_queue(args, settings)
     from prompts.cache import PromptCache
     from prompts.store import PromptStore
 

@@ -83,6 +83,9 @@ class JudgeWorker:
         try:
             while not stop.is_set():
                 await self._slots.acquire()
+                if stop.is_set():  # stopped while every slot was busy: claim nothing more
+                    self._slots.release()
+                    break
                 free = 1 + self._free_slots()
                 try:
                     deliveries = await self.queue.claim(self.consumer, free, self.settings.claim_block_s)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -167,14 +168,22 @@ def test_unauthorized_judge_route_pauses_the_judge_and_resume_completes_its_jobs
         run(lambda q: q.enqueue([online_job(t) for t in traces]), redis_prefix)
         paused = wait_until(lambda: run(lambda q: q.paused(), redis_prefix), timeout_s=20, what="the pause")
         assert "401" in paused["safety"], paused
-        (stats,) = run(lambda q: q.stats(), redis_prefix)
-        assert stats.paused == paused["safety"] and stats.depth == 3  # every job kept
+        (stats,) = json.loads(_gateway("judges", "queue", "--json", "--config", str(config)).stdout)["judges"]
+        assert stats["paused"] == paused["safety"] and stats["depth"] == 3  # every job kept
         assert count_assessments(store_uri) == 0
-        run(lambda q: q.resume("safety"), redis_prefix)
+        resumed = _gateway("judges", "resume", "safety", "--config", str(config))
+        assert "resumed" in resumed.stdout
         wait_until(lambda: count_assessments(store_uri) == 3, timeout_s=20, what="3 assessments after resume")
         assert worker.stop() == 0
     assert all(r["error_code"] is None for r in _assessments(store_uri))
     assert "paused" in worker.log()
+
+
+def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_kill_9_one_of_two_workers_every_job_judged_exactly_once(
