@@ -30,6 +30,7 @@ from tests.conftest import REDIS_URL
 from tests.judges.worker_procs import (
     FAST_QUEUE,
     ROOT,
+    TcpProxy,
     count_assessments,
     online_job,
     redis_prefix,
@@ -217,6 +218,35 @@ def test_kill_9_one_of_two_workers_every_job_judged_exactly_once(
     duplicates = outcomes.get("duplicate_calls_redelivered", 0) + outcomes.get("duplicate_calls_concurrent", 0)
     assert judge_calls - 300 <= duplicates, (judge_calls, outcomes)
     assert outcomes.get("written", 0) + outcomes.get("existing", 0) + outcomes.get("duplicate", 0) < 300
+
+
+def test_redis_cut_off_mid_run_no_job_lost_or_doubled(
+    tmp_path: Path, upstream: FakeUpstream, redis_prefix: str
+) -> None:
+    """Redis unreachable for 2 s in the middle of 120 jobs (every connection dropped, as a restart does): the
+    worker keeps going once it is back; replies lost with the connections (entries delivered but never
+    received, acks whose answer was lost) are reclaimed: every job ends with exactly one assessment."""
+    store_uri = _store_uri(tmp_path)
+    traces = store_calls(store_uri, 120)
+    proxy = TcpProxy()
+    try:
+        config = write_config(tmp_path, upstream, redis_prefix, "fake-model@delay=0.02", redis_url=proxy.url)
+        with workers(config, concurrency=4) as (worker,):
+            run(lambda q: q.enqueue([online_job(t) for t in traces]), redis_prefix)
+            wait_until(lambda: count_assessments(store_uri) >= 20, timeout_s=30, what="20 assessments")
+            proxy.cut()
+            wait_until(lambda: "unavailable" in worker.log().lower(), timeout_s=20, what="the worker to see it")
+            cut_at = count_assessments(store_uri)
+            time.sleep(2)  # the outage's length (a scenario, not a measurement)
+            proxy.restore()
+            wait_until(lambda: count_assessments(store_uri) == 120, timeout_s=60, what="120 assessments")
+            wait_until(lambda: _depth(redis_prefix) == 0, timeout_s=20, what="an empty queue")
+            assert worker.stop() == 0, worker.log()
+    finally:
+        proxy.close()
+    rows = _assessments(store_uri)
+    assert len(rows) == 120 and sorted(str(r["trace_id"]) for r in rows) == sorted(traces)
+    assert cut_at < 120, "the run ended before Redis was cut"
 
 
 def test_worker_without_redis_url_exits_2_naming_it(tmp_path: Path) -> None:

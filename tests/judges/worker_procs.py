@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -109,12 +110,14 @@ def count_assessments(store_uri: str, name: str = "safety") -> int:
         store.close()
 
 
-def write_config(tmp_path: Path, upstream: FakeUpstream, prefix: str, model: str, **queue: Any) -> Path:
+def write_config(
+    tmp_path: Path, upstream: FakeUpstream, prefix: str, model: str, redis_url: str = REDIS_URL, **queue: Any
+) -> Path:
     """A configuration: the store in ``tmp_path``, Redis, route ``judge`` to the fake upstream's ``model``
     (no retries in the proxy: the worker's retries are under test), the built-in judges on it."""
     config = {
         "store_uri": f"sqlite:///{tmp_path}/store.db",
-        "redis_url": REDIS_URL,
+        "redis_url": redis_url,
         "log_level": "info",
         "llm": {"routes": [{"name": "judge", "retries": 0, "targets": [target(upstream, model)]}]},
         "judges": {"route": "judge", "queue": {"key_prefix": prefix, **FAST_QUEUE, **queue}},
@@ -191,3 +194,61 @@ def redis_prefix() -> Iterator[str]:
     chosen = unique_prefix()
     yield chosen
     run(lambda queue: queue.delete_all(), chosen)
+
+
+class TcpProxy:
+    """A loopback TCP proxy to Redis that a test can cut (every connection dropped, new ones closed at
+    once, as a Redis restart looks to its clients) and restore; ``url`` is the Redis URL through it."""
+
+    def __init__(self, target_port: int = 6379) -> None:
+        self.target_port = target_port
+        self.open = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop
+        ).result(5)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+    def cut(self) -> None:
+        def drop() -> None:
+            self.open = False
+            for writer in list(self._writers):
+                writer.close()
+
+        self._loop.call_soon_threadsafe(drop)
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe(lambda: setattr(self, "open", True))
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
