@@ -187,14 +187,21 @@ class RedisStreamsQueue:
             await asyncio.sleep(block_s)
             return []
         per_stream = max(1, -(-count // len(active)))
-        async with self._bounded(block_s):
-            answer: Any = await self._client.xreadgroup(
-                GROUP,
-                consumer,
-                dict.fromkeys((self.stream_key(judge) for judge in active), ">"),
-                count=per_stream,
-                block=max(1, int(block_s * 1000)),
-            )
+        try:
+            async with self._bounded(block_s):
+                answer: Any = await self._client.xreadgroup(
+                    GROUP,
+                    consumer,
+                    dict.fromkeys((self.stream_key(judge) for judge in active), ">"),
+                    count=per_stream,
+                    block=max(1, int(block_s * 1000)),
+                )
+        except ResponseError as exc:  # NOGROUP: a stream deleted, or a Redis restarted without its data
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning("Judge queue: %s; making the consumer groups again", exc)
+            self._groups.clear()
+            return []
         deliveries: list[Delivery] = []
         for stream, entries in answer or []:
             for entry_id, fields in entries:

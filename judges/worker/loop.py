@@ -94,6 +94,11 @@ class JudgeWorker:
                     logger.warning("Judge worker %s: %s; retrying in %g s", self.consumer, exc, QUEUE_RETRY_S)
                     await _wait(stop, QUEUE_RETRY_S)
                     continue
+                except Exception:  # a Redis error answer, a bug: never the end of the worker
+                    self._slots.release()
+                    logger.exception("Judge worker %s: claim failed; retrying in %g s", self.consumer, QUEUE_RETRY_S)
+                    await _wait(stop, QUEUE_RETRY_S)
+                    continue
                 self._slots.release()
                 for delivery in deliveries:
                     await self.submit(delivery)
@@ -131,6 +136,9 @@ class JudgeWorker:
                 reclaimed = await self.queue.reclaim(self.consumer, settings.min_idle_s, settings.max_deliveries)
             except QueueUnavailable as exc:
                 logger.warning("Judge worker %s: reclaim failed: %s", self.consumer, exc)
+                continue
+            except Exception:
+                logger.exception("Judge worker %s: reclaim failed", self.consumer)
                 continue
             if reclaimed:
                 logger.info("Judge worker %s: reclaimed %d job(s) of stopped workers", self.consumer, len(reclaimed))

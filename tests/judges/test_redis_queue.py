@@ -192,3 +192,20 @@ def test_a_redis_that_does_not_answer_is_unavailable_in_bounded_time() -> None:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def test_a_redis_that_lost_its_data_gets_its_groups_back(prefix: str) -> None:
+    """Redis restarted without its data: the consumer groups this process made are gone; the next claim
+    makes them again and the jobs enqueued since are delivered."""
+
+    async def work(queue: RedisStreamsQueue) -> None:
+        await queue.enqueue([online_job("3" * 32)])
+        (first,) = await queue.claim("c1", 1, 0.1)
+        await queue.ack(first)
+        await queue._client.delete(queue.stream_key("safety"))  # the data lost
+        await queue.enqueue([online_job("4" * 32)])  # the stream again, without its group
+        assert await queue.claim("c1", 1, 0.05) == []  # NOGROUP: the groups are made again
+        (again,) = await queue.claim("c1", 1, 0.1)
+        assert again.job.trace_id == "4" * 32
+
+    run(work, prefix)
