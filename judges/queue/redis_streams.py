@@ -286,6 +286,21 @@ class RedisStreamsQueue:
                         break
         return deliveries
 
+    async def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        """Keep jobs in hand from looking abandoned: their idle time back to 0 (``XCLAIM ... JUSTID``, which
+        leaves the delivery count alone), so a job that runs longer than ``min_idle_s`` is not reclaimed
+        from a live worker."""
+        if not deliveries:
+            return
+        by_stream: dict[str, list[Any]] = {}
+        for delivery in deliveries:
+            by_stream.setdefault(self.stream_key(delivery.job.judge), []).append(delivery.ref)
+        async with self._bounded():
+            pipe = self._client.pipeline(transaction=False)
+            for stream, refs in by_stream.items():
+                pipe.xclaim(stream, GROUP, consumer, 0, refs, justid=True)
+            await pipe.execute(raise_on_error=False)
+
     async def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
         """How many times each entry has been delivered (XPENDING's delivery count)."""
         pipe = self._client.pipeline(transaction=False)

@@ -19,7 +19,9 @@ What went wrong decides what happens to the job:
   ``max_deliveries`` attempts, or delivered more than ``max_deliveries`` times (its workers kept dying
   on it), an error assessment is written and the job goes to the dead letters.
 
-A reclaimer task (``reclaim_interval_s``) takes the jobs of dead workers, idle past ``min_idle_s``. On
+A reclaimer task (``reclaim_interval_s``) takes the jobs of dead workers, idle past ``min_idle_s``; it
+first touches this worker's jobs in hand (Redis: their idle time reset, the delivery count left alone), so
+that a job running longer than ``min_idle_s`` is not taken from a live worker. On
 ``stop``: no more claims; the jobs in hand get ``grace_s`` to finish, then are cancelled and stay pending
 in the queue (another worker reclaims them).
 """
@@ -32,7 +34,8 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, Protocol, runtime_checkable
 
 from sqlalchemy.exc import OperationalError
 
@@ -50,6 +53,14 @@ DEAD_LETTER: Final = "dead_letter"  # the error code of a job given up after max
 PAUSED_RETRY_S: Final = 1.0  # a job of a judge just paused goes back this soon (it waits for resume)
 QUEUE_RETRY_S: Final = 1.0  # a worker that cannot reach the queue waits this long before trying again
 _TRACKED_JOBS: Final = 10_000  # transient retry counts kept per job id in this process (for the backoff)
+
+
+@runtime_checkable
+class KeepsJobsInHand(Protocol):
+    """A queue whose jobs in hand must be touched now and then, or they look abandoned after
+    ``min_idle_s`` (Redis Streams: idle time); a queue without it has no such clock to reset."""
+
+    async def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None: ...
 
 
 class JudgeWorker:
@@ -76,6 +87,7 @@ class JudgeWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._retries: OrderedDict[str, int] = OrderedDict()  # job id -> transient retries in this process
+        self._in_hand: dict[str, Delivery] = {}  # ref -> the delivery being run
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set, then drain (``grace_s``) and return."""
@@ -111,7 +123,10 @@ class JudgeWorker:
         return max(0, self.concurrency - len(self._tasks) - 1)
 
     async def submit(self, delivery: Delivery) -> None:
-        """Run ``delivery`` in a task when a slot is free (waits for one)."""
+        """Run ``delivery`` in a task when a slot is free (waits for one); not when it is in hand already."""
+        if delivery.ref in self._in_hand:
+            return
+        self._in_hand[delivery.ref] = delivery
         await self._slots.acquire()
         task = asyncio.create_task(self._run_one(delivery), name=f"judge-job:{delivery.job.id}")
         self._tasks.add(task)
@@ -127,11 +142,19 @@ class JudgeWorker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _reclaim_loop(self, stop: asyncio.Event) -> None:
+        """Every ``reclaim_interval_s`` (or a third of ``min_idle_s`` when that is shorter): touch the jobs
+        in hand (so none of them looks abandoned), then take those of dead workers."""
         settings = self.settings
+        interval = min(settings.reclaim_interval_s, settings.min_idle_s / 3)
         while not stop.is_set():
-            await _wait(stop, settings.reclaim_interval_s)
+            await _wait(stop, interval)
             if stop.is_set():
                 return
+            if isinstance(self.queue, KeepsJobsInHand) and self._in_hand:
+                try:
+                    await self.queue.touch(self.consumer, list(self._in_hand.values()))
+                except Exception as exc:
+                    logger.warning("Judge worker %s: touching the jobs in hand failed: %s", self.consumer, exc)
             try:
                 reclaimed = await self.queue.reclaim(self.consumer, settings.min_idle_s, settings.max_deliveries)
             except QueueUnavailable as exc:
@@ -162,6 +185,7 @@ class JudgeWorker:
             logger.exception("Judge job %s: unexpected failure handling it", delivery.job.id)
         finally:
             metrics.RUNNING.dec(labels)
+            self._in_hand.pop(delivery.ref, None)
             self._slots.release()
 
     async def _handle(self, delivery: Delivery) -> None:

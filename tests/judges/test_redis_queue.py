@@ -209,3 +209,17 @@ def test_a_redis_that_lost_its_data_gets_its_groups_back(prefix: str) -> None:
         assert again.job.trace_id == "4" * 32
 
     run(work, prefix)
+
+
+def test_touched_jobs_in_hand_are_not_reclaimed_and_keep_their_delivery_count(prefix: str) -> None:
+    async def work(queue: RedisStreamsQueue) -> None:
+        await queue.enqueue([online_job("5" * 32)])
+        (held,) = await queue.claim("live", 1, 0.1)
+        for _ in range(3):  # a job that runs longer than min_idle_s (1 s), its holder alive and touching it
+            await asyncio.sleep(0.4)
+            await queue.touch("live", [held])
+            assert await queue.reclaim("other", 1.0, 3) == []
+        (pending,) = await queue._client.xpending_range(queue.stream_key("safety"), GROUP, "-", "+", 10)
+        assert (pending["consumer"], pending["times_delivered"]) == ("live", 1)
+
+    run(work, prefix)
