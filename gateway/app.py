@@ -35,6 +35,7 @@ from gateway.http_protocol import configure as configure_http
 from gateway.key_admin import KeySync
 from gateway.keys import GatewayKeys
 from gateway.limits.limiter import KeyLimiter
+from gateway.llm.prompt_link import PromptRenderer
 from gateway.llm.proxy import LlmProxy
 from gateway.llm.response_pins import make_pins
 from gateway.serving.model import load_model
@@ -45,11 +46,12 @@ from gateway.store.keys import KeyStore
 from gateway.store.notify import KEYS_CHANGED, ChangeNotifier
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
-from gateway.telemetry.setup import build_telemetry, check_otel_environment
+from gateway.telemetry.setup import Telemetry, build_telemetry, check_otel_environment
 from judges.api import start_judges
 from judges.evaluation_routes import EVALUATION_ROUTES
 from judges.evaluations import start_evaluations
 from judges.routes import JUDGE_ROUTES
+from judges.worker.embedded import start_embedded_worker
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
 from prompts.linking import make_renderer
@@ -254,21 +256,14 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             app.keys = keys if keys.enabled else None
         await state.refresh_view()
         # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
-        prompt_cache = PromptCache(PromptStore(store.engine))
-        await asyncio.to_thread(prompt_cache.refresh_sync)
-        app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
+        prompt_cache, app.state.prompts = await open_prompts(store, notify=state.registry_changed)
         # MLflow's registry API reaches prompts through this (gateway/api/mlflow_registry.py).
         app.state.mlflow_prompts = PromptBackend(app.state.prompts)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
-        # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider; which
-        # target created each stored response (Responses API) in Redis, else in a file the workers share, else here.
         limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)
         key_sync.on_loaded = limiter.sync_spend  # the budgeted keys' spend, from the store's record
         await key_sync.refresh()
-        llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, app.state.prompt_renderer)
-        llm_proxy.limiter = limiter
-        llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())
-        await llm_proxy.start()
+        llm_proxy = await open_llm_proxy(settings, keys, telemetry, app.state.prompt_renderer, limiter)
         app.state.llm_proxy = llm_proxy
         # LLM judges (judges/): the built-ins seeded as prompts judges.<name>, their catalog, and the runner
         # that calls them through this proxy and writes assessments.
@@ -280,6 +275,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         evaluations = app.state.evaluations = await start_evaluations(
             settings, app.state.judges, llm_proxy, telemetry.traces, resume=resume_evaluations
         )
+
+        # Queued judge jobs (judges/worker/): with redis_url and judges.workers embedded, this process runs a worker.
+        judge_worker = start_embedded_worker(settings.judges, settings.redis_url, app.state.judges, telemetry.traces)
+        app.state.judge_queue = judge_worker.queue if judge_worker is not None else None
 
         async def on_store_change() -> None:
             await state.refresh_view()
@@ -327,6 +326,8 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if judge_worker is not None:  # jobs in hand: finished within its grace, else reclaimed by another
+                await judge_worker.close()
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
             await state.pool.close()
             await llm_proxy.close()
@@ -341,6 +342,34 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
     app = GatewayApp(table, lifespan)
     app.state.openapi_json = orjson.dumps(openapi_document(table))  # served by GET /openapi.json
     return app
+
+
+async def open_prompts(
+    store: RegistryStore, *, notify: Callable[[], Awaitable[None]] | None = None
+) -> tuple[PromptCache, prompts_api.PromptsState]:
+    """The prompt cache over ``store``, loaded, and the prompt API's state over it (``notify``: tell the
+    other replicas after a write). Shared by the app's lifespan and ``gateway judges worker``."""
+    prompt_cache = PromptCache(PromptStore(store.engine))
+    await asyncio.to_thread(prompt_cache.refresh_sync)
+    return prompt_cache, prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=notify)
+
+
+async def open_llm_proxy(
+    settings: Settings,
+    keys: GatewayKeys,
+    telemetry: Telemetry,
+    renderer: PromptRenderer,
+    limiter: KeyLimiter | None = None,
+) -> LlmProxy:
+    """The LLM proxy, started: one shared aiohttp session per upstream base URL, spans on ``telemetry``'s
+    provider; which target created each stored response (Responses API) in Redis, else in a file the
+    workers share, else here. Shared by the app's lifespan and ``gateway judges worker``."""
+    llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, renderer)
+    if limiter is not None:
+        llm_proxy.limiter = limiter
+    llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())
+    await llm_proxy.start()
+    return llm_proxy
 
 
 def _redact(uri: str) -> str:

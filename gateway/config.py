@@ -322,7 +322,7 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "judges",
         mapping,
-        "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items} "
+        "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items, workers, queue} "
         "(see docs/configuration.md).",
     ),
 )

@@ -8,12 +8,14 @@ judges:
   route_concurrency: 8    # judge calls in flight per LLM route, per process
   concurrency: 16         # evaluation jobs in flight, per process
   max_trace_items: 1000   # most stored traces one evaluation run may take (the cap is named in its answer)
+  workers: embedded       # and queue: {...}: the judge job queue (gateway/judge_queue_settings.py)
 ```
 
 ``route`` has no default: a built-in judge asked for while it is unset is refused with a 400 naming
 ``judges.route``, not sent somewhere by guess. A custom judge names its own route.
 
-Imports nothing of ours but gateway/config_values.py, so that gateway/config.py can import it (the
+Imports nothing of ours but gateway/config_values.py (and gateway/judge_queue_settings.py, which
+imports only that), so that gateway/config.py can import it (the
 recipe in its docstring).
 """
 
@@ -24,8 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway.config_values import ConfigError, integer, keys_of, optional_text, positive
+from gateway.judge_queue_settings import EMBEDDED, JudgeQueueSettings, parse_queue_settings, parse_worker_mode
 
-_KEYS = ("route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items")
+_KEYS = ("route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", "queue", "workers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,8 @@ class JudgesSettings:
     route_concurrency: int = 8
     concurrency: int = 16
     max_trace_items: int = 1000
+    queue: JudgeQueueSettings = JudgeQueueSettings()
+    workers: str = EMBEDDED  # embedded | external
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
@@ -44,7 +49,10 @@ class JudgesSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JudgesSettings:
-        return cls(**data)
+        values = dict(data)
+        if isinstance(values.get("queue"), Mapping):
+            values["queue"] = JudgeQueueSettings.from_dict(values["queue"])
+        return cls(**values)
 
 
 def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
@@ -61,4 +69,7 @@ def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
     for key in ("route_concurrency", "concurrency", "max_trace_items"):
         if key in data:
             values[key] = integer(1)(f"judges.{key}", data[key])
+    values["queue"] = parse_queue_settings(data.get("queue"))
+    if "workers" in data:
+        values["workers"] = parse_worker_mode(data["workers"])
     return JudgesSettings(**values)

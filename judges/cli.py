@@ -1,4 +1,6 @@
-"""``gateway judges create|list|show``: custom judges and what every judge is, against the store.
+"""``gateway judges create|list|show``: custom judges and what every judge is, against the store;
+``gateway judges worker``: a process running queued judge jobs (judges/worker/process.py);
+``gateway judges queue|resume``: the queue's state, a paused judge resumed (judges/queue_cli.py).
 
 Like ``gateway prompts``, the commands talk to the store directly (``--store-uri`` /
 ``GATEWAY_STORE_URI``, the embedded SQLite store by default) and, when ``redis_url`` is set, tell running
@@ -60,8 +62,41 @@ def add_commands(commands: Any, add_store_options: AddStoreOptions) -> None:
     show.add_argument("--json", action="store_true", help="Print JSON.")
     add_store_options(show)
 
+    worker = actions.add_parser(
+        "worker",
+        help="Run queued judge jobs (online evaluation, backfills) from the Redis Streams queue; needs redis_url.",
+        description="Runs until SIGTERM or SIGINT: then takes no more jobs, finishes those in hand within "
+        "--grace-s (the others stay queued for another worker) and exits 0. Settings: judges.queue.",
+    )
+    worker.add_argument("--concurrency", type=_positive_int, default=8, metavar="N", help="Jobs in hand (default 8).")
+    worker.add_argument("--grace-s", type=float, default=10.0, metavar="S",
+                        help="On SIGTERM, how long the jobs in hand may take to finish (default 10).")  # fmt: skip
+    add_store_options(worker)
+
+    from judges.queue_cli import add_commands as add_queue_commands
+
+    add_queue_commands(actions, add_store_options)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.judges_command == "worker":
+        from judges.worker.process import run_worker
+
+        return run_worker(settings, concurrency=args.concurrency, grace_s=args.grace_s)
+    if args.judges_command in ("queue", "resume"):
+        from judges.queue_cli import run as run_queue
+
+        return run_queue(args, settings)
     from prompts.cache import PromptCache
     from prompts.store import PromptStore
 

@@ -23,6 +23,14 @@ as an error assessment with ``error_code`` ``timeout``.
 ``run`` never raises for what a judge or an upstream does: every such outcome is an assessment. What it
 does raise is the store failing (the job should then be retried, and step 1 makes that safe) and
 cancellation.
+
+The queue's workers (judges/worker.py) call ``judge_once(..., raise_failures=True)`` instead: the same
+steps, but a failure that another try may not have (``rate_limited``, ``upstream_error``, ``timeout``:
+429, 5xx, connection errors) raises :class:`JudgeCallDeferred` (with the upstream's ``Retry-After``),
+and one the judge's configuration causes (``no_route``, ``unknown_route``, the route's upstream answering
+401, 403 or 404) raises :class:`JudgeMisconfigured`, with nothing written: the worker retries the job or
+pauses the judge. Its :class:`RunResult` also says whether the judge was called and who wrote the row
+(a ``duplicate``: this run called the judge, and found the row written by another run of the same job).
 """
 
 from __future__ import annotations
@@ -64,6 +72,15 @@ TIMEOUT: Final = "timeout"
 RATE_LIMITED: Final = "rate_limited"
 UPSTREAM_REFUSED: Final = "upstream_refused"
 UPSTREAM_ERROR: Final = "upstream_error"
+# JudgeRunner.judge_once's results: the row existed (no call), this run wrote it, or another run wrote it
+# first, after this one called the judge (a duplicate call) or without a call.
+EXISTING: Final = "existing"
+WRITTEN: Final = "written"
+DUPLICATE: Final = "duplicate"
+LOST: Final = "lost"
+TRANSIENT_CODES: Final = frozenset({RATE_LIMITED, UPSTREAM_ERROR, TIMEOUT})
+# The route's upstream refusing the route itself (a bad key, a wrong model or URL): the judge's configuration.
+_CONFIGURATION_STATUSES: Final = frozenset({"UPSTREAM_401", "UPSTREAM_403", "UPSTREAM_404"})
 # The outer bound is a backstop behind the proxy's own deadline (call_timeout_s), which ends the call first.
 BACKSTOP_S: Final = 1.0
 
@@ -98,6 +115,8 @@ class _Outcome:
     calls: list[Completion] = dataclasses.field(default_factory=list)
     failed_trace_id: str | None = None  # the last call that got no usable answer: its own trace
     failed_attempts: int = 0  # the upstream attempts of the calls that got no answer
+    retry_after_s: float | None = None  # the upstream's Retry-After on the last failure
+    configuration: bool = False  # the last failure was the route's upstream refusing the route (401/403/404)
     call_count: int = 0
     duration_s: float = 0.0
     route: str | None = None
@@ -105,6 +124,33 @@ class _Outcome:
     def failed(self, code: str, message: str) -> _Outcome:
         self.error_code, self.error_message = code, message
         return self
+
+
+class JudgeCallDeferred(Exception):
+    """(``raise_failures``) A judge call failed in a way another try may not: retry the job later, no
+    sooner than ``retry_after_s`` when the upstream said so."""
+
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.retry_after_s = code, message, retry_after_s
+
+
+class JudgeMisconfigured(Exception):
+    """(``raise_failures``) The judge cannot run as configured (no route, an unknown route, the route's
+    upstream refusing it with 401/403/404): pause the judge, keep its jobs."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunResult:
+    """What ``judge_once`` did: the assessment and ``status`` (EXISTING, WRITTEN, DUPLICATE, LOST)."""
+
+    assessment: Assessment
+    status: str
+    calls: int = 0
 
 
 class JudgeRunner:
@@ -129,18 +175,35 @@ class JudgeRunner:
         """The assessment of ``item`` by ``judge`` (``item``: ``inputs``, ``outputs``, ``expectations``):
         the one already stored under its id, or a new one, written. Never raises for a judge's or an
         upstream's failure (those are error assessments)."""
+        result = await self.judge_once(judge, item, target=target, evaluation_id=evaluation_id)
+        return result.assessment
+
+    async def judge_once(
+        self,
+        judge: Judge,
+        item: Mapping[str, Any],
+        *,
+        target: Target,
+        evaluation_id: str | None = None,
+        raise_failures: bool = False,
+    ) -> RunResult:
+        """``run``, telling what happened; ``raise_failures`` raises JudgeCallDeferred / JudgeMisconfigured
+        (the module's docstring) instead of writing an error assessment for those failures."""
         key = target.key(evaluation_id)
         ident = assessment_id(
             target=key, judge_name=judge.name, judge_version=judge.prompt_version, evaluation_id=evaluation_id
         )
         stored = await asyncio.to_thread(self.store.get, ident)
         if stored is not None:
-            return stored
+            return RunResult(stored, EXISTING)
         outcome = await self._judge(judge, item, target, evaluation_id)
+        if raise_failures:
+            _raise_failure(outcome)
         assessment = _assessment(ident, judge, target, evaluation_id, outcome)
         if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
             # Another run of the same job wrote it first: that one is the result (and emitted it).
-            return await asyncio.to_thread(self.store.get, ident) or assessment
+            first = await asyncio.to_thread(self.store.get, ident) or assessment
+            return RunResult(first, DUPLICATE if outcome.call_count else LOST, outcome.call_count)
         self._emit(judge, target, evaluation_id, assessment, outcome)
         metrics.record(
             judge.name,
@@ -150,7 +213,27 @@ class JudgeRunner:
             outcome.route,
             judge.prompt_version,
         )
-        return assessment
+        return RunResult(assessment, WRITTEN, outcome.call_count)
+
+    async def record_error(
+        self, judge: Judge, *, target: Target, evaluation_id: str | None, code: str, message: str
+    ) -> RunResult:
+        """An error assessment with no judge call (a queued job given up: too old, or dead-lettered),
+        unless the job's assessment exists already."""
+        ident = assessment_id(
+            target=target.key(evaluation_id),
+            judge_name=judge.name,
+            judge_version=judge.prompt_version,
+            evaluation_id=evaluation_id,
+        )
+        outcome = _Outcome(route=judge.route).failed(code, message)
+        assessment = _assessment(ident, judge, target, evaluation_id, outcome)
+        if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
+            stored = await asyncio.to_thread(self.store.get, ident)
+            return RunResult(stored or assessment, EXISTING)
+        self._emit(judge, target, evaluation_id, assessment, outcome)
+        metrics.record(judge.name, code, 0.0, None, outcome.route, judge.prompt_version)
+        return RunResult(assessment, WRITTEN)
 
     async def _judge(
         self, judge: Judge, item: Mapping[str, Any], target: Target, evaluation_id: str | None
@@ -210,6 +293,8 @@ class JudgeRunner:
                 return None
             except ProxyError as exc:
                 outcome.failed(_error_code(exc), exc.message)
+                outcome.retry_after_s = exc.retry_after_s
+                outcome.configuration = exc.error_code in _CONFIGURATION_STATUSES
                 outcome.failed_trace_id = exc.trace_id or outcome.failed_trace_id
                 outcome.failed_attempts += exc.attempts or 0
                 return None
@@ -260,6 +345,16 @@ def _after_repair(first: ParseProblem, second: ParseProblem) -> str:
     if first.message == second.message:
         return f"{second.message} (the same after one repair request)"
     return f"{second.message} (after one repair request; the first answer: {first.message})"
+
+
+def _raise_failure(outcome: _Outcome) -> None:
+    """(``raise_failures``) The outcome's failure as JudgeCallDeferred or JudgeMisconfigured, when it is one."""
+    code = outcome.error_code
+    message = outcome.error_message or ""
+    if code in (NO_ROUTE, UNKNOWN_ROUTE) or outcome.configuration:
+        raise JudgeMisconfigured(code or UPSTREAM_REFUSED, message)
+    if code in TRANSIENT_CODES:
+        raise JudgeCallDeferred(code, message, outcome.retry_after_s)
 
 
 def _error_code(exc: ProxyError) -> str:

@@ -103,6 +103,13 @@ class EvaluationStore:
         with begin_read(self.engine) as conn:
             return [_decode(dict(row._mapping)) for row in conn.execute(query)]
 
+    def item(self, evaluation_id: str, item_index: int) -> dict[str, Any] | None:
+        """One item of the run, JSON fields decoded; None when there is no such item (a queued job reads it)."""
+        query = sa.select(_it).where(_it.c.evaluation_id == evaluation_id, _it.c.item_index == item_index)
+        with begin_read(self.engine) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _decode(dict(row._mapping))
+
     def item_counts(self, evaluation_id: str) -> dict[str, int]:
         """How many of the run's items are in each item status (every status present, 0 when none)."""
         query = (

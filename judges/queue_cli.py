@@ -1,0 +1,82 @@
+"""``gateway judges queue`` and ``gateway judges resume NAME``: the judge queue's state and a paused
+judge's resumption, against Redis (``redis_url``) directly, as the workers see it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from gateway.cli_output import print_json
+from gateway.config import Settings
+from judges.queue.base import JudgeQueueStats
+from judges.queue.redis_streams import RedisStreamsQueue
+
+T = TypeVar("T")
+
+
+def add_commands(actions: Any, add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``queue`` and ``resume`` under ``gateway judges``."""
+    queue = actions.add_parser(
+        "queue", help="Show the judge queue per judge: depth, in hand, delayed, oldest age, dead letters, pauses."
+    )
+    queue.add_argument("--json", action="store_true", help="Print JSON.")
+    add_store_options(queue)
+    resume = actions.add_parser("resume", help="Resume judge NAME, paused by a configuration failure.")
+    resume.add_argument("name", metavar="NAME")
+    add_store_options(resume)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url:
+        print(
+            f"gateway: judges {args.judges_command} needs redis_url (the judge queue is Redis Streams)", file=sys.stderr
+        )
+        return 2
+    redis_url, prefix = settings.redis_url, settings.judges.queue.key_prefix
+
+    def on_queue(work: Callable[[RedisStreamsQueue], Awaitable[T]]) -> T:
+        async def main() -> T:
+            queue = RedisStreamsQueue(redis_url, key_prefix=prefix)
+            try:
+                return await work(queue)
+            finally:
+                await queue.close()
+
+        return asyncio.run(main())
+
+    if args.judges_command == "resume":
+        paused = on_queue(lambda queue: queue.paused())
+        if args.name not in paused:
+            print(f"gateway: judge {args.name!r} is not paused", file=sys.stderr)
+            return 1
+        on_queue(lambda queue: queue.resume(args.name))
+        print(f"Judge {args.name!r} resumed (it was paused: {paused[args.name]})")
+        return 0
+    stats = on_queue(lambda queue: queue.stats())
+    _print_stats(stats, args.json)
+    return 0
+
+
+def _print_stats(stats: list[JudgeQueueStats], as_json: bool) -> None:
+    if as_json:
+        print_json({"judges": [_as_dict(s) for s in stats]})
+        return
+    print(f"{'JUDGE':<24} {'DEPTH':>7} {'IN HAND':>7} {'DELAYED':>7} {'OLDEST_S':>9} {'DEAD':>6}  PAUSED")
+    for s in stats:
+        print(f"{s.judge:<24} {s.depth:>7} {s.pending:>7} {s.delayed:>7} {s.oldest_age_s:>9.1f} {s.dead_letters:>6}  "
+              f"{s.paused or '-'}")  # fmt: skip
+
+
+def _as_dict(stats: JudgeQueueStats) -> dict[str, Any]:
+    return {
+        "judge": stats.judge,
+        "depth": stats.depth,
+        "pending": stats.pending,
+        "delayed": stats.delayed,
+        "oldest_age_s": round(stats.oldest_age_s, 3),
+        "dead_letters": stats.dead_letters,
+        "paused": stats.paused,
+    }

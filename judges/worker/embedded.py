@@ -1,0 +1,67 @@
+"""The judge worker a gateway runs in process (``judges.workers: embedded``, the default) when the queue is
+Redis Streams (``redis_url`` set): one JudgeWorker per gateway worker process, over the app's own judge
+runner, catalog and stores, started and stopped by the app's lifespan (gateway/app.py). With
+``judges.workers: external`` the gateway runs none: ``gateway judges worker`` processes do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from gateway.judge_queue_settings import EMBEDDED
+from gateway.judge_settings import JudgesSettings
+from gateway.store.evaluations import EvaluationStore
+from gateway.store.traces import TraceStore
+from judges.api import JudgesState
+from judges.queue.redis_streams import RedisStreamsQueue
+from judges.worker.items import JobReader
+from judges.worker.loop import JudgeWorker
+
+logger = logging.getLogger("judges.worker")
+
+EMBEDDED_GRACE_S = 5.0  # a stopping gateway gives its jobs in hand this long, then leaves them to be reclaimed
+
+
+@dataclass(eq=False)
+class EmbeddedWorker:
+    """A running in-process worker: ``queue`` (for the queue's API), ``close()`` to stop it."""
+
+    queue: RedisStreamsQueue
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+    async def close(self) -> None:
+        self.stop.set()
+        try:
+            await self.task
+        except Exception:
+            logger.exception("The embedded judge worker ended with an error")
+        await self.queue.close()
+
+
+def start_embedded_worker(
+    settings: JudgesSettings, redis_url: str | None, judges: JudgesState, traces: TraceStore
+) -> EmbeddedWorker | None:
+    """The in-process worker when ``redis_url`` is set and ``judges.workers`` is embedded; else None."""
+    if not redis_url or settings.workers != EMBEDDED:
+        return None
+    queue = RedisStreamsQueue(redis_url, key_prefix=settings.queue.key_prefix)
+    reader = JobReader(judges.catalog, traces, EvaluationStore(judges.assessments.engine))
+    consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    worker = JudgeWorker(
+        queue,
+        judges.runner,
+        reader,
+        settings.queue,
+        consumer=consumer,
+        concurrency=settings.concurrency,
+        grace_s=EMBEDDED_GRACE_S,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="judge-worker")
+    return EmbeddedWorker(queue, task, stop)

@@ -1,0 +1,85 @@
+"""What a judge job judges: the judge (at its pinned version when the job names one) and the item.
+
+- An online job reads its trace's summaries (gateway/store/traces.py) and judges the one of its span
+  (the first one when the job has no span), as ``judges.evaluation_plan.trace_item`` reads it. A trace
+  not stored yet (the trace sink writes in batches) raises :class:`NotReady`: the worker retries later
+  without using an attempt. A judge call's own trace (a summary with ``gateway.judge.*`` attributes) is
+  never judged: :class:`NotJudged`, checked again here although the sampler checks it first.
+- An evaluation job reads its item from the run's items (gateway/store/evaluations.py); a missing run or
+  item raises LookupError (a job that cannot run: attempts, then the dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.store.evaluations import EvaluationStore
+from gateway.store.traces import TraceStore
+from judges.catalog import JudgeCatalog, judge_from_version, prompt_name
+from judges.definitions import Judge
+from judges.evaluation_plan import trace_item
+from judges.queue.jobs import EVALUATION, JudgeJob
+from judges.runner import Target
+
+JUDGE_ATTRIBUTE_PREFIX = "gateway.judge."
+
+
+class NotReady(Exception):
+    """The job's trace is not stored yet: retry later, no attempt used."""
+
+
+class NotJudged(Exception):
+    """The job's target is a judge call (``gateway.judge.*``): acked with no assessment."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobInput:
+    """A job ready to run: the judge, the item, the target and the evaluation (None: online)."""
+
+    judge: Judge
+    item: Mapping[str, Any]
+    target: Target
+    evaluation_id: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobReader:
+    """Reads what jobs need from the store and the judge catalog."""
+
+    catalog: JudgeCatalog
+    traces: TraceStore
+    evaluations: EvaluationStore
+
+    def judge(self, job: JudgeJob) -> Judge:
+        """The job's judge (NotFound or JudgeUnusable when there is none usable: the caller pauses it)."""
+        if job.judge_version is None:
+            return self.catalog.get(job.judge)
+        cached = self.catalog.cache.catalog.version(prompt_name(job.judge), job.judge_version)
+        return judge_from_version(cached.version, self.catalog.settings)
+
+    def target(self, job: JudgeJob) -> Target:
+        """The assessment's target, known without reading the item (for an error assessment)."""
+        if job.kind == EVALUATION:
+            return Target(item_index=job.item_index)
+        return Target(trace_id=job.trace_id, span_id=job.span_id)
+
+    async def read(self, job: JudgeJob, judge: Judge) -> JobInput:
+        if job.kind == EVALUATION:
+            assert job.evaluation_id is not None and job.item_index is not None  # JudgeJob.from_fields checks
+            item = await asyncio.to_thread(self.evaluations.item, job.evaluation_id, job.item_index)
+            if item is None:
+                raise LookupError(f"No item {job.item_index} in evaluation {job.evaluation_id!r}.")
+            target = Target(item.get("trace_id"), item.get("span_id"), job.item_index)
+            return JobInput(judge, item, target, job.evaluation_id)
+        assert job.trace_id is not None
+        summaries = await asyncio.to_thread(self.traces.get, job.trace_id)
+        summary = next((s for s in summaries if job.span_id is None or s["span_id"] == job.span_id), None)
+        if summary is None:
+            raise NotReady(f"The trace {job.trace_id} (span {job.span_id}) is not stored yet.")
+        attributes = summary.get("attributes") or {}
+        if any(str(name).startswith(JUDGE_ATTRIBUTE_PREFIX) for name in attributes):
+            raise NotJudged(f"The trace {job.trace_id} is a judge call.")
+        return JobInput(judge, trace_item(summary), Target(job.trace_id, summary["span_id"]), None)
