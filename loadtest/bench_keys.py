@@ -101,7 +101,7 @@ def in_process(requests: int, repeat: int) -> dict[str, Any]:
         for _ in range(requests):
             key = keys.authorize_key("llm", header, "/v1/chat/completions")
             assert key is not None
-            admission = await limiter.admit(key, body)
+            admission = await limiter.admit(key, None, body)
             admission.settle(_Usage(), 0.0)
         return (time.process_time() - start) / requests * 1e6
 
@@ -119,7 +119,7 @@ def in_process(requests: int, repeat: int) -> dict[str, Any]:
             times = []
             for _ in range(min(requests, 5000)):
                 start = time.perf_counter()
-                admission = await limiter.admit(key, body)
+                admission = await limiter.admit(key, None, body)
                 times.append(time.perf_counter() - start)
                 admission.settle(_Usage(), 0.0001)
             await limiter.close()
