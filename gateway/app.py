@@ -50,6 +50,7 @@ from gateway.telemetry.setup import Telemetry, build_telemetry, check_otel_envir
 from judges.api import start_judges
 from judges.evaluation_routes import EVALUATION_ROUTES
 from judges.evaluations import start_evaluations
+from judges.queue.choice import open_judge_queue
 from judges.routes import JUDGE_ROUTES
 from judges.worker.embedded import start_embedded_worker
 from prompts import api as prompts_api
@@ -276,9 +277,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             settings, app.state.judges, llm_proxy, telemetry.traces, resume=resume_evaluations
         )
 
-        # Queued judge jobs (judges/worker/): with redis_url and judges.workers embedded, this process runs a worker.
-        judge_worker = start_embedded_worker(settings.judges, settings.redis_url, app.state.judges, telemetry.traces)
-        app.state.judge_queue = judge_worker.queue if judge_worker is not None else None
+        # The judge queue (judges/queue/: Redis Streams with redis_url, else the store's table) and, with
+        # judges.workers embedded (the default), this process's judge worker on it.
+        judge_queue = app.state.judge_queue = open_judge_queue(settings, store.engine)
+        judge_worker = start_embedded_worker(settings.judges, judge_queue, app.state.judges, telemetry.traces)
 
         async def on_store_change() -> None:
             await state.refresh_view()
@@ -328,6 +330,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             await asyncio.gather(*tasks, return_exceptions=True)
             if judge_worker is not None:  # jobs in hand: finished within its grace, else reclaimed by another
                 await judge_worker.close()
+            await judge_queue.close()
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
             await state.pool.close()
             await llm_proxy.close()

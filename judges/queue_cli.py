@@ -1,5 +1,5 @@
 """``gateway judges queue`` and ``gateway judges resume NAME``: the judge queue's state and a paused
-judge's resumption, against Redis (``redis_url``) directly, as the workers see it."""
+judge's resumption, on the queue the workers use (judges/queue/choice.py: Redis, or the store's table)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from gateway.cli_output import print_json
 from gateway.config import Settings
-from judges.queue.base import JudgeQueueStats
-from judges.queue.redis_streams import RedisStreamsQueue
+from judges.queue.base import JobQueue, JudgeQueueStats
+from judges.queue.choice import open_judge_queue
 
 T = TypeVar("T")
 
@@ -30,16 +30,10 @@ def add_commands(actions: Any, add_store_options: Callable[[argparse.ArgumentPar
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if not settings.redis_url:
-        print(
-            f"gateway: judges {args.judges_command} needs redis_url (the judge queue is Redis Streams)", file=sys.stderr
-        )
-        return 2
-    redis_url, prefix = settings.redis_url, settings.judges.queue.key_prefix
 
-    def on_queue(work: Callable[[RedisStreamsQueue], Awaitable[T]]) -> T:
+    def on_queue(work: Callable[[JobQueue], Awaitable[T]]) -> T:
         async def main() -> T:
-            queue = RedisStreamsQueue(redis_url, key_prefix=prefix)
+            queue = open_judge_queue(settings)
             try:
                 return await work(queue)
             finally:

@@ -80,8 +80,15 @@ class JobQueue(Protocol):
         ``consumer``'s; those past ``max_deliveries`` are returned too, for the caller to dead-letter
         (it writes their error assessment first)."""
 
+    async def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        """``consumer`` still holds these jobs: their idle time starts again (a judge call longer than
+        ``min_idle_s`` is not reclaimed from a live worker); those another consumer took are left alone."""
+
     async def pause(self, judge: str, reason: str) -> None:
         """Stop handing out ``judge``'s jobs (they stay queued), with the reason shown."""
+
+    async def paused(self) -> dict[str, str]:
+        """The paused judges, and why."""
 
     async def resume(self, judge: str) -> None:
         """Hand out ``judge``'s jobs again."""

@@ -69,6 +69,13 @@ DEFAULT_POLL_INTERVAL_S: Final = 0.25
 RECLAIM_BATCH: Final = 100  # rows per reclaim call (XAUTOCLAIM's default COUNT)
 
 _j, _p = judge_jobs, judge_queue_pauses
+
+
+def _AVAILABLE(now: int) -> sa.ColumnElement[bool]:  # noqa: N802 (reads as the condition it is)
+    """Rows a claim could hand out now: ready, or delayed and due (paused judges aside, checked in the claim)."""
+    return sa.or_(_j.c.state == READY, sa.and_(_j.c.state == DELAYED, _j.c.visible_at <= now))
+
+
 _DELIVERY_COLUMNS = (_j.c.id, _j.c.fields, _j.c.deliveries, _j.c.attempts)
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -167,8 +174,19 @@ class LocalJobQueue:
         (deliveries + 1); those with ``deliveries > max_deliveries`` are the caller's to dead-letter."""
         return await self._run(self._reclaim, consumer, min_idle_s)
 
+    async def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        """The jobs ``consumer`` still holds are not idle: their claim time is now (a judge call longer than
+        ``min_idle_s`` is not taken from a live worker). Rows reclaimed by another consumer are left alone."""
+        held = [(row_id, lease) for row_id, lease in map(_parse_ref, (d.ref for d in deliveries))]
+        if held:
+            await self._run(self._touch, consumer, held)
+
     async def pause(self, judge: str, reason: str) -> None:
         await self._run(self._pause, judge, reason)
+
+    async def paused(self) -> dict[str, str]:
+        """The paused judges and why."""
+        return await self._run(self._paused)
 
     async def resume(self, judge: str) -> None:
         await self._run(self._write, _p.delete().where(_p.c.judge == judge))
@@ -203,6 +221,9 @@ class LocalJobQueue:
 
     def _claim(self, consumer: str, count: int) -> list[Delivery]:
         now = _now_ms()
+        with begin_read(self._engine) as conn:  # nothing to hand out: no write lock taken (an idle poll)
+            if conn.execute(sa.select(_j.c.id).where(_AVAILABLE(now)).limit(1)).first() is None:
+                return []
         with begin_write(self._engine) as conn:
             due = _j.update().where(_j.c.state == DELAYED, _j.c.visible_at <= now)
             conn.execute(due.values(state=READY, visible_at=None))
@@ -260,6 +281,20 @@ class LocalJobQueue:
         """Run one statement in a write transaction; the rows it changed."""
         with begin_write(self._engine) as conn:
             return int(conn.execute(statement).rowcount)
+
+    def _touch(self, consumer: str, held: list[tuple[int, str]]) -> None:
+        now = _now_ms()
+        with begin_write(self._engine) as conn:
+            for row_id, lease in held:
+                conn.execute(
+                    _j.update()
+                    .where(_j.c.id == row_id, _j.c.state == CLAIMED, _j.c.lease == lease, _j.c.consumer == consumer)
+                    .values(claimed_at=now)
+                )
+
+    def _paused(self) -> dict[str, str]:
+        with begin_read(self._engine) as conn:
+            return {row.judge: row.reason for row in conn.execute(sa.select(_p.c.judge, _p.c.reason))}
 
     def _pause(self, judge: str, reason: str) -> None:
         with begin_write(self._engine) as conn:

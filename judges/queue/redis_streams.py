@@ -72,6 +72,23 @@ end
 return acked
 """
 # KEYS: delayed1, stream1, delayed2, stream2, ...; ARGV: now (ms), most per judge.
+# KEYS: the stream. ARGV: group, consumer, entry ids. The entries the consumer still holds get their idle time
+# reset (XCLAIM ... JUSTID leaves the delivery count alone); those another consumer holds now are left to it.
+_TOUCH = """
+local command = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+for i = 3, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+    command[#command + 1] = ARGV[i]
+  end
+end
+if #command == 5 then
+  return 0
+end
+command[#command + 1] = 'JUSTID'
+redis.call(unpack(command))
+return #command - 6
+"""
+
 _MOVE_DUE = """
 local moved = 0
 for i = 1, #KEYS, 2 do
@@ -92,6 +109,9 @@ return moved
 """
 
 
+_IDLE_POLL_S = 0.1  # a claim on a queue with no judge stream yet looks for one this often
+
+
 class RedisStreamsQueue:
     """The JobQueue over Redis Streams; one per process (its connection pool is shared by the workers)."""
 
@@ -110,6 +130,7 @@ class RedisStreamsQueue:
         self._retry_later = self._client.register_script(_RETRY_LATER)
         self._dead_letter = self._client.register_script(_DEAD_LETTER)
         self._move_due = self._client.register_script(_MOVE_DUE)
+        self._touch = self._client.register_script(_TOUCH)
         self._groups: set[str] = set()  # judges whose consumer group this process has made sure of
 
     # -- keys ---------------------------------------------------------------------------------------
@@ -183,9 +204,16 @@ class RedisStreamsQueue:
                 await self._ensure_groups(set(active))
                 keys = [key for judge in active for key in (self.delayed_key(judge), self.stream_key(judge))]
                 await self._move_due(keys=keys, args=[int(time.time() * 1000), _MOVE_LIMIT])
-        if not active:
-            await asyncio.sleep(block_s)
-            return []
+        if not active:  # no judge has a stream yet (or all are paused): look again until block_s is out
+            deadline = time.monotonic() + block_s
+            while not active and time.monotonic() < deadline:
+                await asyncio.sleep(min(_IDLE_POLL_S, max(0.0, deadline - time.monotonic())))
+                async with self._bounded():
+                    active, _ = await self._active_judges()
+            if not active:
+                return []
+            block_s = max(0.001, deadline - time.monotonic())
+            await self._ensure_groups(set(active))
         per_stream = max(1, -(-count // len(active)))
         try:
             async with self._bounded(block_s):
@@ -289,17 +317,15 @@ class RedisStreamsQueue:
     async def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         """Keep jobs in hand from looking abandoned: their idle time back to 0 (``XCLAIM ... JUSTID``, which
         leaves the delivery count alone), so a job that runs longer than ``min_idle_s`` is not reclaimed
-        from a live worker."""
+        from a live worker; only the entries ``consumer`` still holds (checked in the same script)."""
         if not deliveries:
             return
         by_stream: dict[str, list[Any]] = {}
         for delivery in deliveries:
             by_stream.setdefault(self.stream_key(delivery.job.judge), []).append(delivery.ref)
         async with self._bounded():
-            pipe = self._client.pipeline(transaction=False)
             for stream, refs in by_stream.items():
-                pipe.xclaim(stream, GROUP, consumer, 0, refs, justid=True)
-            await pipe.execute(raise_on_error=False)
+                await self._touch(keys=[stream], args=[GROUP, consumer, *refs])
 
     async def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
         """How many times each entry has been delivered (XPENDING's delivery count)."""

@@ -1,7 +1,8 @@
-"""The judge worker a gateway runs in process (``judges.workers: embedded``, the default) when the queue is
-Redis Streams (``redis_url`` set): one JudgeWorker per gateway worker process, over the app's own judge
-runner, catalog and stores, started and stopped by the app's lifespan (gateway/app.py). With
-``judges.workers: external`` the gateway runs none: ``gateway judges worker`` processes do the work.
+"""The judge worker a gateway runs in process (``judges.workers: embedded``, the default): one JudgeWorker per
+gateway worker process, over the app's own judge runner, catalog and stores, on the process's judge queue
+(judges/queue/choice.py: Redis Streams with ``redis_url``, else the store's table), started and stopped by
+the app's lifespan (gateway/app.py). With ``judges.workers: external`` the gateway runs none: ``gateway judges
+worker`` processes do the work.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gateway.judge_settings import JudgesSettings
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
 from judges.api import JudgesState
-from judges.queue.redis_streams import RedisStreamsQueue
+from judges.queue.base import JobQueue
 from judges.worker.items import JobReader
 from judges.worker.loop import JudgeWorker
 
@@ -29,9 +30,9 @@ EMBEDDED_GRACE_S = 5.0  # a stopping gateway gives its jobs in hand this long, t
 
 @dataclass(eq=False)
 class EmbeddedWorker:
-    """A running in-process worker: ``queue`` (for the queue's API), ``close()`` to stop it."""
+    """A running in-process worker: ``close()`` to stop it."""
 
-    queue: RedisStreamsQueue
+    queue: JobQueue
     task: asyncio.Task[None]
     stop: asyncio.Event
 
@@ -41,16 +42,15 @@ class EmbeddedWorker:
             await self.task
         except Exception:
             logger.exception("The embedded judge worker ended with an error")
-        await self.queue.close()
 
 
 def start_embedded_worker(
-    settings: JudgesSettings, redis_url: str | None, judges: JudgesState, traces: TraceStore
+    settings: JudgesSettings, queue: JobQueue, judges: JudgesState, traces: TraceStore
 ) -> EmbeddedWorker | None:
-    """The in-process worker when ``redis_url`` is set and ``judges.workers`` is embedded; else None."""
-    if not redis_url or settings.workers != EMBEDDED:
+    """The in-process worker on ``queue`` (the app's, closed by the app) when ``judges.workers`` is embedded;
+    else None."""
+    if settings.workers != EMBEDDED:
         return None
-    queue = RedisStreamsQueue(redis_url, key_prefix=settings.queue.key_prefix)
     reader = JobReader(judges.catalog, traces, EvaluationStore(judges.assessments.engine))
     consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     worker = JudgeWorker(

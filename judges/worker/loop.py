@@ -20,7 +20,7 @@ What went wrong decides what happens to the job:
   on it), an error assessment is written and the job goes to the dead letters.
 
 A reclaimer task (``reclaim_interval_s``) takes the jobs of dead workers, idle past ``min_idle_s``; it
-first touches this worker's jobs in hand (Redis: their idle time reset, the delivery count left alone), so
+first touches this worker's jobs in hand (their idle time reset, the delivery count left alone), so
 that a job running longer than ``min_idle_s`` is not taken from a live worker. On
 ``stop``: no more claims; the jobs in hand get ``grace_s`` to finish, then are cancelled and stay pending
 in the queue (another worker reclaims them).
@@ -34,8 +34,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 from sqlalchemy.exc import OperationalError
 
@@ -53,14 +52,6 @@ DEAD_LETTER: Final = "dead_letter"  # the error code of a job given up after max
 PAUSED_RETRY_S: Final = 1.0  # a job of a judge just paused goes back this soon (it waits for resume)
 QUEUE_RETRY_S: Final = 1.0  # a worker that cannot reach the queue waits this long before trying again
 _TRACKED_JOBS: Final = 10_000  # transient retry counts kept per job id in this process (for the backoff)
-
-
-@runtime_checkable
-class KeepsJobsInHand(Protocol):
-    """A queue whose jobs in hand must be touched now and then, or they look abandoned after
-    ``min_idle_s`` (Redis Streams: idle time); a queue without it has no such clock to reset."""
-
-    async def touch(self, consumer: str, deliveries: Sequence[Delivery]) -> None: ...
 
 
 class JudgeWorker:
@@ -150,7 +141,7 @@ class JudgeWorker:
             await _wait(stop, interval)
             if stop.is_set():
                 return
-            if isinstance(self.queue, KeepsJobsInHand) and self._in_hand:
+            if self._in_hand:
                 try:
                     await self.queue.touch(self.consumer, list(self._in_hand.values()))
                 except Exception as exc:

@@ -1,14 +1,15 @@
-"""``gateway judges worker [--concurrency N]``: a process that runs queued judge jobs (Redis Streams).
+"""``gateway judges worker [--concurrency N]``: a process that runs queued judge jobs.
 
 It builds what the gateway's lifespan builds for judges, with the same functions (gateway/app.py's
 ``open_prompts`` and ``open_llm_proxy``, judges/api.py's ``start_judges``): the store, the telemetry (the
 judge calls' spans and trace summaries), the prompt cache (refreshed every ``serving.refresh_interval_s``),
-the LLM proxy and the judge catalog and runner; then a JudgeWorker (judges/worker/loop.py) over the Redis
-Streams queue at ``redis_url``. Any number of these processes, on any number of machines, share the queue.
+the LLM proxy and the judge catalog and runner; then a JudgeWorker (judges/worker/loop.py) over the judge
+queue (judges/queue/choice.py): Redis Streams at ``redis_url``, else the store's own queue table (one SQLite
+file on one machine, or a PostgreSQL every replica shares). Any number of these processes share the queue.
 
 SIGTERM or SIGINT: no more claims; the jobs in hand get ``--grace-s`` to finish (else they stay pending
-in the queue, reclaimed by another worker after ``judges.queue.min_idle_s``); exit 0. Without
-``redis_url`` the command exits 2 naming it. The last log line sums what the worker did per outcome.
+in the queue, reclaimed by another worker after ``judges.queue.min_idle_s``); exit 0. The last log line
+sums what the worker did per outcome.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import uuid
 
 from gateway import metrics as gateway_metrics
@@ -31,7 +31,7 @@ from gateway.store.evaluations import EvaluationStore
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.setup import build_telemetry
 from judges.api import start_judges
-from judges.queue.redis_streams import RedisStreamsQueue
+from judges.queue.choice import open_judge_queue, queue_kind
 from judges.worker import metrics
 from judges.worker.items import JobReader
 from judges.worker.loop import JudgeWorker
@@ -44,19 +44,12 @@ DEFAULT_GRACE_S = 10.0
 
 def run_worker(settings: Settings, *, concurrency: int, grace_s: float = DEFAULT_GRACE_S) -> int:
     """The command's body: its exit status."""
-    if not settings.redis_url:
-        print(
-            "gateway: judges worker needs redis_url (the judge queue the workers share is Redis Streams); "
-            "set redis_url in the configuration or GATEWAY_REDIS_URL",
-            file=sys.stderr,
-        )
-        return 2
     configure_logging(settings.log_level)
-    asyncio.run(_serve(settings, settings.redis_url, concurrency, grace_s))
+    asyncio.run(_serve(settings, concurrency, grace_s))
     return 0
 
 
-async def _serve(settings: Settings, redis_url: str, concurrency: int, grace_s: float) -> None:
+async def _serve(settings: Settings, concurrency: int, grace_s: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -66,7 +59,7 @@ async def _serve(settings: Settings, redis_url: str, concurrency: int, grace_s: 
     prompt_cache, prompts = await open_prompts(store)
     proxy = await open_llm_proxy(settings, GatewayKeys(settings.auth), telemetry, make_renderer(prompt_cache))
     queue_settings = settings.judges.queue
-    queue = RedisStreamsQueue(redis_url, key_prefix=queue_settings.key_prefix)
+    queue = open_judge_queue(settings, store.engine)
     tasks = [asyncio.create_task(prompt_cache.run_refresher(settings.serving.refresh_interval_s))]
     directory = gateway_metrics.metrics_dir()
     if directory is not None:  # beside a gateway's workers: its /metrics counts this process too
@@ -80,7 +73,9 @@ async def _serve(settings: Settings, redis_url: str, concurrency: int, grace_s: 
         worker = JudgeWorker(
             queue, judges.runner, reader, queue_settings, consumer=consumer, concurrency=concurrency, grace_s=grace_s
         )
-        logger.info("Judge worker %s started (concurrency %d, queue %s)", consumer, concurrency, queue.prefix)
+        logger.info(
+            "Judge worker %s started (concurrency %d, queue in %s)", consumer, concurrency, queue_kind(settings)
+        )
         await worker.run(stop)
     finally:
         for task in tasks:

@@ -158,6 +158,30 @@ class JobQueueContract:
 
         run(body)
 
+    def test_touched_jobs_are_not_reclaimed_from_their_live_holder(self, open_queue: QueueFactory) -> None:
+        async def body() -> None:
+            async with opened(open_queue, 2) as (holder, other):
+                await holder.enqueue([online_job("safety", 1), online_job("safety", 2)])
+                touched, left = sorted(await holder.claim("worker-1", 2, 0), key=lambda d: d.job.id)
+                await asyncio.sleep(2.0)  # both idle for 2 s
+                await holder.touch("worker-1", [touched])
+                await other.touch("worker-2", [left])  # not worker-2's: left alone
+                reclaimed = await other.reclaim("worker-2", 1.5, 5)  # the touched one idle for far less
+                assert [d.job.id for d in reclaimed] == [left.job.id]
+
+        run(body)
+
+    def test_paused_names_each_paused_judge_and_why(self, open_queue: QueueFactory) -> None:
+        async def body() -> None:
+            async with opened(open_queue, 2) as (one, two):
+                assert await one.paused() == {}
+                await one.pause("safety", "HTTP 401 from route judge")
+                assert await two.paused() == {"safety": "HTTP 401 from route judge"}
+                await two.resume("safety")
+                assert await one.paused() == {}
+
+        run(body)
+
     def test_a_job_past_max_deliveries_is_returned_for_the_dead_letters(self, open_queue: QueueFactory) -> None:
         max_deliveries = 2
 

@@ -8,11 +8,13 @@
 - a 401 from the judge route pauses the judge with its jobs intact; resuming completes them;
 - ``kill -9`` of one of two workers in the middle of 300 jobs: every job ends with exactly one assessment,
   the dead worker's jobs reclaimed by the other;
-- without redis_url the command exits 2 naming it.
+- without redis_url the workers share the store's queue: ``kill -9`` of one of two on one SQLite store, every
+  job judged exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,6 +27,7 @@ import pytest
 from gateway.store.assessments import AssessmentStore
 from gateway.store.registry import RegistryStore
 from judges.queue.jobs import EVALUATION, JudgeJob
+from judges.queue.local import LocalJobQueue
 from judges.queue.redis_streams import RedisStreamsQueue
 from tests.conftest import REDIS_URL
 from tests.judges.worker_procs import (
@@ -252,18 +255,41 @@ def test_redis_cut_off_mid_run_no_job_lost_or_doubled(
     assert cut_at < 120, "the run ended before Redis was cut"
 
 
-def test_worker_without_redis_url_exits_2_naming_it(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("GATEWAY_REDIS_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "judges", "worker", "--store-uri", f"sqlite:///{tmp_path}/s.db"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.returncode == 2 and "redis_url" in done.stderr, done.stderr
+def test_without_redis_workers_share_the_stores_queue_and_survive_kill_9(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    store_uri = _store_uri(tmp_path)
+    traces = store_calls(store_uri, 120)
+    model = "fake-model@delay=0.02"
+    config = write_config(tmp_path, upstream, "-", model, redis_url=None, min_idle_s=1.0, reclaim_interval_s=0.2)
+
+    async def enqueue() -> None:
+        queue = LocalJobQueue.open(store_uri)
+        try:
+            await queue.enqueue([online_job(t) for t in traces])
+        finally:
+            await queue.close()
+
+    async def depth() -> int:
+        queue = LocalJobQueue.open(store_uri)
+        try:
+            return sum(s.depth for s in await queue.stats())
+        finally:
+            await queue.close()
+
+    with workers(config, 2, concurrency=8) as (victim, survivor):
+        assert "queue in store" in victim.log()
+        asyncio.run(enqueue())
+        wait_until(lambda: count_assessments(store_uri) >= 20, timeout_s=30, what="20 assessments")
+        victim.kill()
+        killed_at = count_assessments(store_uri)
+        wait_until(lambda: count_assessments(store_uri) == 120, timeout_s=60, what="120 assessments")
+        wait_until(lambda: asyncio.run(depth()) == 0, timeout_s=10, what="an empty queue")
+        assert survivor.stop() == 0, survivor.log()
+    rows = _assessments(store_uri)
+    assert len(rows) == 120 and sorted(str(r["trace_id"]) for r in rows) == sorted(traces)
+    assert all(r["error_code"] is None for r in rows)
+    assert killed_at < 120, "the victim was killed after the run ended: nothing was shown"
 
 
 @pytest.mark.parametrize("value", ["0", "x"])
@@ -292,6 +318,6 @@ def test_a_gateway_runs_a_worker_in_process_unless_workers_are_external(
             assert gateway.app.state.judge_queue is not None
             wait_until(lambda: count_assessments(store_uri) == 3, timeout_s=20, what="3 assessments")
             wait_until(lambda: _depth(redis_prefix) == 0, timeout_s=10, what="an empty queue")
-        else:
-            assert gateway.app.state.judge_queue is None
+        else:  # the queue is there (for the API and online judging), but no worker takes from it
+            assert gateway.app.state.judge_queue is not None
             assert _depth(redis_prefix) == 3 and count_assessments(store_uri) == 0

@@ -15,6 +15,7 @@ import pytest
 from judges.queue.base import QueueUnavailable
 from judges.queue.redis_streams import GROUP, RedisStreamsQueue
 from tests.conftest import REDIS_URL
+from tests.judges.queue_contract import JobQueueContract, QueueFactory
 from tests.judges.worker_procs import online_job, redis_prefix, run
 
 redis_prefix = redis_prefix  # a fixture, used by name
@@ -23,6 +24,16 @@ redis_prefix = redis_prefix  # a fixture, used by name
 @pytest.fixture
 def prefix(redis_prefix: str) -> str:
     return redis_prefix
+
+
+@pytest.fixture
+def open_queue(redis_prefix: str) -> QueueFactory:
+    """Each call: another queue object on the test's key prefix (as another worker process would have)."""
+    return lambda: RedisStreamsQueue(REDIS_URL, key_prefix=redis_prefix)
+
+
+class TestRedisStreamsQueue(JobQueueContract):
+    """The contract every backend keeps (tests/judges/queue_contract.py), on Redis."""
 
 
 def test_enqueue_claim_ack(prefix: str) -> None:

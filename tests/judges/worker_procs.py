@@ -111,13 +111,14 @@ def count_assessments(store_uri: str, name: str = "safety") -> int:
 
 
 def write_config(
-    tmp_path: Path, upstream: FakeUpstream, prefix: str, model: str, redis_url: str = REDIS_URL, **queue: Any
+    tmp_path: Path, upstream: FakeUpstream, prefix: str, model: str, redis_url: str | None = REDIS_URL, **queue: Any
 ) -> Path:
-    """A configuration: the store in ``tmp_path``, Redis, route ``judge`` to the fake upstream's ``model``
-    (no retries in the proxy: the worker's retries are under test), the built-in judges on it."""
+    """A configuration: the store in ``tmp_path``, Redis (None: none, the queue is the store's), route ``judge``
+    to the fake upstream's ``model`` (no retries in the proxy: the worker's retries are under test), the
+    built-in judges on it."""
     config = {
         "store_uri": f"sqlite:///{tmp_path}/store.db",
-        "redis_url": redis_url,
+        **({"redis_url": redis_url} if redis_url else {}),
         "log_level": "info",
         "llm": {"routes": [{"name": "judge", "retries": 0, "targets": [target(upstream, model)]}]},
         "judges": {"route": "judge", "queue": {"key_prefix": prefix, **FAST_QUEUE, **queue}},
