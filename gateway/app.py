@@ -49,6 +49,10 @@ from gateway.telemetry.setup import build_telemetry, check_otel_environment
 from judges.api import start_judges
 from judges.evaluation_routes import EVALUATION_ROUTES
 from judges.evaluations import start_evaluations
+from judges.online.api import OnlineJudgesState
+from judges.online.queue_choice import queue_for
+from judges.online.service import OnlineJudging, prompt_alias_resolver, start_online_judging
+from judges.queue.base import JobQueue
 from judges.routes import JUDGE_ROUTES
 from prompts import api as prompts_api
 from prompts.cache import PromptCache
@@ -195,11 +199,18 @@ async def _send_error(exc: Exception, scope: Scope, receive: Receive, send: Send
         raise exc
 
 
-def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starlette:
+def create_app(
+    settings: Settings, *, resume_evaluations: bool = True, judge_queue: JobQueue | None = None
+) -> Starlette:
     """The app for ``settings``; ``resume_evaluations`` False leaves the evaluation runs that a stopped process
-    left unfinished alone (``gateway eval run`` embedded runs its own and exits)."""
+    left unfinished alone (``gateway eval run`` embedded runs its own and exits). ``judge_queue``: the queue
+    online judge jobs go to (the caller's to close); by default ``judges.online.queue_choice.queue_for(settings)`` when
+    ``judges.online`` has rules (closed with the app)."""
     # An OTEL_* choice we cannot honour raises ConfigError here, before the server binds (exit 2 from the CLI).
     check_otel_environment()
+    # The same for online judges without a queue to carry their jobs.
+    owned_queue = queue_for(settings) if judge_queue is None and settings.judges.online.rules else None
+    online_queue = judge_queue or owned_queue
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -275,6 +286,15 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.judges = await start_judges(
             settings.judges, app.state.prompts, llm_proxy, app.state.assessments, telemetry.events, settings.llm.routes
         )
+        # Online judges (judges/online/): with judges.online rules, a span processor samples finished LLM calls
+        # into a bounded buffer, and a task ships their jobs to the judge queue; the rules can be replaced by
+        # PUT /api/judges/online.
+        online: OnlineJudging | None = None
+        if online_queue is not None and settings.judges.online.rules:
+            online = start_online_judging(
+                settings.judges.online, telemetry.provider, online_queue, prompt_alias_resolver(prompt_cache)
+            )
+        app.state.online_judges = OnlineJudgesState(online, settings.llm.routes)
         # Evaluation runs (judges/evaluations.py): this worker's in-process queue; runs a stopped process left
         # unfinished are resumed in the background.
         evaluations = app.state.evaluations = await start_evaluations(
@@ -328,6 +348,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
+            if online is not None:  # what is buffered goes to the queue, within the telemetry shutdown bound
+                await online.close(settings.telemetry.shutdown_timeout_s)
+            if owned_queue is not None:
+                await owned_queue.close()
             await state.pool.close()
             await llm_proxy.close()
             await limiter.close()

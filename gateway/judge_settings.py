@@ -8,24 +8,26 @@ judges:
   route_concurrency: 8    # judge calls in flight per LLM route, per process
   concurrency: 16         # evaluation jobs in flight, per process
   max_trace_items: 1000   # most stored traces one evaluation run may take (the cap is named in its answer)
+  online: [...]           # judges on live traffic, and online_buffer etc.: gateway/judge_online_settings.py
 ```
 
 ``route`` has no default: a built-in judge asked for while it is unset is refused with a 400 naming
 ``judges.route``, not sent somewhere by guess. A custom judge names its own route.
 
-Imports nothing of ours but gateway/config_values.py, so that gateway/config.py can import it (the
-recipe in its docstring).
+Imports nothing of ours but gateway/config_values.py and gateway/judge_online_settings.py, so that
+gateway/config.py can import it (the recipe in its docstring).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.config_values import ConfigError, integer, keys_of, optional_text, positive
+from gateway.judge_online_settings import ONLINE_KEYS, OnlineSettings, parse_online_settings
 
-_KEYS = ("route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items")
+_KEYS = ("route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", *ONLINE_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class JudgesSettings:
     route_concurrency: int = 8
     concurrency: int = 16
     max_trace_items: int = 1000
+    online: OnlineSettings = field(default_factory=OnlineSettings)  # judges on live traffic (online* keys)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
@@ -44,7 +47,7 @@ class JudgesSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JudgesSettings:
-        return cls(**data)
+        return cls(**{**data, "online": OnlineSettings.from_dict(data.get("online", {}))})
 
 
 def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
@@ -61,4 +64,5 @@ def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
     for key in ("route_concurrency", "concurrency", "max_trace_items"):
         if key in data:
             values[key] = integer(1)(f"judges.{key}", data[key])
+    values["online"] = parse_online_settings(data)
     return JudgesSettings(**values)
