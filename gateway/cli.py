@@ -156,6 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.http_protocol import select_http_protocol
     from gateway.llm.routes_config import refuse_open_by_accident, warn_about_risky_settings
     from gateway.telemetry.setup import check_otel_environment
+    from judges.online.queue_choice import check_online_queue
 
     configure_logging(settings.log_level)
     # A bad llm route or auth key already stopped load_settings (exit 2); these are allowed but risky.
@@ -169,6 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings.workers,
         )
     check_otel_environment()  # OTEL_* choices we cannot honour: exit 2 before any worker starts
+    check_online_queue(settings)  # judges.online rules without a judge queue: the same
 
     loop = "uvloop" if _importable("uvloop") else "auto"
     # uvicorn's httptools protocol, sending each response's headers and body in one write (gateway/http_protocol.py).

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from judges.queue.base import JobQueue
 
 
+def check_online_queue(settings: Settings) -> None:
+    """Refuse, before the server binds (``gateway serve``, before any worker starts), online rules that no
+    queue can carry: ConfigError naming ``judges.online``. Builds nothing."""
+    if settings.judges.online.rules:
+        queue_for(settings)
+
+
 def queue_for(settings: Settings) -> JobQueue:
     """The judge queue online jobs go to. Not wired yet: the backends (Redis Streams when ``redis_url``
     is set, the embedded SQLite queue otherwise) are written beside this; until they are, a gateway with

@@ -7,6 +7,8 @@ backends until they are merged (``judges.online.queue_choice.queue_for`` then pi
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,7 +31,7 @@ from judges.runner import Target
 from tests.judges.conftest import JudgeGateway
 from tests.judges.memory_queue import MemoryQueue
 from tests.llm.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, FakeUpstream, target, wait_until
-from tests.servers import run_app_in_thread
+from tests.servers import GATEWAY_BIN, free_port, run_app_in_thread
 
 ALWAYS = [{"name": "safety", "rate": 1}]
 
@@ -249,3 +252,18 @@ def test_rules_without_a_queue_refuse_to_start(fake_upstream: FakeUpstream, tmp_
     )  # fmt: skip
     with pytest.raises(ConfigError, match="judges.online needs a judge queue"):
         create_app(settings)
+
+
+def test_serve_with_rules_and_no_queue_exits_2_naming_the_key(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    config = tmp_path / "online.yaml"
+    config.write_text(
+        orjson.dumps({"llm": _llm(fake_upstream), "judges": _judges([{"route": "chat", "judges": ALWAYS}])}).decode()
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_STORE_URI"] = f"sqlite:///{tmp_path}/store.db"
+    result = subprocess.run(
+        [GATEWAY_BIN, "serve", "--config", str(config), "--port", str(free_port()), "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "judges.online needs a judge queue" in result.stderr
