@@ -34,12 +34,20 @@ from judges.queue.jobs import ONLINE, JudgeJob
 
 logger = logging.getLogger("judges.online")
 
-JUDGE_ATTRIBUTE_PREFIX: Final = "gateway.judge."
+# The gateway.judge.* attributes a judge's call carries (judges/runner.py sets them all; any one is enough).
+JUDGE_ATTRIBUTES: Final = (
+    sc.GATEWAY_JUDGE_NAME,
+    sc.GATEWAY_JUDGE_PROMPT_NAME,
+    sc.GATEWAY_JUDGE_PROMPT_VERSION,
+    sc.GATEWAY_JUDGE_TARGET_TRACE_ID,
+    sc.GATEWAY_JUDGE_TARGET_SPAN_ID,
+)
 
 
 def is_judge_call(attributes: Mapping[str, Any]) -> bool:
-    """A judge's own LLM call: its top span carries a ``gateway.judge.*`` attribute."""
-    return any(name.startswith(JUDGE_ATTRIBUTE_PREFIX) for name in attributes)
+    """A judge's own LLM call: its top span carries a ``gateway.judge.*`` attribute (five lookups, not a
+    scan of every attribute: this runs on the span's end)."""
+    return any(name in attributes for name in JUDGE_ATTRIBUTES)
 
 
 class OnlineJudgeProcessor(SpanProcessor):

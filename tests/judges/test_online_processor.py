@@ -16,7 +16,7 @@ from gateway.judge_online_settings import OnlineJudge, OnlineRule
 from gateway.telemetry import semconv as sc
 from judges.online import metrics
 from judges.online.buffer import JobBuffer
-from judges.online.processor import OnlineJudgeProcessor
+from judges.online.processor import JUDGE_ATTRIBUTES, OnlineJudgeProcessor
 from judges.online.rules import OnlineRules
 from judges.online.sampling import sample_point
 
@@ -73,7 +73,7 @@ def test_a_matching_server_span_becomes_one_job_per_sampled_judge() -> None:
 
 
 def test_sampling_follows_the_trace_number() -> None:
-    h = Harness((OnlineRule("chat", (OnlineJudge("low", 0.05), OnlineJudge("high", 0.2))),))
+    h = Harness((OnlineRule("chat", (OnlineJudge("low", 0.05), OnlineJudge("high", 0.2))),), capacity=10_000)
     traces = [h.call() for _ in range(400)]
     jobs = h.jobs()
     for trace_id in traces:
@@ -159,3 +159,9 @@ def test_rules_replaced_at_runtime_apply_to_the_next_call() -> None:
     h.call()
     assert [job.judge for job in h.jobs()] == ["correctness", "safety"]
     assert h.rules.to_list() == [{"route": "chat", "judges": [{"name": "safety", "rate": 1.0}]}]
+
+
+def test_every_judge_attribute_marks_a_judge_call() -> None:
+    """The processor looks up the gateway.judge.* names semconv defines; a new one must join them."""
+    defined = {value for value in vars(sc).values() if isinstance(value, str) and value.startswith("gateway.judge.")}
+    assert defined == set(JUDGE_ATTRIBUTES)
