@@ -210,7 +210,7 @@ def create_app(
     check_otel_environment()
     # The same for online judges without a queue to carry their jobs.
     owned_queue = queue_for(settings) if judge_queue is None and settings.judges.online.rules else None
-    online_queue = judge_queue or owned_queue
+    online_queue = judge_queue if judge_queue is not None else owned_queue
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
