@@ -50,6 +50,8 @@ from gateway.telemetry.setup import Telemetry, build_telemetry, check_otel_envir
 from judges.api import start_judges
 from judges.evaluation_routes import EVALUATION_ROUTES
 from judges.evaluations import start_evaluations
+from judges.online.api import OnlineJudgesState
+from judges.online.service import prompt_alias_resolver, start_online_judging
 from judges.queue.choice import open_judge_queue
 from judges.routes import JUDGE_ROUTES
 from judges.worker.embedded import start_embedded_worker
@@ -271,15 +273,22 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.judges = await start_judges(
             settings.judges, app.state.prompts, llm_proxy, app.state.assessments, telemetry.events, settings.llm.routes
         )
+        # The judge queue (judges/queue/: Redis Streams with redis_url, else the store's table).
+        judge_queue = app.state.judge_queue = open_judge_queue(settings, store.engine)
+        # Online judges (judges/online/): a span processor samples finished LLM calls by the judges.online rules
+        # into a bounded buffer, and a task ships their jobs to the judge queue; PUT /api/judges/online replaces
+        # the rules (no rules: the processor returns at once).
+        online = start_online_judging(
+            settings.judges.online, telemetry.provider, judge_queue, prompt_alias_resolver(prompt_cache)
+        )
+        app.state.online_judges = OnlineJudgesState(online, settings.llm.routes)
         # Evaluation runs (judges/evaluations.py): this worker's in-process queue; runs a stopped process left
         # unfinished are resumed in the background.
         evaluations = app.state.evaluations = await start_evaluations(
             settings, app.state.judges, llm_proxy, telemetry.traces, resume=resume_evaluations
         )
 
-        # The judge queue (judges/queue/: Redis Streams with redis_url, else the store's table) and, with
-        # judges.workers embedded (the default), this process's judge worker on it.
-        judge_queue = app.state.judge_queue = open_judge_queue(settings, store.engine)
+        # With judges.workers embedded (the default), this process's judge worker on the queue.
         judge_worker = start_embedded_worker(settings.judges, judge_queue, app.state.judges, telemetry.traces)
 
         async def on_store_change() -> None:
@@ -330,8 +339,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             await asyncio.gather(*tasks, return_exceptions=True)
             if judge_worker is not None:  # jobs in hand: finished within its grace, else reclaimed by another
                 await judge_worker.close()
-            await judge_queue.close()
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
+            # What is buffered goes to the queue, within the telemetry shutdown bound; then the queue closes.
+            await online.close(settings.telemetry.shutdown_timeout_s)
+            await judge_queue.close()
             await state.pool.close()
             await llm_proxy.close()
             await limiter.close()

@@ -46,6 +46,7 @@ from gateway.config_values import (
     positive,
     text,
 )
+from gateway.judge_online_settings import check_online_routes
 from gateway.judge_settings import JudgesSettings, parse_judges_settings
 from gateway.limit_settings import LimitsSettings, parse_limits_settings
 from gateway.llm.routes_config import AuthSettings, LlmSettings, parse_auth_settings, parse_llm_settings
@@ -322,7 +323,9 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "judges",
         mapping,
-        "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items, workers, queue} "
+        "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items, workers, queue, online "
+        "(rules of judges on live traffic), online_buffer, online_batch, online_flush_interval_s, "
+        "online_enqueue_timeout_s} "
         "(see docs/configuration.md).",
     ),
 )
@@ -419,6 +422,8 @@ def load_settings(
     top_values["http"] = HttpSettings(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("http.")})
     for name, section in SECTIONS.items():  # after every plain value, so those are reported first
         top_values[name] = section.parse(values.get(name, {}), env)
+    # Across sections: a route with online judges exists and captures content (a judge reads the call).
+    check_online_routes("judges.online", top_values["judges"].online.rules, top_values["llm"].routes)
     serving = ServingSettings(**serving_values)
     if serving.default_model is None and serving.preload:
         serving = replace(serving, default_model=serving.preload[0])

@@ -9,26 +9,31 @@ judges:
   concurrency: 16         # evaluation jobs in flight, per process
   max_trace_items: 1000   # most stored traces one evaluation run may take (the cap is named in its answer)
   workers: embedded       # and queue: {...}: the judge job queue (gateway/judge_queue_settings.py)
+  online: [...]           # judges on live traffic, and online_buffer etc.: gateway/judge_online_settings.py
 ```
 
 ``route`` has no default: a built-in judge asked for while it is unset is refused with a 400 naming
 ``judges.route``, not sent somewhere by guess. A custom judge names its own route.
 
-Imports nothing of ours but gateway/config_values.py (and gateway/judge_queue_settings.py, which
-imports only that), so that gateway/config.py can import it (the
+Imports nothing of ours but gateway/config_values.py, gateway/judge_queue_settings.py and
+gateway/judge_online_settings.py (which import only that), so that gateway/config.py can import it (the
 recipe in its docstring).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.config_values import ConfigError, integer, keys_of, optional_text, positive
+from gateway.judge_online_settings import ONLINE_KEYS, OnlineSettings, parse_online_settings
 from gateway.judge_queue_settings import EMBEDDED, JudgeQueueSettings, parse_queue_settings, parse_worker_mode
 
-_KEYS = ("route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", "queue", "workers")
+_KEYS = (
+    "route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", "queue", "workers",
+    *ONLINE_KEYS,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,7 @@ class JudgesSettings:
     max_trace_items: int = 1000
     queue: JudgeQueueSettings = JudgeQueueSettings()
     workers: str = EMBEDDED  # embedded | external
+    online: OnlineSettings = field(default_factory=OnlineSettings)  # judges on live traffic (online* keys)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
@@ -52,6 +58,7 @@ class JudgesSettings:
         values = dict(data)
         if isinstance(values.get("queue"), Mapping):
             values["queue"] = JudgeQueueSettings.from_dict(values["queue"])
+        values["online"] = OnlineSettings.from_dict(data.get("online", {}))
         return cls(**values)
 
 
@@ -72,4 +79,5 @@ def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
     values["queue"] = parse_queue_settings(data.get("queue"))
     if "workers" in data:
         values["workers"] = parse_worker_mode(data["workers"])
+    values["online"] = parse_online_settings(data)
     return JudgesSettings(**values)

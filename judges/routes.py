@@ -9,8 +9,9 @@ from __future__ import annotations
 from gateway.api import schemas as s
 from gateway.api.routing import ApiRoute
 from judges import api
+from judges.online import api as online_api
 
-GET, POST = ("GET",), ("POST",)
+GET, POST, PUT = ("GET",), ("POST",), ("PUT",)
 
 _STORE = {503: "The store is unavailable (Retry-After)"}
 _NUMBER = {"type": "number"}
@@ -74,9 +75,37 @@ _AGREEMENT = s.json_body(
         },
     )
 )
+_ONLINE_RULE = s.obj(
+    ("route", "judges"),
+    route={**s.STRING, "description": "An LLM route of this gateway that captures content"},
+    prompt={**s.STRING, "description": "Only calls rendered from this prompt"},
+    prompt_version={**s.INTEGER, "description": "... at this version (or prompt_alias)"},
+    prompt_alias={**s.STRING, "description": "... at the version this alias names when the call ends"},
+    operation={"enum": ["chat", "text_completion"], "description": "gen_ai.operation.name (default: both)"},
+    judges={
+        "type": "array",
+        "items": s.obj(("name", "rate"), name=s.STRING, rate={"type": "number", "minimum": 0, "maximum": 1}),
+    },
+)
+_ONLINE_RULES = s.obj(("rules",), rules={"type": "array", "items": _ONLINE_RULE})
+_ONLINE = s.obj(
+    ("rules", "running", "buffered"),
+    rules={"type": "array", "items": _ONLINE_RULE},
+    running={"type": "boolean", "description": "Some rule is in force in this process (calls are sampled)"},
+    buffered={**s.INTEGER, "description": "Jobs waiting in this process for the judge queue"},
+)
 _LOOKUP_ERRORS = {400: "Not a judge name", 404: "No such judge", 409: "The prompt judges.<name> is not a usable judge"}
 
 JUDGE_ROUTES = (
+    # Before /api/judges/{name}: the first full match wins.
+    ApiRoute(GET, "/api/judges/online", online_api.get_online, "evaluations",
+             "The online judge rules in force in this process (judges on live traffic)",
+             (200, s.json_body(_ONLINE)), {400: "A query parameter"}),
+    ApiRoute(PUT, "/api/judges/online", online_api.put_online, "evaluations",
+             "Replace the online judge rules in this process (until restart; other processes keep theirs)",
+             (200, s.json_body(_ONLINE)),
+             {400: "A bad rule (the field is named), a route that does not capture content, or an unknown judge"},
+             s.json_body(_ONLINE_RULES)),
     ApiRoute(POST, "/api/judges", api.create_judge, "evaluations",
              "Create a custom judge, or edit one: a new version of its prompt judges.<name>",
              (201, s.json_body(_JUDGE)),

@@ -155,7 +155,7 @@ class CallRecord(CallProgress):
         self,
         status: int,
         summary: AnswerSummary | None,
-        captured: dict[str, str] | None,
+        captured: dict[str, Any] | None,
         error_type: str | None = None,
         error_message: str | None = None,
     ) -> None:
@@ -214,15 +214,20 @@ class RecordingResponse(Response):
                 logger.exception("Could not record the spans and metrics of an LLM call")
 
 
-def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) -> dict[str, str] | None:
-    """``gen_ai.input.messages`` / ``gen_ai.output.messages`` when the route captures content."""
+def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) -> dict[str, Any] | None:
+    """``gen_ai.input.messages`` / ``gen_ai.output.messages`` when the route captures content, and
+    ``gateway.llm.content_truncated`` when either was cut to ``capture_max_chars`` (online judges skip those)."""
     if not route.capture_content:
         return None
     limit = route.capture_max_chars
     messages = formats.input_messages(parsed.operation, parsed.data)
     if messages is None:
         return None
-    captured = {sc.GEN_AI_INPUT_MESSAGES: content.to_attribute(messages, limit)}
+    captured: dict[str, Any] = {}
+    captured[sc.GEN_AI_INPUT_MESSAGES], cut = content.to_attribute_text(messages, limit)
     if summary is not None and summary.output_messages is not None:
-        captured[sc.GEN_AI_OUTPUT_MESSAGES] = content.to_attribute(summary.output_messages, limit)
+        captured[sc.GEN_AI_OUTPUT_MESSAGES], output_cut = content.to_attribute_text(summary.output_messages, limit)
+        cut = cut or output_cut
+    if cut:
+        captured[sc.GATEWAY_LLM_CONTENT_TRUNCATED] = True
     return captured

@@ -93,6 +93,7 @@ def output_messages_from_response(operation: str, data: dict[str, Any]) -> list[
     return messages
 
 
-def to_attribute(messages: list[dict[str, Any]], max_chars: int) -> str:
+def to_attribute_text(messages: list[dict[str, Any]], max_chars: int) -> tuple[str, bool]:
+    """The messages' JSON cut to ``max_chars``, and whether it was cut."""
     text = orjson.dumps(messages).decode()
-    return text if len(text) <= max_chars else text[:max_chars]
+    return (text, False) if len(text) <= max_chars else (text[:max_chars], True)

@@ -89,7 +89,7 @@ def end_failed(span: Span, error_type: str, message: str) -> None:
 
 
 def answer_attributes(
-    summary: AnswerSummary, time_to_first_chunk_s: float | None, content: Mapping[str, str] | None
+    summary: AnswerSummary, time_to_first_chunk_s: float | None, content: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """A CLIENT span's attributes from its upstream's answer (and the captured messages, if any)."""
     attributes = summary.attributes()

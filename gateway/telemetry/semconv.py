@@ -90,6 +90,8 @@ GATEWAY_LLM_ATTEMPTS: Final = "gateway.llm.attempts"
 GATEWAY_LLM_FALLBACK: Final = "gateway.llm.fallback"
 GATEWAY_AUTH_KEY_ID: Final = "gateway.auth.key_id"  # the gateway key's id, never the key
 GATEWAY_USAGE_COST_USD: Final = "gateway.usage.cost_usd"  # from the answering target's prices, when it has them
+# true when gen_ai.input.messages or gen_ai.output.messages was cut to capture_max_chars (absent otherwise)
+GATEWAY_LLM_CONTENT_TRUNCATED: Final = "gateway.llm.content_truncated"
 
 # --- ours: judge calls (LlmProxy.complete's top span) and evaluation runs ------------------------------
 GATEWAY_JUDGE_NAME: Final = "gateway.judge.name"
