@@ -28,6 +28,7 @@ from gateway.telemetry.events import EvaluationEvents
 from judges.agreement import agreement
 from judges.catalog import JudgeCatalog, judge_list
 from judges.definitions import parse_judge_spec
+from judges.queue_api import pause_of
 from judges.runner import JudgeRunner
 from prompts.api import PromptsState
 
@@ -90,8 +91,10 @@ async def list_judges(request: Request) -> Response:
 
 
 async def get_judge(request: Request) -> Response:
-    """``GET /api/judges/{name}``: its prompt name and version, route, value kind, required fields."""
-    return ORJSONResponse(_state(request).catalog.get(request.path_params["name"]).to_dict())
+    """``GET /api/judges/{name}``: its prompt name and version, route, value kind, required fields, and
+    ``paused``: why the judge queue holds its jobs (a configuration failure; null when it does not)."""
+    judge = _state(request).catalog.get(request.path_params["name"])
+    return ORJSONResponse({**judge.to_dict(), "paused": await pause_of(request, judge.name)})
 
 
 async def get_agreement(request: Request) -> Response:

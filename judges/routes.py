@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gateway.api import schemas as s
 from gateway.api.routing import ApiRoute
-from judges import api
+from judges import api, queue_api
 from judges.online import api as online_api
 
 GET, POST, PUT = ("GET",), ("POST",), ("PUT",)
@@ -94,6 +94,29 @@ _ONLINE = s.obj(
     running={"type": "boolean", "description": "Some rule is in force in this process (calls are sampled)"},
     buffered={**s.INTEGER, "description": "Jobs waiting in this process for the judge queue"},
 )
+_QUEUE_DOWN = {503: "The judge queue (Redis, or the store) is unavailable"}
+_PAUSE = {**s.NULLABLE_STRING, "description": "Why the queue holds the judge's jobs (null: it does not)"}
+_JUDGE_SHOWN = {**_JUDGE, "properties": {**_JUDGE["properties"], "paused": _PAUSE}}
+_QUEUE = s.json_body(
+    s.obj(
+        ("backend", "judges"),
+        backend={"enum": ["redis", "store"]},
+        judges={
+            "type": "array",
+            "items": s.obj(
+                ("judge", "depth", "pending", "delayed", "oldest_age_s", "dead_letters", "paused"),
+                judge=s.STRING,
+                depth={**s.INTEGER, "description": "Jobs not done: waiting, delayed or in hand"},
+                pending={**s.INTEGER, "description": "Handed to a worker, not acked"},
+                delayed={**s.INTEGER, "description": "Waiting for a retry time"},
+                oldest_age_s={**_NUMBER, "description": "Age of the oldest job not done (0: none)"},
+                dead_letters=s.INTEGER,
+                paused=_PAUSE,
+            ),
+        },
+    )
+)
+_RESUMED = s.json_body(s.obj(("name", "was_paused"), name=s.STRING, was_paused=_PAUSE))
 _LOOKUP_ERRORS = {400: "Not a judge name", 404: "No such judge", 409: "The prompt judges.<name> is not a usable judge"}
 
 JUDGE_ROUTES = (
@@ -114,9 +137,15 @@ JUDGE_ROUTES = (
     ApiRoute(GET, "/api/judges", api.list_judges, "evaluations", "The built-in and custom judges",
              (200, s.json_body(s.obj(("judges",), judges={"type": "array", "items": {"anyOf": [_JUDGE, _LISTED]}}))),
              {400: "Bad query parameter"}),
+    ApiRoute(GET, "/api/judges/queue", queue_api.get_queue, "evaluations",
+             "The judge queue per judge: jobs not done, in hand, delayed, the oldest one's age, dead letters, pause",
+             (200, _QUEUE), {400: "A query parameter", **_QUEUE_DOWN}),
     ApiRoute(GET, "/api/judges/{name}", api.get_judge, "evaluations",
-             "A judge: its prompt name and version, route, value kind and required fields",
-             (200, s.json_body(_JUDGE)), _LOOKUP_ERRORS),
+             "A judge: its prompt name and version, route, value kind and required fields, and its pause",
+             (200, s.json_body(_JUDGE_SHOWN)), {**_LOOKUP_ERRORS, **_QUEUE_DOWN}),
+    ApiRoute(POST, "/api/judges/{name}/resume", queue_api.resume_judge, "evaluations",
+             "Resume a judge paused by a configuration failure: its queued jobs run again (idempotent)",
+             (200, _RESUMED), _QUEUE_DOWN),
     ApiRoute(GET, "/api/judges/{name}/agreement", api.get_agreement, "evaluations",
              "How the judge agrees with human feedback of the same name: count, percent agreement, Cohen's kappa "
              "(quadratic-weighted for int and float scales), confusion matrix",
