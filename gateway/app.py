@@ -53,6 +53,7 @@ from judges.evaluations import start_evaluations
 from judges.online.api import OnlineJudgesState
 from judges.online.service import prompt_alias_resolver, start_online_judging
 from judges.queue.choice import open_judge_queue
+from judges.queue_metrics import queue_gauges
 from judges.routes import JUDGE_ROUTES
 from judges.worker.embedded import start_embedded_worker
 from prompts import api as prompts_api
@@ -275,6 +276,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         )
         # The judge queue (judges/queue/: Redis Streams with redis_url, else the store's table).
         judge_queue = app.state.judge_queue = open_judge_queue(settings, store.engine)
+        app.state.shared_gauges = [queue_gauges(judge_queue)]  # on /metrics, read once per scrape
         # Online judges (judges/online/): a span processor samples finished LLM calls by the judges.online rules
         # into a bounded buffer, and a task ships their jobs to the judge queue; PUT /api/judges/online replaces
         # the rules (no rules: the processor returns at once).

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,11 +322,16 @@ async def run_snapshot_writer(directory: Path, interval_s: float = SNAPSHOT_INTE
 # --- exposition -----------------------------------------------------------------------------------
 
 
-def exposition(directory: Path | None = None) -> bytes:
-    """Prometheus text format (version 0.0.4) of every worker's metrics, merged."""
+def exposition(directory: Path | None = None, shared: Mapping[str, Any] | None = None) -> bytes:
+    """Prometheus text format (version 0.0.4) of every worker's metrics, merged; plus ``shared`` gauges, read
+    once at this scrape from something every worker shares (the judge queue's depth): ``{name: {"help",
+    "labelnames", "samples": {labels: value}}}``, never summed over workers."""
     from prometheus_client.exposition import generate_latest
 
-    return generate_latest(_Collected(merged(directory)))
+    data = merged(directory)
+    for name, entry in (shared or {}).items():
+        data[name] = {"kind": "gauge", **entry}
+    return generate_latest(_Collected(data))
 
 
 class _Collected:

@@ -106,8 +106,12 @@ def _resolves_to(state: GatewayState, name: str, version: int) -> bool:
 
 
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus text format; with several workers, the sum over all of them (see gateway.metrics)."""
-    body = await asyncio.to_thread(metrics.exposition, metrics.metrics_dir())
+    """Prometheus text format; with several workers, the sum over all of them (see gateway.metrics), and the
+    gauges of what they share, read once at this scrape (``app.state.shared_gauges``: the judge queue's)."""
+    shared: dict[str, Any] = {}
+    for read in getattr(request.app.state, "shared_gauges", ()):
+        shared.update(await read())
+    body = await asyncio.to_thread(metrics.exposition, metrics.metrics_dir(), shared)
     return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)
 
 

@@ -91,3 +91,16 @@ def test_the_queue_per_judge_its_pause_and_resume(queued: tuple[Gateway, str]) -
     again = client.post("/api/judges/safety/resume")  # idempotent
     assert again.status_code == 200 and again.json() == {"name": "safety", "was_paused": None}
     assert client.get("/api/judges/queue", params={"x": "1"}).status_code == 400
+
+
+def test_metrics_show_the_shared_queue_once(queued: tuple[Gateway, str]) -> None:
+    text = httpx.get(f"{queued[0].base_url}/metrics").text
+    assert "gateway_judge_queue_up 1.0" in text
+    assert 'gateway_judge_queue_depth{judge="safety"} 3.0' in text
+    assert 'gateway_judge_queue_depth{judge="correctness"} 1.0' in text
+    assert 'gateway_judge_queue_paused{judge="safety"} 1.0' in text
+    assert 'gateway_judge_queue_paused{judge="correctness"} 0.0' in text
+    oldest = next(
+        line for line in text.splitlines() if line.startswith('gateway_judge_queue_oldest_age_seconds{judge="safety"}')
+    )
+    assert float(oldest.split()[-1]) >= 4.0
