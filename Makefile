@@ -9,7 +9,7 @@ LATEST := .venv-latest
 LINTED := gateway prompts judges loadtest tests .ci
 TYPED  := gateway prompts judges loadtest .ci
 
-.PHONY: serve test test-latest lock lint format typecheck fuzz fuzz-stateful bench bench-llm bench-prompts bench-judges bench-keys clean
+.PHONY: serve test test-latest lock lint format typecheck fuzz fuzz-stateful bench bench-llm bench-prompts bench-judges bench-judge-queue bench-keys clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -104,3 +104,8 @@ bench-keys: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) $(LATEST) .gateway .pytest_cache .mypy_cache .ruff_cache
+## bench-judge-queue: how fast two `gateway judges worker` processes drain 3,000 queued online judge jobs, on Redis
+## Streams and on the store's queue (~1 min)
+bench-judge-queue: $(VENV)/.dev-installed
+	$(BIN)/python loadtest/bench_judge_queue.py
+
