@@ -50,7 +50,17 @@ class WorkerProcess(Server):
         raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s:\n{self.log_tail()}")
 
 
-def write_config(layout: Layout, upstream: str, backend: str, concurrency: int) -> Path:
+def forget_redis_keys(prefix: str) -> None:
+    """Delete the bench queue's keys (its streams, groups, retries, dead letters, pauses) from Redis."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+def write_config(layout: Layout, upstream: str, backend: str, concurrency: int, prefix: str) -> Path:
     target = {"base_url": f"{upstream}/v1", "model": UPSTREAM_MODEL, "api_key_env": UPSTREAM_KEY_ENV}
     config: dict[str, Any] = {
         "store_uri": f"sqlite:///{layout.workdir / backend}.db",
@@ -59,7 +69,7 @@ def write_config(layout: Layout, upstream: str, backend: str, concurrency: int) 
                            {"name": "judge", "timeout_s": 30, "targets": [target]}]},
         "judges": {
             "route": "judge", "workers": "external", "route_concurrency": concurrency,
-            "queue": {"key_prefix": f"bench-judge-queue:{uuid.uuid4().hex[:8]}:"},
+            "queue": {"key_prefix": prefix},
             "online": [{"route": "chat", "judges": [{"name": "safety", "rate": 1}]}],
         },
     }  # fmt: skip
@@ -104,7 +114,8 @@ def sample_depth(base: str, poll_s: float, samples: list[tuple[float, int]]) -> 
 
 
 def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    config = write_config(layout, upstream, backend, args.concurrency)
+    prefix = f"bench-judge-queue:{uuid.uuid4().hex[:8]}:"
+    config = write_config(layout, upstream, backend, args.concurrency, prefix)
     env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY}
     servers = Servers(grace=15)
     try:
@@ -132,6 +143,8 @@ def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Name
             sampling.result(timeout=600)
     finally:
         servers.stop_all()
+        if backend == "redis":
+            forget_redis_keys(prefix)
     started = next((i for i, (_, left) in enumerate(samples) if left < queued), len(samples) - 1)
     first_t, first_left = samples[max(0, started - 1)]
     last_t = samples[-1][0]
