@@ -26,6 +26,7 @@ logger = logging.getLogger("gateway.app")
 
 # A reference the view does not know refreshes from the store at most this often.
 _MIN_FORCED_REFRESH_INTERVAL_S = 0.25
+_MAX_ASKED = 1000
 
 REFRESH_FAILURES = metrics.counter(
     "gateway_registry_refresh_failures_total",
@@ -47,6 +48,7 @@ class GatewayState:
     notifier: ChangeNotifier | None = None
     _refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _last_refresh: float = 0.0
+    _asked: set[ModelRef] = field(default_factory=set)  # unknown references waiting for the next read
     # Background loads started by alias moves; referenced here so they are not garbage-collected.
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -63,30 +65,43 @@ class GatewayState:
     async def refresh_view(self, *, rate_limited: bool = False, wanted: ModelRef | None = None) -> None:
         """Re-read the registry if its revision changed since the view was built.
 
-        ``rate_limited`` (a request for a reference the view does not know, ``wanted``) skips the read when
-        one happened within the last quarter second, so unknown names cannot hammer the source.
+        ``rate_limited`` (a request for a reference the view does not know, ``wanted``) reads at most once a
+        quarter second, so unknown names cannot hammer the source: a request that comes sooner waits for the
+        next read, which covers every reference asked for meanwhile (at most ``_MAX_ASKED`` of them; beyond,
+        the request is answered from the view it has). An MLflow source reads only the models it is asked for.
         """
-        async with self._refresh_lock:
-            now = time.monotonic()
-            if rate_limited and now - self._last_refresh < _MIN_FORCED_REFRESH_INTERVAL_S:
-                return
-            self._last_refresh = now
-            refs = (*self.preload, wanted) if wanted is not None else self.preload
-            try:
-                view = await asyncio.to_thread(self.source.read_view, self.pool.view.revision, refs)
-            except GatewayError as exc:
-                self._note_source_error(exc.message)
-                return
-            except Exception as exc:  # the source is a dependency: keep serving from the last view
-                self._note_source_error(f"{type(exc).__name__}: {exc}")
-                return
-            if self.source_error is not None:
-                logger.info("Registry source reachable again: %s", self.source.describe())
-            self.source_error = None
-            if view is None:
-                return
-            self.pool.update_view(view)
-            self._follow_preloaded()
+        if wanted is not None and len(self._asked) < _MAX_ASKED:
+            self._asked.add(wanted)
+        while True:
+            async with self._refresh_lock:
+                wait = _MIN_FORCED_REFRESH_INTERVAL_S - (time.monotonic() - self._last_refresh)
+                if not rate_limited or wait <= 0:
+                    await self._read_source()
+                    return
+                if wanted is None or wanted not in self._asked:
+                    return  # a read since this call began covered it
+            await asyncio.sleep(wait)
+
+    async def _read_source(self) -> None:
+        """One read of the source (the refresh lock held): a new view for the pool when something changed."""
+        self._last_refresh = time.monotonic()
+        refs = (*self.preload, *self._asked)
+        self._asked = set()
+        try:
+            view = await asyncio.to_thread(self.source.read_view, self.pool.view.revision, refs)
+        except GatewayError as exc:
+            self._note_source_error(exc.message)
+            return
+        except Exception as exc:  # the source is a dependency: keep serving from the last view
+            self._note_source_error(f"{type(exc).__name__}: {exc}")
+            return
+        if self.source_error is not None:
+            logger.info("Registry source reachable again: %s", self.source.describe())
+        self.source_error = None
+        if view is None:
+            return
+        self.pool.update_view(view)
+        self._follow_preloaded()
 
     async def registry_changed(self) -> None:
         """After a write through this worker: see it here at once, and tell the other replicas."""

@@ -115,6 +115,46 @@ def test_onnx_model_logged_in_mlflow_answers_as_mlflow_does(mlflow_client_env: s
         assert any(p.name.startswith("sha256-") for p in cache.iterdir())  # downloaded into the cache
 
 
+def test_file_artifacts_load_in_place_only_under_the_artifact_roots(mlflow_client_env: str, tmp_path: Path) -> None:
+    """An experiment whose artifacts live on a shared file system (artifact_location file://...): the download
+    URI is a file: URI, loaded where it is when it lies under an artifact root, refused when it does not."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    shared = tmp_path / "shared-artifacts"
+    experiment = MlflowClient().create_experiment("on-shared-disk", artifact_location=shared.as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
+    try:
+        set_alias("iris-local", "champion", log_sklearn_iris("iris-local"))
+    finally:
+        mlflow.set_experiment("Default")
+    expected = _mlflow_predictions("models:/iris-local@champion", iris_frame(ROWS))
+
+    def settings(roots: list[Path]) -> Any:
+        return load_settings(
+            {
+                "store_uri": f"sqlite:///{tmp_path}/store-{len(roots)}.db",
+                "artifact_roots": [str(root) for root in roots],
+                "workers": 1,
+                "registry.kind": "mlflow",
+                "registry.tracking_uri": mlflow_client_env,
+            },
+            environ={},
+        )
+
+    with run_gateway_in_thread(settings([shared])) as url:
+        answer = httpx.post(f"{url}/models/iris-local@champion/invocations", json=_split_body(), timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == expected
+    elsewhere = tmp_path / "other-root"
+    elsewhere.mkdir()
+    with run_gateway_in_thread(settings([elsewhere, tmp_path / "x"])) as url:
+        refused = httpx.post(f"{url}/models/iris-local@champion/invocations", json=_split_body(), timeout=60)
+        assert refused.status_code >= 400
+        assert "outside the artifact roots" in refused.text
+
+
+# Last in this module: it stops the module's MLflow server.
 def test_serve_follow_alias_and_survive_mlflow_stopping(
     mlflow_server: MlflowServer, mlflow_client_env: str, tmp_path: Path
 ) -> None:
