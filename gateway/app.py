@@ -38,8 +38,10 @@ from gateway.limits.limiter import KeyLimiter
 from gateway.llm.prompt_link import PromptRenderer
 from gateway.llm.proxy import LlmProxy
 from gateway.llm.response_pins import make_pins
+from gateway.refs import ModelRef
 from gateway.serving.model import load_model
 from gateway.serving.pool import ModelPool
+from gateway.sources import make_source, source_loader
 from gateway.state import GatewayState
 from gateway.store.assessments import AssessmentStore
 from gateway.store.keys import KeyStore
@@ -220,19 +222,24 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         app.state.invocation_tracer = telemetry.tracer(INVOCATION_TRACER_NAME)
         # Assessments (judges' verdicts, human feedback), on the store's engine: read and written by the trace API.
         app.state.assessments = AssessmentStore(store.engine)
-        state = GatewayState(settings=settings, store=store)
-        loader = partial(
+        # Versions and aliases from our store or an MLflow server (registry.kind): the pool sees only views.
+        source = make_source(settings, store)
+        state = GatewayState(settings=settings, store=store, source=source)
+        load = partial(
             load_model,
-            artifact_roots=settings.artifact_roots,
             intra_op_num_threads=settings.resolved_intra_op_threads(),
             inline_max_us=settings.serving.inline_max_us,
             serving=settings.serving,
             allow_spinning=settings.onnx_allow_spinning(),
         )
+
+        async def refresh_for(ref: ModelRef) -> None:  # a reference the view does not know
+            await state.refresh_view(rate_limited=True, wanted=ref)
+
         state.pool = ModelPool(
-            loader,
+            source_loader(source, load, settings.artifact_roots),
             max_loaded=settings.serving.max_loaded_versions,
-            refresh=partial(state.refresh_view, rate_limited=True),
+            refresh=refresh_for,
         )
         state.pool.set_pinned(state.preload)
         app.state.gateway = state
@@ -317,8 +324,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         if metrics_directory is not None:  # several workers: share this one's counts with the others
             tasks.append(asyncio.create_task(metrics.run_snapshot_writer(metrics_directory), name="metrics-snapshots"))
         logger.info(
-            "Gateway ready to accept requests (store %s, %d model(s) to preload, ONNX intra-op threads %d)",
+            "Gateway ready to accept requests (store %s, models from %s, %d model(s) to preload, "
+            "ONNX intra-op threads %d)",
             _redact(settings.store_uri),
+            source.describe(),
             len(state.preload),
             settings.resolved_intra_op_threads(),
         )
@@ -351,6 +360,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             if state.notifier is not None:
                 await state.notifier.close()
             await asyncio.to_thread(telemetry.shutdown)  # bounded: telemetry.shutdown_timeout_s per part
+            await asyncio.to_thread(source.close)
             await asyncio.to_thread(store.close)
             gc.unfreeze()
 

@@ -51,6 +51,7 @@ from gateway.judge_settings import JudgesSettings, parse_judges_settings
 from gateway.limit_settings import LimitsSettings, parse_limits_settings
 from gateway.llm.routes_config import AuthSettings, LlmSettings, parse_auth_settings, parse_llm_settings
 from gateway.refs import parse_model_ref
+from gateway.registry_settings import RegistrySettings, build_registry_settings, registry_kind, tracking_uri
 
 ENV_PREFIX = "GATEWAY_"
 GATEWAY_CONFIG = "GATEWAY_CONFIG"
@@ -118,6 +119,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     judges: JudgesSettings = field(default_factory=JudgesSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
 
     @property
     def default_model(self) -> str | None:
@@ -244,6 +246,24 @@ PARAMS: tuple[Param, ...] = (
     Param("log_level", _log_level, "critical, error, warning, info or debug."),
     Param("access_log", boolean, "Log one line per request (costs throughput)."),
     Param("artifact_roots", _paths, "Directories model packages may be loaded from (env: PATH-style list)."),
+    Param(
+        "registry.kind",
+        registry_kind,
+        "Where served models and aliases come from: store (the gateway's own registry) or mlflow (an MLflow "
+        "tracking server's registry, read in the background refresh).",
+    ),
+    Param(
+        "registry.tracking_uri",
+        tracking_uri,
+        "The MLflow tracking server of registry.kind mlflow (default: MLFLOW_TRACKING_URI; "
+        "MLFLOW_TRACKING_TOKEN is sent as a bearer token).",
+    ),
+    Param(
+        "registry.cache_dir",
+        _path,
+        "Where packages downloaded from MLflow are kept, shared by the workers (default: mlflow-cache beside an "
+        "SQLite store, else ./.gateway/mlflow-cache).",
+    ),
     Param("serving.default_model", _optional_model_ref, "Model served at POST /invocations."),
     Param("serving.preload", list_of(_model_ref), "Models loaded at start; /health is 503 until they are."),
     Param("serving.max_loaded_versions", integer(1), "Most model versions kept loaded per worker (LRU unload)."),
@@ -331,7 +351,7 @@ PARAMS: tuple[Param, ...] = (
 )
 _PARAMS_BY_KEY = {param.key: param for param in PARAMS}
 # Groups of plain keys: ``serving: {max_batch_rows: 64}`` in the file is the key serving.max_batch_rows.
-_GROUPS = {"serving", "telemetry", "http"}
+_GROUPS = {"serving", "telemetry", "http", "registry"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +444,10 @@ def load_settings(
         top_values[name] = section.parse(values.get(name, {}), env)
     # Across sections: a route with online judges exists and captures content (a judge reads the call).
     check_online_routes("judges.online", top_values["judges"].online.rules, top_values["llm"].routes)
+    registry_values = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("registry.")}
+    top_values["registry"] = build_registry_settings(
+        registry_values, top_values.get("store_uri", DEFAULT_STORE_URI), env
+    )
     serving = ServingSettings(**serving_values)
     if serving.default_model is None and serving.preload:
         serving = replace(serving, default_model=serving.preload[0])
@@ -437,6 +461,7 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
     data = asdict(settings)
     data["artifact_roots"] = [str(p) for p in settings.artifact_roots]
     data["serving"]["preload"] = list(settings.serving.preload)
+    data["registry"] = settings.registry.to_dict()
     for name in SECTIONS:
         data[name] = getattr(settings, name).to_dict()
     return data
@@ -449,6 +474,7 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     top["telemetry"] = TelemetrySettings(**data.get("telemetry", {}))
     top["http"] = HttpSettings(**data.get("http", {}))
     top["artifact_roots"] = tuple(Path(p) for p in top.get("artifact_roots", ()))
+    top["registry"] = RegistrySettings.from_dict(data.get("registry", {}))
     for name, section in SECTIONS.items():
         top[name] = section.from_dict(data[name])
     return Settings(serving=ServingSettings(**serving), **top)

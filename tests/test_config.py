@@ -202,3 +202,38 @@ def test_open_beyond_loopback_only_on_purpose() -> None:
     allowed = load_settings({"auth": {"allow_open": True}}, environ={}).auth
     assert allowed.allow_open
     refuse_open_by_accident(allowed, "0.0.0.0")
+
+
+def test_registry_section_mlflow_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    default = load_settings({}, environ={})
+    assert default.registry.kind == "store"
+    assert default.registry.cache_dir == Path(".gateway/mlflow-cache")
+    # MLflow's own variable names the server when registry.tracking_uri is not set.
+    settings = load_settings(
+        {"store_uri": f"sqlite:///{tmp_path}/store.db"},
+        environ={"GATEWAY_REGISTRY_KIND": "mlflow", "MLFLOW_TRACKING_URI": "http://mlflow:5000/"},
+    )
+    assert settings.registry.kind == "mlflow"
+    assert settings.registry.tracking_uri == "http://mlflow:5000"
+    assert settings.registry.cache_dir == tmp_path / "mlflow-cache"  # beside the SQLite store
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "registry:\n  kind: mlflow\n  tracking_uri: https://mlflow.example\n  cache_dir: /var/cache/models\n"
+    )
+    from_file = load_settings({}, environ={"MLFLOW_TRACKING_URI": "http://other:5000"}, config_file=config)
+    assert from_file.registry.tracking_uri == "https://mlflow.example"  # the setting wins over the variable
+    assert from_file.registry.cache_dir == Path("/var/cache/models")
+    assert settings_from_dict(orjson.loads(orjson.dumps(settings_to_dict(from_file)))) == from_file
+
+
+def test_registry_section_refusals_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"registry.kind: 'mlflow' needs the MLflow server's address"):
+        load_settings({"registry.kind": "mlflow"}, environ={})
+    with pytest.raises(ConfigError, match=r"^GATEWAY_REGISTRY_KIND \(environment\): 'unity' is not a registry kind"):
+        load_settings({}, environ={"GATEWAY_REGISTRY_KIND": "unity"})
+    with pytest.raises(ConfigError, match=r"^registry.tracking_uri \(command line\): 'file:///tmp/mlruns' is not an"):
+        load_settings({"registry.tracking_uri": "file:///tmp/mlruns"}, environ={})
+    with pytest.raises(ConfigError, match=r"^MLFLOW_TRACKING_URI \(environment\): 'databricks' is not an MLflow"):
+        load_settings({"registry.kind": "mlflow"}, environ={"MLFLOW_TRACKING_URI": "databricks"})
+    # Our own store ignores MLflow's variable, whatever it names.
+    assert load_settings({}, environ={"MLFLOW_TRACKING_URI": "databricks"}).registry.tracking_uri is None

@@ -45,6 +45,8 @@ async def health(request: Request) -> Response:
         body["failed_versions"] = failed  # e.g. an alias target that failed to load: the old one serves
     if state.store_error:
         body["store_error"] = state.store_error
+    elif state.source_error:  # e.g. "MLflow at http://... is unreachable (...)": the loaded versions keep serving
+        body["registry_error"] = state.source_error
     headers = {} if ready else {"Retry-After": "1"}
     return ORJSONResponse(body, status_code=200 if ready else 503, headers=headers)
 

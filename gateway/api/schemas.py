@@ -115,6 +115,7 @@ HEALTH: Content = json_body(
         errors=OBJECT,
         failed_versions=OBJECT,
         store_error=STRING,
+        registry_error=STRING,
     )
 )
 VERSION: Content = json_body(obj(("version",), version=STRING, python=STRING, onnxruntime=STRING, numpy=STRING))

@@ -3,7 +3,8 @@
 The request path never reads the store. Aliases are resolved from a ``RegistryView`` (an
 in-memory copy of the registry) that the app replaces when its background refresher sees a
 change. A reference the view does not know triggers one rate-limited refresh before 404,
-so a model registered a moment ago on another replica is found at once.
+so a model registered a moment ago on another replica is found at once (the refresh is told
+the reference: an MLflow registry source follows only the models it is asked for).
 
 An alias that moves away from a loaded version keeps answering with that version while the new
 one loads and warms up beside it; requests switch once it is ready, and the old version is
@@ -76,7 +77,7 @@ class ModelPool:
         load: Loader,
         *,
         max_loaded: int,
-        refresh: Callable[[], Awaitable[None]] | None = None,
+        refresh: Callable[[ModelRef], Awaitable[None]] | None = None,
     ) -> None:
         self._load = load
         self._max_loaded = max_loaded
@@ -191,7 +192,7 @@ class ModelPool:
         except NotFound:
             if self._refresh is None:
                 raise
-        await self._refresh()
+        await self._refresh(ref)
         return self.resolve_cached(ref)
 
     def get_loaded(self, ref: ModelRef) -> LoadedModel | None:
