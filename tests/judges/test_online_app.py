@@ -1,37 +1,41 @@
 """Online judges in a real gateway (create_app under uvicorn, the fake upstream as provider and judge):
 a client's call becomes a judge job in the queue after its answer; truncated captures, judge calls and a
-stalled queue; ``GET`` / ``PUT /api/judges/online``.
+stalled Redis; ``GET`` / ``PUT /api/judges/online``.
 
-The queue is tests/judges/memory_queue.py handed to ``create_app(judge_queue=...)``, a stand-in for the
-backends until they are merged (``judges.online.queue_choice.queue_for`` then picks one)."""
+The queue is the gateway's own: the store's (judges/queue/local.py) on the test's SQLite file, with
+``judges.workers: external`` so that no worker in the gateway takes the jobs; the test reads them back by
+claiming them as a probe consumer. The stalled-Redis test points ``redis_url`` at a server that accepts and
+never answers (the gateway's queue is then Redis Streams on it)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from sqlalchemy.engine import Engine
 
 from gateway.app import create_app
-from gateway.config import ConfigError, load_settings
+from gateway.config import load_settings
+from gateway.store.engine import open_engine
 from gateway.telemetry import semconv as sc
 from judges.online import metrics
+from judges.queue.jobs import JudgeJob
+from judges.queue.local import LocalJobQueue
 from judges.runner import Target
 from tests.judges.conftest import JudgeGateway
-from tests.judges.memory_queue import MemoryQueue
+from tests.judges.worker_procs import StalledServer
 from tests.llm.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, FakeUpstream, target, wait_until
-from tests.servers import GATEWAY_BIN, free_port, run_app_in_thread
+from tests.servers import run_app_in_thread
 
 ALWAYS = [{"name": "safety", "rate": 1}]
 
@@ -52,7 +56,8 @@ def _judges(online: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class OnlineGateway(JudgeGateway):
-    queue: MemoryQueue
+    store_uri: str
+    seen: list[JudgeJob] = field(default_factory=list)  # the jobs the probe took from the queue so far
 
     def chat(self, route: str = "chat", text: str = "What is 2 + 2?") -> httpx.Response:
         body = {"model": route, "messages": [{"role": "user", "content": text}]}
@@ -74,28 +79,45 @@ class OnlineGateway(JudgeGateway):
         span: ReadableSpan = wait_until(found, what=f"the SERVER span of a call on {route}")
         return span
 
-    def jobs_of(self, trace_id: str) -> list[Any]:
-        return [job for job in self.queue.snapshot() if job.trace_id == trace_id]
+    def queued(self) -> list[JudgeJob]:
+        """Every job that reached the gateway's queue so far: those not seen yet are claimed by a probe
+        consumer (on the store's queue, read through an engine of the test's own), oldest first."""
+
+        async def take(engine: Engine) -> list[JudgeJob]:
+            return [delivery.job for delivery in await LocalJobQueue(engine).claim("probe", 1000, 0)]
+
+        engine = open_engine(self.store_uri)
+        try:
+            self.seen.extend(asyncio.run(take(engine)))
+        finally:
+            engine.dispose()
+        return list(self.seen)
+
+    def jobs_of(self, trace_id: str) -> list[JudgeJob]:
+        return [job for job in self.queued() if job.trace_id == trace_id]
 
 
 @contextmanager
-def online_gateway(tmp_path: Path, up: FakeUpstream, online: list[dict[str, Any]]) -> Iterator[OnlineGateway]:
-    queue = MemoryQueue()
+def online_gateway(
+    tmp_path: Path, up: FakeUpstream, online: list[dict[str, Any]], *, workers: str = "external", **more: Any
+) -> Iterator[OnlineGateway]:
+    """A real gateway with these online rules; its judge workers ``external`` (none in the gateway: the jobs
+    stay queued for the test to read) unless told; ``more`` settings (``redis_url``)."""
+    store_uri = f"sqlite:///{tmp_path}/store.db"
     with pytest.MonkeyPatch.context() as env:
         env.setenv(PROVIDER_KEY_ENV, PROVIDER_KEY)
         env.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
         env.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+        judges = {**_judges(online), "workers": workers}
         settings = load_settings(
-            {"store_uri": f"sqlite:///{tmp_path}/store.db", "workers": 1, "llm": _llm(up), "judges": _judges(online)},
-            environ={},
+            {"store_uri": store_uri, "workers": 1, "llm": _llm(up), "judges": judges, **more}, environ={}
         )
-        app = create_app(settings, judge_queue=queue)
+        app = create_app(settings)
         with run_app_in_thread(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
             provider: TracerProvider = app.state.tracer_provider
             exporter = InMemorySpanExporter()
             provider.add_span_processor(SimpleSpanProcessor(exporter))
-            yield OnlineGateway(base_url, app, exporter, client, queue)
-    assert not queue.closed  # the caller's queue: the app leaves it open
+            yield OnlineGateway(base_url, app, exporter, client, store_uri)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +130,6 @@ def online_gw(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 def gw(online_gw: OnlineGateway, upstream: FakeUpstream) -> Iterator[OnlineGateway]:
     online_gw.exporter.clear()
-    online_gw.queue.stalled.clear()
     rules = online_gw.app.state.online_judges.running.rules
     configured = rules.current.rules
     yield online_gw
@@ -167,23 +188,30 @@ def test_a_judge_call_is_never_judged_even_on_a_route_with_online_judges(gw: Onl
     later = gw.server_span("chat")
     wait_until(lambda: gw.jobs_of(format(later.context.trace_id, "032x")), what="the later call's job")
     judge_traces = {format(s.context.trace_id, "032x") for s in judge_spans}
-    assert [job for job in gw.queue.snapshot() if job.trace_id in judge_traces] == []
+    assert [job for job in gw.queued() if job.trace_id in judge_traces] == []
 
 
-def test_a_stalled_queue_never_delays_the_client(gw: OnlineGateway) -> None:
-    """The queue accepts nothing and never answers: every client call is answered as usual, and the
-    jobs are dropped and counted once the enqueue timeout passes (twice)."""
+def test_a_stalled_redis_never_delays_the_client(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Online judges at 100% and Redis stalled (redis_url on a server that accepts and never answers: the
+    judge queue, the embedded worker, notifications, key limits and response pins all on it): the gateway
+    starts, every client call is answered as usual, and the jobs are dropped and counted once the enqueue
+    timeout passes (twice)."""
     before = metrics.JOBS_DROPPED.get((metrics.QUEUE_UNAVAILABLE,))
-    gw.queue.stalled.set()
-    for _ in range(5):
-        gw.chat()  # asserts 200
-    wait_until(
-        lambda: metrics.JOBS_DROPPED.get((metrics.QUEUE_UNAVAILABLE,)) > before, what="jobs dropped by the stall"
-    )
-    gw.queue.stalled.clear()
-    gw.chat()
-    later = gw.server_span("chat")
-    wait_until(lambda: gw.jobs_of(format(later.context.trace_id, "032x")), what="a job once the queue answers")
+    rules = [{"route": "chat", "judges": ALWAYS}]
+    with (
+        StalledServer() as stalled,
+        online_gateway(tmp_path, fake_upstream, rules, workers="embedded", redis_url=stalled.url) as gw,
+    ):
+        for index in range(5):
+            answer = gw.chat(text=f"Question {index}?")  # asserts 200
+            assert answer.json()["choices"][0]["message"]["content"] == f"Echo: Question {index}?"
+        wait_until(
+            lambda: metrics.JOBS_DROPPED.get((metrics.QUEUE_UNAVAILABLE,)) > before,
+            what="jobs dropped by the stall",
+        )
+        assert stalled.accepted >= 1  # the gateway did reach the stalled server
+        assert gw.client.get("/api/judges/online").status_code == 200
+        gw.chat()  # still answered after the drops
 
 
 def test_get_shows_the_rules_in_force(gw: OnlineGateway) -> None:
@@ -235,35 +263,17 @@ def test_put_refuses_a_bad_body_naming_the_field(gw: OnlineGateway, body: dict[s
     assert gw.client.get("/api/judges/online").json()["rules"][0]["route"] == "chat"  # unchanged
 
 
-def test_without_rules_online_judging_is_off(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+def test_put_on_a_gateway_started_without_rules_starts_judging(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
     with online_gateway(tmp_path, fake_upstream, []) as gw:
         assert gw.client.get("/api/judges/online").json() == {"rules": [], "running": False, "buffered": 0}
+        gw.chat()  # no rules: nothing sampled
+        unjudged = gw.server_span("chat")
         answer = gw.client.put("/api/judges/online", json={"rules": [{"route": "chat", "judges": ALWAYS}]})
-        assert answer.status_code == 409
-        assert "Online judging is not running in this process" in answer.json()["message"]
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["running"] is True
+        gw.exporter.clear()
         gw.chat()
-        assert gw.queue.attempts == 0
-
-
-def test_rules_without_a_queue_refuse_to_start(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
-    settings = load_settings(
-        {"store_uri": f"sqlite:///{tmp_path}/s.db", "llm": _llm(fake_upstream), "judges": _judges([
-            {"route": "chat", "judges": ALWAYS}])}, environ={},
-    )  # fmt: skip
-    with pytest.raises(ConfigError, match="judges.online needs a judge queue"):
-        create_app(settings)
-
-
-def test_serve_with_rules_and_no_queue_exits_2_naming_the_key(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
-    config = tmp_path / "online.yaml"
-    config.write_text(
-        orjson.dumps({"llm": _llm(fake_upstream), "judges": _judges([{"route": "chat", "judges": ALWAYS}])}).decode()
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_STORE_URI"] = f"sqlite:///{tmp_path}/store.db"
-    result = subprocess.run(
-        [GATEWAY_BIN, "serve", "--config", str(config), "--port", str(free_port()), "--workers", "2"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert "judges.online needs a judge queue" in result.stderr
+        judged = gw.server_span("chat")
+        jobs = wait_until(lambda: gw.jobs_of(format(judged.context.trace_id, "032x")), what="the job")
+        assert [job.judge for job in jobs] == ["safety"]
+        assert gw.jobs_of(format(unjudged.context.trace_id, "032x")) == []  # it would have arrived first

@@ -1,6 +1,7 @@
 """Helpers of the judge queue and worker tests: a Redis Streams queue under a prefix of the test's own,
-stored LLM calls to judge (trace summaries, as the trace sink writes them), and ``gateway judges worker``
-processes on a configuration file (the store, Redis, an LLM route to the fake upstream as the judge).
+stored LLM calls to judge (trace summaries, as the trace sink writes them), ``gateway judges worker``
+processes on a configuration file (the store, Redis, an LLM route to the fake upstream as the judge), and
+Redis as its clients see it when it fails: cut off (:class:`TcpProxy`) or stalled (:class:`StalledServer`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -249,7 +251,58 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(lambda: setattr(self, "open", True))
 
     def close(self) -> None:
-        self.cut()
-        self._server.close()
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Drop every connection and stop, all on the proxy's own loop (``Server.close`` is not thread-safe:
+        called from another thread, it raced the connections' own closing)."""
+
+        def stop() -> None:
+            self.open = False
+            for writer in list(self._writers):
+                writer.close()
+            self._server.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(stop)
         self._thread.join(5)
+
+
+class StalledServer:
+    """A loopback TCP server that accepts every connection and then neither reads nor answers: a stalled
+    Redis (a socket that accepts and never answers) as its clients see it. ``url`` is a Redis URL on it;
+    :meth:`close` drops the connections it holds."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)  # the accept loop looks at ``_stopped`` this often
+        self._held: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self._thread = threading.Thread(target=self._accept, name="stalled-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        return len(self._held)
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._held.append(connection)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(5)
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+    def __enter__(self) -> StalledServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
