@@ -37,6 +37,8 @@ logger = logging.getLogger("gateway.llm")
 DEFAULT_CAPACITY = 100_000
 DEFAULT_TTL_S = 30 * 24 * 3600
 REDIS_PREFIX = "gateway:llm:response:"
+REDIS_TIMEOUT_S = 0.5  # one pin read or write (a pin is written before the response reaches the client)
+REDIS_PAUSE_S = 5.0  # after a failure, Redis is left alone this long
 SQLITE_FILE = "response-pins.db"
 
 
@@ -167,17 +169,34 @@ class SqlitePins(ResponsePins):
 
 
 class RedisPins(ResponsePins):
-    """Pins in memory and in Redis (``gateway:llm:response:<id>`` = ``route\\ntarget``, expiring after ``ttl_s``)."""
+    """Pins in memory and in Redis (``gateway:llm:response:<id>`` = ``route\\ntarget``, expiring after ``ttl_s``).
+
+    A pin is written before the response reaches the client, so Redis is on the answer's path: each call is
+    bounded by ``REDIS_TIMEOUT_S``, and after a failure Redis is left alone for ``REDIS_PAUSE_S`` (writes keep
+    to this worker's memory, reads of pins it does not hold answer 503 at once), so a stalled Redis costs one
+    call the timeout, not every call."""
 
     def __init__(self, redis_url: str, capacity: int = DEFAULT_CAPACITY, ttl_s: float = DEFAULT_TTL_S) -> None:
         super().__init__(capacity)
-        self._client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        self._client = aioredis.Redis.from_url(
+            redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+        )
         self._ttl_s = int(ttl_s)
+        self._paused_until = 0.0
+
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    def _pause(self) -> None:
+        self._paused_until = time.monotonic() + REDIS_PAUSE_S
 
     async def _store(self, response_id: str, pin: Pin) -> None:
+        if self._paused():
+            return  # kept in memory (remember did): follow-ups through this worker still find it
         try:
             await self._client.set(REDIS_PREFIX + response_id, f"{pin.route}\n{pin.target}", ex=self._ttl_s)
         except (redis.RedisError, OSError) as exc:
+            self._pause()
             self._write_failed("Redis", exc)
         else:
             if self._failing:
@@ -185,9 +204,12 @@ class RedisPins(ResponsePins):
             self._failing = False
 
     async def _load(self, response_id: str) -> Pin | None:
+        if self._paused():
+            raise self._read_failed("Redis", ConnectionError("not answering a moment ago"))
         try:
             value = await self._client.get(REDIS_PREFIX + response_id)
         except (redis.RedisError, OSError) as exc:
+            self._pause()
             raise self._read_failed("Redis", exc) from exc
         if value is None:
             return None
@@ -195,9 +217,12 @@ class RedisPins(ResponsePins):
         return Pin(route, target)
 
     async def _remove(self, response_id: str) -> None:
+        if self._paused():
+            return
         try:
             await self._client.delete(REDIS_PREFIX + response_id)
         except (redis.RedisError, OSError) as exc:
+            self._pause()
             self._write_failed("Redis", exc)
 
     async def close(self) -> None:

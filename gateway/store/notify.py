@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import redis
@@ -23,6 +24,8 @@ logger = logging.getLogger("gateway.store")
 CHANNEL = "gateway:registry:changed"
 KEYS_CHANGED = "keys"  # the message of a key change (a registry change sends its revision)
 _RECONNECT_DELAY_S = 1.0
+PUBLISH_TIMEOUT_S = 0.5  # a registry, prompt or key write waits this long at most for the notification
+PUBLISH_PAUSE_S = 5.0  # after a failed publish, Redis is left alone this long
 
 
 def publish_change_sync(redis_url: str, revision: int | str) -> None:
@@ -43,11 +46,18 @@ class ChangeNotifier:
     def __init__(self, redis_url: str) -> None:
         self._client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
         self._failing = False
+        self._paused_until = 0.0
 
     async def publish(self, revision: int | str) -> None:
+        """Tell the other replicas, within ``PUBLISH_TIMEOUT_S`` (a write waits for it); after a failure Redis is
+        left alone for ``PUBLISH_PAUSE_S``: the replicas see the change by polling meanwhile."""
+        if time.monotonic() < self._paused_until:
+            return
         try:
-            await self._client.publish(CHANNEL, str(revision))
-        except (redis.RedisError, OSError) as exc:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._client.publish(CHANNEL, str(revision))
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            self._paused_until = time.monotonic() + PUBLISH_PAUSE_S
             self._log_failure(exc)
 
     async def listen(self, on_change: Callable[[], Awaitable[None]]) -> None:
