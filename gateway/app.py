@@ -29,7 +29,7 @@ from gateway.api.routes import app_table
 from gateway.api.routing import ApiRoute, authorize, build_routing, route_family
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
-from gateway.http import ORJSONResponse, render_error
+from gateway.http import JsonLimits, ORJSONResponse, render_error
 from gateway.http_protocol import HeadLimits
 from gateway.http_protocol import configure as configure_http
 from gateway.key_admin import KeySync
@@ -222,6 +222,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             inline_max_us=settings.serving.inline_max_us,
             serving=settings.serving,
             allow_spinning=settings.onnx_allow_spinning(),
+            max_json_depth=settings.http.max_json_depth,
         )
         state.pool = ModelPool(
             loader,
@@ -258,14 +259,20 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         await asyncio.to_thread(prompt_cache.refresh_sync)
         app.state.prompts = prompts_api.PromptsState(prompt_cache.store, prompt_cache, notify=state.registry_changed)
         # MLflow's registry API reaches prompts through this (gateway/api/mlflow_registry.py).
-        app.state.mlflow_prompts = PromptBackend(app.state.prompts)
+        app.state.mlflow_prompts = PromptBackend(app.state.prompts, settings.http.max_json_depth)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         # The LLM proxy: one shared aiohttp session per upstream base URL, spans on this app's provider; which
         # target created each stored response (Responses API) in Redis, else in a file the workers share, else here.
         limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)
         key_sync.on_loaded = limiter.sync_spend  # the budgeted keys' spend, from the store's record
         await key_sync.refresh()
-        llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy = LlmProxy(
+            settings.llm,
+            keys,
+            telemetry.provider,
+            app.state.prompt_renderer,
+            max_json_depth=settings.http.max_json_depth,
+        )
         llm_proxy.limiter = limiter
         llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())
         await llm_proxy.start()
@@ -340,6 +347,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
     table = app_table(PROMPT_ROUTES, JUDGE_ROUTES, EVALUATION_ROUTES)
     app = GatewayApp(table, lifespan)
     app.state.openapi_json = orjson.dumps(openapi_document(table))  # served by GET /openapi.json
+    app.state.json_limits = JsonLimits.from_settings(settings.http)  # gateway.http.read_json_object
     return app
 
 
