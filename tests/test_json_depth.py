@@ -16,7 +16,10 @@ from gateway.config import ConfigError, load_settings
 from gateway.errors import BadRequest
 from gateway.json_depth import MOST_JSON_DEPTH, check_json_depth, json_depth_exceeds
 
-_TRICKY_STRINGS = ["", "[", "]]]]", "{[", '"', '\\"[', "\\", "\\\\", '\\\\"[[', "a\nb", "[[[[[[[[[[[[", "é]"]
+_TRICKY_STRINGS = [
+    "", "[", "]]]]", "{[", '"', '\\"[', "\\", "\\\\", '\\\\"[[', "a\nb", "[[[[[[[[[[[[", "é]", "\n", "\t\"]", "\\\n\"",
+    "\x01[", "\u00bf/\b\f\r",
+]  # fmt: skip
 
 
 def _depth(value: Any) -> int:
