@@ -266,13 +266,8 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)
         key_sync.on_loaded = limiter.sync_spend  # the budgeted keys' spend, from the store's record
         await key_sync.refresh()
-        llm_proxy = LlmProxy(
-            settings.llm,
-            keys,
-            telemetry.provider,
-            app.state.prompt_renderer,
-            max_json_depth=settings.http.max_json_depth,
-        )
+        llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, app.state.prompt_renderer)
+        llm_proxy.max_json_depth = settings.http.max_json_depth
         llm_proxy.limiter = limiter
         llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())
         await llm_proxy.start()

@@ -81,11 +81,10 @@ class LlmProxy:
         tracer_provider: TracerProvider,
         renderer: PromptRenderer | None = None,
         environ: Mapping[str, str] | None = None,
-        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     ) -> None:
         self.settings = settings
         self.body_limit = BodyLimit("llm.max_body_bytes", settings.max_body_bytes)
-        self.max_json_depth = max_json_depth  # http.max_json_depth
+        self.max_json_depth = DEFAULT_MAX_JSON_DEPTH  # http.max_json_depth: the app sets its own
         # The app hands its keys (kept current from the store); from settings, the bootstrap keys only.
         self.keys = auth if isinstance(auth, GatewayKeys) else GatewayKeys(auth)
         # A key's rate limits and budget (gateway/limits/): this process's counts; the app sets its own (on Redis
