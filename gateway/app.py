@@ -29,7 +29,7 @@ from gateway.api.routes import app_table
 from gateway.api.routing import ApiRoute, authorize, build_routing, route_family
 from gateway.config import Settings, settings_from_dict
 from gateway.errors import GatewayError
-from gateway.http import ORJSONResponse, render_error
+from gateway.http import JsonLimits, ORJSONResponse, render_error
 from gateway.http_protocol import HeadLimits
 from gateway.http_protocol import configure as configure_http
 from gateway.key_admin import KeySync
@@ -231,6 +231,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             inline_max_us=settings.serving.inline_max_us,
             serving=settings.serving,
             allow_spinning=settings.onnx_allow_spinning(),
+            max_json_depth=settings.http.max_json_depth,
         )
 
         async def refresh_for(ref: ModelRef) -> None:  # a reference the view does not know
@@ -269,7 +270,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         # Prompts: every worker serves reads from its own in-memory catalog (prompts/cache.py).
         prompt_cache, app.state.prompts = await open_prompts(store, notify=state.registry_changed)
         # MLflow's registry API reaches prompts through this (gateway/api/mlflow_registry.py).
-        app.state.mlflow_prompts = PromptBackend(app.state.prompts)
+        app.state.mlflow_prompts = PromptBackend(app.state.prompts, settings.http.max_json_depth)
         app.state.prompt_renderer = make_renderer(prompt_cache)  # for prompt-linked chat completions
         limiter = KeyLimiter(settings.limits, settings.redis_url)  # keys' rate limits and budgets (gateway/limits/)
         key_sync.on_loaded = limiter.sync_spend  # the budgeted keys' spend, from the store's record
@@ -367,6 +368,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
     table = app_table(PROMPT_ROUTES, JUDGE_ROUTES, EVALUATION_ROUTES)
     app = GatewayApp(table, lifespan)
     app.state.openapi_json = orjson.dumps(openapi_document(table))  # served by GET /openapi.json
+    app.state.json_limits = JsonLimits.from_settings(settings.http)  # gateway.http.read_json_object
     return app
 
 
@@ -391,6 +393,7 @@ async def open_llm_proxy(
     provider; which target created each stored response (Responses API) in Redis, else in a file the
     workers share, else here. Shared by the app's lifespan and ``gateway judges worker``."""
     llm_proxy = LlmProxy(settings.llm, keys, telemetry.provider, renderer)
+    llm_proxy.max_json_depth = settings.http.max_json_depth
     if limiter is not None:
         llm_proxy.limiter = limiter
     llm_proxy.pins = make_pins(settings.redis_url, metrics.metrics_dir())

@@ -46,6 +46,7 @@ from gateway.config_values import (
     positive,
     text,
 )
+from gateway.json_depth import DEFAULT_MAX_JSON_DEPTH, MOST_JSON_DEPTH
 from gateway.judge_online_settings import check_online_routes
 from gateway.judge_settings import JudgesSettings, parse_judges_settings
 from gateway.limit_settings import LimitsSettings, parse_limits_settings
@@ -100,6 +101,11 @@ class HttpSettings:
     max_headers: int = 100
     max_header_bytes: int = 64 * 1024  # request line and headers
     keep_alive_s: float = 5.0  # an idle kept-alive connection is closed after this
+    # What one request body may hold (gateway.http.read_json_object, gateway.json_depth): the admin, registry,
+    # prompt, trace and key APIs take small JSON bodies; an evaluation run may carry its whole data set.
+    max_json_body_bytes: int = 1024 * 1024
+    max_evaluation_body_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH  # every JSON body, /invocations and /v1 included
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +333,21 @@ PARAMS: tuple[Param, ...] = (
     Param("http.max_headers", integer(1), "Most headers one request may carry (431 beyond)."),
     Param("http.max_header_bytes", integer(1024), "Largest request line and headers, in bytes (431 beyond)."),
     Param("http.keep_alive_s", positive, "An idle kept-alive connection is closed after this many seconds."),
+    Param(
+        "http.max_json_body_bytes",
+        integer(1),
+        "Largest JSON body of the registry, prompt, MLflow, judge, trace and key APIs, in bytes (413 beyond).",
+    ),
+    Param(
+        "http.max_evaluation_body_bytes",
+        integer(1),
+        "Largest body of POST /api/evaluations (its items inline), in bytes (413 beyond).",
+    ),
+    Param(
+        "http.max_json_depth",
+        integer(1, MOST_JSON_DEPTH),
+        "Deepest nesting of arrays and objects in any JSON body, /invocations and /v1 included (400 beyond).",
+    ),
     Param("llm", mapping, "LLM proxy routes (see docs/configuration.md)."),
     Param(
         "auth",

@@ -1,15 +1,25 @@
-"""HTTP helpers shared by every endpoint module: orjson responses, error bodies, body limits."""
+"""HTTP helpers shared by every endpoint module: orjson responses, error bodies, body limits.
+
+Every body is read through ``read_raw_body`` (``read_body``, ``read_json_object``), which refuses one over its
+limit with a 413 naming the setting and its value: a ``Content-Length`` over the limit before any of it is read,
+a chunked body as soon as it passes the limit. The admin APIs read JSON objects through ``read_json_object``,
+which takes its limits from ``JsonLimits`` (``http.max_json_body_bytes``, ``http.max_evaluation_body_bytes``,
+``http.max_json_depth``), set on the app by ``gateway.app.create_app``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from gateway.config import HttpSettings
 from gateway.errors import GatewayError
+from gateway.json_depth import check_json_depth
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -104,18 +114,53 @@ def _error_headers(exc: GatewayError, headers: dict[str, str] | None) -> dict[st
     return all_headers
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refusing (413) one larger than ``max_bytes`` before reading it all."""
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The most bytes a body may hold, and the setting that says so (named in the 413)."""
+
+    setting: str
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class JsonLimits:
+    """What ``read_json_object`` accepts: ``body`` for every admin API, ``evaluation`` for a run's data set."""
+
+    body: BodyLimit
+    evaluation: BodyLimit
+    max_depth: int
+
+    @classmethod
+    def from_settings(cls, http: HttpSettings) -> JsonLimits:
+        return cls(
+            BodyLimit("http.max_json_body_bytes", http.max_json_body_bytes),
+            BodyLimit("http.max_evaluation_body_bytes", http.max_evaluation_body_bytes),
+            http.max_json_depth,
+        )
+
+
+DEFAULT_JSON_LIMITS: Final = JsonLimits.from_settings(HttpSettings())
+
+
+def json_limits(request: Request) -> JsonLimits:
+    """The app's ``JsonLimits`` (``app.state.json_limits``; the defaults for an app built otherwise)."""
+    limits: JsonLimits = getattr(request.app.state, "json_limits", DEFAULT_JSON_LIMITS)
+    return limits
+
+
+async def read_body(request: Request, limit: BodyLimit) -> bytes:
+    """The request body, refusing (413) one larger than ``limit`` before reading it all."""
     declared = request.headers.get("content-length")
-    return await read_raw_body(request.receive, None if declared is None else declared.encode("latin-1"), max_bytes)
+    return await read_raw_body(request.receive, None if declared is None else declared.encode("latin-1"), limit)
 
 
-async def read_raw_body(receive: Receive, declared: bytes | None, max_bytes: int) -> bytes:
+async def read_raw_body(receive: Receive, declared: bytes | None, limit: BodyLimit) -> bytes:
     """``read_body`` from the ASGI ``receive`` and the raw ``Content-Length`` value (the hot path:
     a small body arrives in one message, returned as it is)."""
+    max_bytes = limit.max_bytes
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(
-            f"Request body of {declared.decode('latin-1')} bytes exceeds the limit of {max_bytes} bytes."
+            f"Request body of {declared.decode('latin-1')} bytes exceeds {limit.setting} ({max_bytes} bytes)."
         )
     chunks: list[bytes] = []
     size = 0
@@ -126,7 +171,7 @@ async def read_raw_body(receive: Receive, declared: bytes | None, max_bytes: int
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.")
+            raise PayloadTooLarge(f"Request body exceeds {limit.setting} ({max_bytes} bytes).")
         if not message.get("more_body", False):
             if not chunks:
                 return chunk
@@ -135,8 +180,12 @@ async def read_raw_body(receive: Receive, declared: bytes | None, max_bytes: int
         chunks.append(chunk)
 
 
-async def read_json_object(request: Request, max_bytes: int = 10 * 1024 * 1024) -> dict[str, Any]:
+async def read_json_object(request: Request, limit: BodyLimit | None = None) -> dict[str, Any]:
     """A JSON object body for the admin APIs; a BAD_REQUEST naming the problem otherwise.
+
+    ``limit`` is the app's ``http.max_json_body_bytes`` unless given (an evaluation's data set:
+    ``json_limits(request).evaluation``); a body nested deeper than ``http.max_json_depth`` is refused
+    before it is parsed.
 
     A ``Content-Type`` other than ``application/json`` is refused (415) before the body is read: a web
     page may send any site a POST with ``text/plain``, ``application/x-www-form-urlencoded`` or
@@ -151,9 +200,11 @@ async def read_json_object(request: Request, max_bytes: int = 10 * 1024 * 1024) 
             f"Content-Type must be application/json for {request.method} {request.url.path}, "
             f"got {content_type[:100]!r}."
         )
-    body = await read_body(request, max_bytes)
+    limits = json_limits(request)
+    body = await read_body(request, limit or limits.body)
     if not body:
         return {}
+    check_json_depth(body, limits.max_depth)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

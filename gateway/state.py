@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from gateway import metrics
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.http import BodyLimit
 from gateway.refs import ModelRef, parse_model_ref
 from gateway.serving.pool import ModelPool
 from gateway.sources import ModelSource
@@ -51,9 +52,11 @@ class GatewayState:
     _asked: set[ModelRef] = field(default_factory=set)  # unknown references waiting for the next read
     # Background loads started by alias moves; referenced here so they are not garbage-collected.
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    invocation_body_limit: BodyLimit = field(init=False)  # serving.max_body_bytes, for read_raw_body
 
     def __post_init__(self) -> None:
         serving = self.settings.serving
+        self.invocation_body_limit = BodyLimit("serving.max_body_bytes", serving.max_body_bytes)
         self.default_ref = parse_model_ref(serving.default_model) if serving.default_model else None
         self.preload = tuple(parse_model_ref(ref) for ref in serving.preload)
 

@@ -18,12 +18,11 @@ from starlette.responses import Response
 
 from gateway.api.feedback import parse_feedback
 from gateway.errors import BadRequest, InvalidParameter
-from gateway.http import ORJSONResponse, read_json_object
+from gateway.http import ORJSONResponse, json_limits, read_json_object
 from gateway.store.assessments import HUMAN, Assessment, assessment_id, item_target, score_and_label, trace_target
 from judges.evaluation_request import parse_request
 from judges.evaluations import EvaluationService
 
-MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
 _LIST_PARAMS: Final = ("limit", "page_token")
@@ -43,7 +42,7 @@ def _known_params(request: Request, known: tuple[str, ...]) -> None:
 
 
 async def create_evaluation(request: Request) -> Response:
-    body = await read_json_object(request, MAX_BODY_BYTES)
+    body = await read_json_object(request, json_limits(request).evaluation)  # the data set inline
     parsed = parse_request(body)
     answer = await _service(request).create(parsed)
     return ORJSONResponse(answer, status_code=200 if parsed.dry_run else 202)

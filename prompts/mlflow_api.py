@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.api.mlflow_entities import IS_PROMPT_TAG, Entity, model_version_json, registered_model_json
 from gateway.errors import InvalidParameter
+from gateway.json_depth import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds, too_deep_message
 from prompts.api import PromptsState
 from prompts.catalog import Catalog, Prompt, PromptVersion
 from prompts.refs import LATEST
@@ -87,11 +88,16 @@ def _aliases_by_prompt(catalog: Catalog) -> dict[str, dict[str, int]]:
     return found
 
 
-def _json_tag(tags: dict[str, str], key: str) -> Any:
+def _json_tag(tags: dict[str, str], key: str, max_depth: int) -> Any:
+    """A tag holding JSON (a chat template, a response format): nested no deeper than a body may be
+    (``http.max_json_depth``), as it meets the same code (rendering, the LLM proxy's upstream body)."""
+    text = tags[key]
+    if json_depth_exceeds(text.encode(), max_depth):
+        raise InvalidParameter(f"Tag {key!r}: {too_deep_message(max_depth)}")
     try:
-        return json.loads(tags[key])
+        return json.loads(text)
     except ValueError:
-        raise InvalidParameter(f"Tag {key!r} must hold JSON, got {tags[key][:100]!r}.") from None
+        raise InvalidParameter(f"Tag {key!r} must hold JSON, got {text[:100]!r}.") from None
 
 
 def _immutable(name: str, version: int, what: str) -> InvalidParameter:
@@ -108,9 +114,10 @@ class PromptBackend:
     read_scope: str | None = "prompts:read"
     write_scope: str | None = "prompts:write"
 
-    def __init__(self, state: PromptsState) -> None:
+    def __init__(self, state: PromptsState, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
         self.state = state
         self.store = state.store
+        self.max_json_depth = max_json_depth  # http.max_json_depth, for the tags that hold JSON
 
     async def _catalog(self) -> Catalog:
         await self.state.cache.refresh()
@@ -166,9 +173,10 @@ class PromptBackend:
         kind = tags.get(TYPE_TAG, "text")
         if kind not in ("text", "chat"):
             raise InvalidParameter(f"Tag {TYPE_TAG!r} must be 'text' or 'chat', got {kind[:40]!r}.")
-        template = tags[TEXT_TAG] if kind == "text" else _json_tag(tags, TEXT_TAG)
-        response_format = _json_tag(tags, RESPONSE_FORMAT_TAG) if RESPONSE_FORMAT_TAG in tags else None
-        model_config = _json_tag(tags, MODEL_CONFIG_TAG) if MODEL_CONFIG_TAG in tags else None
+        depth = self.max_json_depth
+        template = tags[TEXT_TAG] if kind == "text" else _json_tag(tags, TEXT_TAG, depth)
+        response_format = _json_tag(tags, RESPONSE_FORMAT_TAG, depth) if RESPONSE_FORMAT_TAG in tags else None
+        model_config = _json_tag(tags, MODEL_CONFIG_TAG, depth) if MODEL_CONFIG_TAG in tags else None
         user_tags = {key: value for key, value in tags.items() if key not in _INTERNAL_TAGS}
         version: PromptVersion = await run_in_threadpool(
             lambda: self.store.create_version(

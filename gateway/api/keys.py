@@ -21,8 +21,6 @@ from gateway.http import ORJSONResponse, read_json_object
 from gateway.key_admin import create_key, key_spec, rotate_key
 from gateway.store.keys import KeyStore, StoredKey
 
-_MAX_BODY_BYTES = 64 * 1024
-
 
 def _store(request: Request) -> KeyStore:
     store: KeyStore = request.app.state.key_store
@@ -56,7 +54,7 @@ def _key_param(request: Request) -> str:
 
 
 async def create(request: Request) -> Response:
-    body = await read_json_object(request, _MAX_BODY_BYTES)
+    body = await read_json_object(request)
     spec = key_spec(body, known_paths={route.path for route in request.app.route_table})
     store = _store(request)
     secret, stored = await asyncio.to_thread(create_key, store, spec)
@@ -76,7 +74,7 @@ async def get_key(request: Request) -> Response:
 
 async def revoke(request: Request) -> Response:
     key = _key_param(request)
-    await read_json_object(request, _MAX_BODY_BYTES)  # no body needed, but a JSON content type if one is sent
+    await read_json_object(request)  # no body needed, but a JSON content type if one is sent
     stored = await asyncio.to_thread(_store(request).revoke, key)
     await _changed(request)
     return ORJSONResponse(key_view(stored))
@@ -84,7 +82,7 @@ async def revoke(request: Request) -> Response:
 
 async def rotate(request: Request) -> Response:
     key = _key_param(request)
-    await read_json_object(request, _MAX_BODY_BYTES)
+    await read_json_object(request)
     secret, stored = await asyncio.to_thread(rotate_key, _store(request), key)
     await _changed(request)
     return ORJSONResponse(key_view(stored, secret))

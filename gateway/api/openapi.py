@@ -69,6 +69,8 @@ def openapi_document(table: Sequence[ApiRoute]) -> dict[str, Any]:
 
 
 _NOT_JSON = "Content-Type other than application/json (a browser's form or text/plain body)"
+_TOO_LARGE = "Body larger than http.max_json_body_bytes"
+_TOO_DEEP = "Malformed body, or one nested deeper than http.max_json_depth"
 
 
 def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]:
@@ -102,6 +104,9 @@ def _operation(entry: ApiRoute, method: str, *, several: bool) -> dict[str, Any]
     errors = {**entry.errors, 500: _INTERNAL}
     if entry.family == "mlflow" and entry.body is not None and list(entry.body) == ["application/json"]:
         errors.setdefault(415, _NOT_JSON)  # gateway.http.read_json_object
+    if 415 in errors and entry.family == "mlflow":  # read_json_object reads the body: its limits apply
+        errors.setdefault(413, _TOO_LARGE)
+        errors.setdefault(400, _TOO_DEEP)
     for code, text in sorted(errors.items()):
         own = entry.error_bodies.get(code)
         responses[str(code)] = {"description": text, "content": error_content if own is None else _content(own)}

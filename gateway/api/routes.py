@@ -110,8 +110,11 @@ REGISTRY = (
 # prompt needs prompts:read / prompts:write too. Any other /api/2.0/mlflow path: 404 ENDPOINT_NOT_FOUND.
 _M = mlflow.PREFIX
 _MLFLOW_READ = {
-    400: "Missing or bad field (INVALID_PARAMETER_VALUE)",
+    400: "Missing or bad field (INVALID_PARAMETER_VALUE), or a body nested deeper than http.max_json_depth",
     404: "No such model, prompt, version or alias (RESOURCE_DOES_NOT_EXIST)",
+    # a GET without a query string reads its fields from a JSON body, as MLflow's server does
+    413: "Body larger than http.max_json_body_bytes",
+    415: "Content-Type other than application/json",
     **_STORE,
 }
 _MLFLOW_WRITE = {**_MLFLOW_READ, 400: "Missing or bad field, or a change refused (INVALID_PARAMETER_VALUE)"}

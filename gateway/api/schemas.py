@@ -95,9 +95,10 @@ PREDICTIONS: Content = json_body(
      "X-Model-Version"}
 )  # fmt: skip
 SCORING_ERRORS = {
-    400: "Malformed body, schema mismatch, bad params, bad X-Request-Timeout-Ms header, or the model raised",
+    400: "Malformed body (or nested deeper than http.max_json_depth), schema mismatch, bad params, bad "
+    "X-Request-Timeout-Ms header, or the model raised",
     404: "Unknown model, version or alias",
-    413: "Body larger than serving.max_body_bytes",
+    413: "Body larger than serving.max_body_bytes, or more rows than serving.max_rows",
     415: "Unsupported content type or charset",
     503: "The model failed to load, or its queue is full (Retry-After)",
     504: "DEADLINE_EXCEEDED: the deadline (serving.request_timeout_s or X-Request-Timeout-Ms) passed while queued",
@@ -325,7 +326,8 @@ _MESSAGE = obj(("id", "type"), id=STRING, type=STRING, model=STRING, content={"t
 MESSAGE: Content = {"application/json": {"schema": _MESSAGE}, "text/event-stream": {"schema": _EVENTS}}
 TOKEN_COUNT: Content = json_body(obj(("input_tokens",), input_tokens=INTEGER))
 LLM_ERRORS = {
-    400: "Malformed body or a field the upstream refused",
+    400: "Malformed body (or nested deeper than http.max_json_depth, code json_too_deep), or a field the upstream "
+    "refused",
     401: "No valid gateway key (when auth.keys is set), or a revoked or expired one",
     403: "The key lacks the llm scope, or may not use this model or path",
     404: "No route for the requested model, or an unknown linked prompt",

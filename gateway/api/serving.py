@@ -141,7 +141,7 @@ async def _answer(state: GatewayState, scope: Scope, receive: Receive, ref: Mode
     pool.acquire(model)
     try:
         timeout_s = None if timeout_header is None else _timeout_s(timeout_header)
-        body = await read_raw_body(receive, content_length, state.settings.serving.max_body_bytes)
+        body = await read_raw_body(receive, content_length, state.invocation_body_limit)
         prediction, unwrapped = await model.invoke(
             body, content_type, started=started, timeout_s=timeout_s, span=scope.get(SPAN_SCOPE_KEY)
         )

@@ -32,7 +32,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, Unauthenticated
-from gateway.http import read_body
+from gateway.http import BodyLimit, read_body
+from gateway.json_depth import DEFAULT_MAX_JSON_DEPTH
 from gateway.keys import GatewayKey, GatewayKeys, check_model
 from gateway.limit_settings import LimitsSettings
 from gateway.limits.limiter import KeyLimiter
@@ -82,6 +83,8 @@ class LlmProxy:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.body_limit = BodyLimit("llm.max_body_bytes", settings.max_body_bytes)
+        self.max_json_depth = DEFAULT_MAX_JSON_DEPTH  # http.max_json_depth: the app sets its own
         # The app hands its keys (kept current from the store); from settings, the bootstrap keys only.
         self.keys = auth if isinstance(auth, GatewayKeys) else GatewayKeys(auth)
         # A key's rate limits and budget (gateway/limits/): this process's counts; the app sets its own (on Redis
@@ -159,8 +162,8 @@ class LlmProxy:
         headers = request.headers
         key = self._authorize(request, operation)
         call.key_id = key.id if key is not None else None
-        raw = await read_body(request, self.settings.max_body_bytes)
-        parsed = call.parsed = ParsedCall(operation, raw, self.renderer)
+        raw = await read_body(request, self.body_limit)
+        parsed = call.parsed = ParsedCall(operation, raw, self.renderer, self.max_json_depth)
         check_model(key, parsed.model)  # 403 naming the model, for a key limited to others
         route = call.route = self.settings.routes.get(parsed.model)
         if route is None:
@@ -260,7 +263,7 @@ class LlmProxy:
                 raw = orjson.dumps(body if isinstance(body, dict) else dict(body))
             except TypeError as exc:  # orjson.JSONEncodeError
                 raise InvalidRequestError(f"The request body is not JSON: {exc}.", code="invalid_json") from None
-            parsed = call.parsed = ParsedCall(CHAT, raw, self.renderer)
+            parsed = call.parsed = ParsedCall(CHAT, raw, self.renderer, self.max_json_depth)
             if parsed.stream:
                 raise InvalidRequestError("'stream' must be false: complete() returns the whole answer.")
             route = call.route = self.settings.routes.get(parsed.model)

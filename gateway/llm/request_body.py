@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.json_depth import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds, too_deep_message
 from gateway.llm import anthropic_messages, openai_responses
 from gateway.llm.errors import InvalidRequestError
 from gateway.llm.prompt_link import LinkedPrompt, PromptRenderer, apply_prompt
@@ -100,12 +101,16 @@ class ParsedCall:
         "_changed", "_bodies",
     )  # fmt: skip
 
-    def __init__(self, operation: Operation, raw: bytes, renderer: PromptRenderer | None) -> None:
+    def __init__(
+        self, operation: Operation, raw: bytes, renderer: PromptRenderer | None, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+    ) -> None:
         self.operation = operation
         self.raw = raw
         self.previous_response_id: str | None = None
         self.extra_headers: dict[str, str] | None = None  # sent upstream besides the target's own (anthropic-beta)
         self.pinned: Target | None = None  # the one target to send it to (a stored response's), no fallback
+        if json_depth_exceeds(raw, max_depth):  # http.max_json_depth: prompt rendering, spans and orjson.dumps recurse
+            raise InvalidRequestError(too_deep_message(max_depth), code="json_too_deep")
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

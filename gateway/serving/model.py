@@ -15,6 +15,7 @@ from opentelemetry.trace import Span
 
 from gateway.config import ServingSettings
 from gateway.errors import GatewayError
+from gateway.json_depth import DEFAULT_MAX_JSON_DEPTH
 from gateway.serving.batch_settings import BatchSettings, resolve_batch_settings
 from gateway.serving.batcher import Batcher
 from gateway.serving.enforcement import enforce_input, enforce_params
@@ -75,6 +76,7 @@ class LoadedModel:
     batch: BatchSettings = field(default_factory=BatchSettings)
     max_rows: int | None = DEFAULT_MAX_ROWS  # serving.max_rows
     parse_offload_bytes: int = DEFAULT_PARSE_OFFLOAD_BYTES  # serving.parse_offload_bytes
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH  # http.max_json_depth
     _executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,7 +136,8 @@ class LoadedModel:
 
     def _parse(self, body: bytes, content_type: str | None) -> tuple[ParsedRequest, Any, dict[str, Any] | None]:
         """Parse and enforce the signature: the request's data and params, ready for the model."""
-        parsed = parse_request(body, content_type, self.signature, self.max_rows)  # rows counted before conversion
+        # rows counted and nesting measured before conversion
+        parsed = parse_request(body, content_type, self.signature, self.max_rows, self.max_json_depth)
         # MLflow enforces the schema on unified-LLM bodies (a dict) too.
         data = enforce_input(parsed.data, self._input_schema)
         params = enforce_params(parsed.params, self._param_specs)
@@ -229,10 +232,12 @@ def load_model(
     inline_max_us: float = 0.0,
     serving: ServingSettings | None = None,
     allow_spinning: bool | None = None,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> LoadedModel:
     """Blocking: resolve the package, build the runtime, warm it up. Raises InvalidPackage on a bad
     package or a bad ``gateway.*`` batching tag. ``serving`` holds the batching defaults and per-model
-    overrides (none: the built-in defaults); ``allow_spinning=False`` stops onnxruntime's idle spin."""
+    overrides (none: the built-in defaults); ``allow_spinning=False`` stops onnxruntime's idle spin;
+    ``max_json_depth`` is ``http.max_json_depth``, for the JSON bodies it is sent."""
     batch = resolve_batch_settings(name, version, tags or {}, serving or ServingSettings())
     path = resolve_source(source, artifact_roots)
     package = read_package(path)
@@ -248,6 +253,7 @@ def load_model(
         batch=batch,
         max_rows=(serving or ServingSettings()).max_rows,
         parse_offload_bytes=(serving or ServingSettings()).parse_offload_bytes,
+        max_json_depth=max_json_depth,
     )
     model.warm_up(inline_max_us)
     return model

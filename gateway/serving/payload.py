@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.json_depth import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from gateway.serving.conversion import (
     COLUMN_DTYPES,
     SCALAR_TYPES,
@@ -63,18 +64,23 @@ SCORING_PROTOCOL_CHANGE_INFO = (
 
 
 def parse_request(
-    body: bytes, content_type: str | None, signature: Signature | None, max_rows: int | None = None
+    body: bytes,
+    content_type: str | None,
+    signature: Signature | None,
+    max_rows: int | None = None,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> ParsedRequest:
     """Decode one ``/invocations`` body; data is typed by ``signature.inputs`` when there is one.
 
     Raises ``UnsupportedMediaType`` (415) for the content type, ``BadRequest`` for a body that is
     not a valid request, ``InvalidParameter`` for a value that does not fit its column's type, and
-    ``TooManyRows`` (413) for more than ``max_rows`` rows, counted before any value is converted.
+    ``TooManyRows`` (413) for more than ``max_rows`` rows, counted before any value is converted. A JSON body
+    nested deeper than ``max_json_depth`` (``http.max_json_depth``) is a ``BadRequest`` before it is parsed.
     """
     schema = signature.inputs if signature is not None else None
     if _media_type(content_type) == CONTENT_TYPE_CSV:
         return ParsedRequest(parse_csv(body, schema, max_rows), None)
-    return _parse_json_body(body, signature, schema, max_rows)
+    return _parse_json_body(body, signature, schema, max_rows, max_json_depth)
 
 
 def _media_type(content_type: str | None) -> str:
@@ -105,7 +111,8 @@ def _media_type(content_type: str | None) -> str:
 # --------------------------------------------------------------------------- JSON
 
 
-def _decode_json(body: bytes) -> Any:
+def _decode_json(body: bytes, max_depth: int) -> Any:
+    check_json_depth(body, max_depth)  # before either parser: json.loads would recurse
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -122,9 +129,9 @@ def _decode_json(body: bytes) -> Any:
 
 
 def _parse_json_body(
-    body: bytes, signature: Signature | None, schema: Schema | None, max_rows: int | None
+    body: bytes, signature: Signature | None, schema: Schema | None, max_rows: int | None, max_depth: int
 ) -> ParsedRequest:
-    obj = _decode_json(body)
+    obj = _decode_json(body, max_depth)
     if max_rows is not None and type(obj) is dict:
         check_rows(_json_rows(obj), max_rows)
     if schema is not None and type(obj) is dict and len(obj) == 1:

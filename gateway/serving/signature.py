@@ -249,7 +249,7 @@ def _load(value: Any, part: str) -> list[Any] | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's recursion limit
             raise _bad(where, f"not valid JSON ({exc})") from exc
         if value is None:
             return None

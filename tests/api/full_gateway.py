@@ -22,6 +22,7 @@ from tests.packages import PackageCache
 from tests.servers import run_app_in_thread
 
 UPSTREAM_KEY_ENV = "FULL_GATEWAY_UPSTREAM_KEY"
+UPSTREAM_KEY = "sk-upstream-full-gateway"  # the LLM routes' provider key
 
 
 def closed_port_url() -> str:
@@ -32,9 +33,15 @@ def closed_port_url() -> str:
 
 @contextlib.contextmanager
 def full_gateway(
-    root: Path, packages: PackageCache, auth: dict[str, object] | None = None
+    root: Path,
+    packages: PackageCache,
+    auth: dict[str, object] | None = None,
+    *,
+    more: dict[str, object] | None = None,
+    llm_more: dict[str, object] | None = None,
 ) -> Iterator[tuple[GatewayApp, str]]:
-    """The app and its base URL, once /health answers 200; ``auth`` is the ``auth`` section (none: open)."""
+    """The app and its base URL, once /health answers 200; ``auth`` is the ``auth`` section (none: open),
+    ``more`` further settings (dotted keys) and ``llm_more`` further keys of the ``llm`` section."""
     from loadtest.fake_upstream import create_app as create_fake_upstream
 
     roots = [packages.root, root]
@@ -45,7 +52,7 @@ def full_gateway(
     prompts.set_alias("qa", "production", 1)
     prompts.close()
     with run_app_in_thread(create_fake_upstream()) as upstream_url, pytest.MonkeyPatch.context() as env:
-        env.setenv(UPSTREAM_KEY_ENV, "sk-upstream-full-gateway")
+        env.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
 
         def target(base_url: str, model: str) -> dict[str, object]:
             return {"base_url": base_url, "model": model, "api_key_env": UPSTREAM_KEY_ENV}
@@ -63,9 +70,11 @@ def full_gateway(
                         {"name": "embed", "targets": [target(upstream_url + "/v1", "fake-embedding")]},
                         {"name": "claude", "provider": "anthropic", "targets": [target(upstream_url + "/v1", "c")]},
                         {"name": "dead", "connect_timeout_s": 1, "targets": [target(closed_port_url(), "m")]},
-                    ]
+                    ],
+                    **(llm_more or {}),
                 },
                 **({"auth": auth} if auth is not None else {}),
+                **(more or {}),
             },
             environ={},
         )

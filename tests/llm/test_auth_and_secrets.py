@@ -33,6 +33,7 @@ HELLO = [{"role": "user", "content": "Hello gateway"}]
 def guarded(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     llm = {
         "capture_content": True,  # the widest surface: message content on spans and in the store
+        "max_body_bytes": 64 * 1024,  # a body over it is one of the errors the secrets test runs
         "routes": [
             {"name": "gpt-4o-mini", "targets": [target(fake_upstream)]},
             {
@@ -81,7 +82,9 @@ def test_key_id_on_the_server_span(guarded: Gateway) -> None:
 def test_provider_and_client_keys_appear_nowhere(
     guarded: Gateway, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Spans, log lines (at DEBUG), responses and stored summaries never hold either key."""
+    """Spans, log lines (at DEBUG), responses and stored summaries never hold either key, after calls that
+    succeed and a run of errors: upstream errors quoting the provider key, and bodies carrying both keys that
+    are over llm.max_body_bytes (413), nested past http.max_json_depth (400) or not JSON (400)."""
     caplog.set_level(logging.DEBUG)
     guarded.exporter.clear()
     seen: list[str] = []
@@ -100,6 +103,17 @@ def test_provider_and_client_keys_appear_nowhere(
             answer = client.post("/v1/chat/completions", json=body)
             seen.append(f"{answer.status_code} {answer.headers} {answer.text}")
         assert "[redacted]" in seen[-3] and "[redacted]" in seen[-2]  # the upstream did quote it
+        refused = []
+        for body in (
+            orjson.dumps({"model": "gpt-4o-mini", "messages": HELLO, "pad": f"{CLIENT_KEY} {PROVIDER_KEY} " * 2000}),
+            b'{"model": "gpt-4o-mini", "messages": ' + b"[" * 80 + orjson.dumps(PROVIDER_KEY) + b"]" * 80 + b"}",
+            orjson.dumps({"model": "gpt-4o-mini", "messages": HELLO, "api_key": PROVIDER_KEY})[:-1],
+        ):
+            for path in ("/v1/chat/completions", "/v1/responses"):
+                answer = client.post(path, content=body, headers={"content-type": "application/json"})
+                refused.append(answer.status_code)
+                seen.append(f"{answer.status_code} {answer.headers} {answer.text}")
+        assert refused == [413, 413, 400, 400, 400, 400], refused
         answer = client.post("/v1/responses", json={"model": "fails", "input": "Hello gateway"})
         seen.append(f"{answer.status_code} {answer.headers} {answer.text}")
         assert answer.status_code == 502 and "[redacted]" in seen[-1]
