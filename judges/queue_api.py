@@ -7,14 +7,14 @@ naming it."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import DependencyError, InvalidParameter
 from gateway.http import ORJSONResponse
-from judges.queue.base import JobQueue, JudgeQueueStats, QueueUnavailable
+from judges.queue.base import JobQueue, QueueUnavailable
 from judges.queue.redis_streams import RedisStreamsQueue
 
 T = TypeVar("T")
@@ -33,18 +33,6 @@ async def asked(call: Awaitable[T]) -> T:
         raise DependencyError(f"The judge queue is unavailable: {exc}") from exc
 
 
-def stats_dict(stats: JudgeQueueStats) -> dict[str, Any]:
-    return {
-        "judge": stats.judge,
-        "depth": stats.depth,
-        "pending": stats.pending,
-        "delayed": stats.delayed,
-        "oldest_age_s": round(stats.oldest_age_s, 3),
-        "dead_letters": stats.dead_letters,
-        "paused": stats.paused,
-    }
-
-
 async def get_queue(request: Request) -> Response:
     """``GET /api/judges/queue``: ``{"backend", "judges": [...]}``, a judge per entry with jobs, dead letters
     or a pause."""
@@ -53,7 +41,7 @@ async def get_queue(request: Request) -> Response:
     queue = _queue(request)
     stats = await asked(queue.stats())
     backend = "redis" if isinstance(queue, RedisStreamsQueue) else "store"
-    return ORJSONResponse({"backend": backend, "judges": [stats_dict(s) for s in stats]})
+    return ORJSONResponse({"backend": backend, "judges": [s.to_dict() for s in stats]})
 
 
 async def resume_judge(request: Request) -> Response:

@@ -56,21 +56,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_stats(stats: list[JudgeQueueStats], as_json: bool) -> None:
     if as_json:
-        print_json({"judges": [_as_dict(s) for s in stats]})
+        print_json({"judges": [s.to_dict() for s in stats]})
         return
     print(f"{'JUDGE':<24} {'DEPTH':>7} {'IN HAND':>7} {'DELAYED':>7} {'OLDEST_S':>9} {'DEAD':>6}  PAUSED")
     for s in stats:
         print(f"{s.judge:<24} {s.depth:>7} {s.pending:>7} {s.delayed:>7} {s.oldest_age_s:>9.1f} {s.dead_letters:>6}  "
               f"{s.paused or '-'}")  # fmt: skip
-
-
-def _as_dict(stats: JudgeQueueStats) -> dict[str, Any]:
-    return {
-        "judge": stats.judge,
-        "depth": stats.depth,
-        "pending": stats.pending,
-        "delayed": stats.delayed,
-        "oldest_age_s": round(stats.oldest_age_s, 3),
-        "dead_letters": stats.dead_letters,
-        "paused": stats.paused,
-    }

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from judges.queue.jobs import JudgeJob
 
@@ -52,6 +52,18 @@ class JudgeQueueStats:
     oldest_age_s: float
     dead_letters: int
     paused: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``GET /api/judges/queue`` and ``gateway judges queue --json`` show it."""
+        return {
+            "judge": self.judge,
+            "depth": self.depth,
+            "pending": self.pending,
+            "delayed": self.delayed,
+            "oldest_age_s": round(self.oldest_age_s, 3),
+            "dead_letters": self.dead_letters,
+            "paused": self.paused,
+        }
 
 
 class JobQueue(Protocol):
