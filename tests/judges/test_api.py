@@ -28,6 +28,7 @@ def test_the_builtins_are_seeded_as_prompts_at_production(gw: JudgeGateway) -> N
     listed = {j["name"]: j for j in gw.client.get("/api/judges").json()["judges"]}
     assert set(BUILTIN_NAMES) <= set(listed)
     correctness = gw.client.get("/api/judges/correctness").json()
+    assert correctness.pop("paused") is None  # the judge queue's pause, shown by GET /api/judges/{name} only
     assert correctness == listed["correctness"]
     assert correctness["builtin"] is True and correctness["route"] == "judge"  # judges.route
     assert (correctness["prompt_name"], correctness["prompt_version"]) == ("judges.correctness", 1)
@@ -60,7 +61,7 @@ def test_a_custom_judge_is_a_prompt_version_and_editing_it_is_a_new_one(gw: Judg
         "required_fields": ["inputs", "outputs"],
         "instructions": INSTRUCTIONS,
     }
-    assert gw.client.get(f"/api/judges/{name}").json() == judge
+    assert gw.client.get(f"/api/judges/{name}").json() == {**judge, "paused": None}  # and the queue's pause
     edited = create(gw, name=name, instructions="Is {{ outputs }} polite?", value_kind={"type": "bool"})
     assert edited.status_code == 201
     assert (edited.json()["prompt_version"], edited.json()["required_fields"]) == (2, ["outputs"])
