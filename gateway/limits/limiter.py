@@ -59,6 +59,7 @@ REDIS_FAILURES = metrics.counter(
     ("outcome",),
 )
 _REDIS_PAUSE_S = 1.0  # after a Redis failure, this long without trying
+ROUTE_SUBJECT = "route:"  # a route's own limits are counted under "route:<name>" (a key's under its id)
 
 
 class _Counts(Protocol):
@@ -183,28 +184,29 @@ class KeyLimiter:
             start, end = self._period(key.budget_period, now_ms) if key.budget_usd is not None else (0, 0)
             tickets.append(Ticket(
                 key.id, call_id, key.rpm or 0, key.tpm or 0, self.reservation(data) if key.tpm else 0,
-                key.budget_usd, start, end, int(now_ms), label=f"the key {key.label}",
+                key.budget_usd, start, end, int(now_ms),
             ))  # fmt: skip
         if route is not None and route.limited:
             tickets.append(Ticket(
-                f"route:{route.name}", call_id, route.rpm or 0, route.tpm or 0,
-                self.reservation(data) if route.tpm else 0, None, 0, 0, int(now_ms), label=f"the route {route.name!r}",
+                ROUTE_SUBJECT + route.name, call_id, route.rpm or 0, route.tpm or 0,
+                self.reservation(data) if route.tpm else 0, None, 0, 0, int(now_ms),
             ))  # fmt: skip
         if self.redis is not None and time.monotonic() < self._paused_until:
             return self._redis_unavailable(tickets, None)
         headers: dict[str, str] = {}
-        admitted: list[Ticket] = []
-        for ticket in tickets:
+        for index, ticket in enumerate(tickets):
             try:
                 verdict = await self._counts.admit(ticket)
             except (TimeoutError, redis.RedisError, OSError) as exc:
                 return self._redis_unavailable(tickets, exc)
-            _tighter(headers, _headers(ticket, verdict))
+            if index == 0:
+                headers = _headers(ticket, verdict)
+            else:
+                _tighter(headers, _headers(ticket, verdict))
             if verdict.refused is not None:
-                await self._refund(admitted)
+                await self._refund(tickets[:index])
                 REFUSED.inc(("tokens" if verdict.refused == TOO_LARGE else verdict.refused,))
                 raise _refusal(key, ticket, verdict, headers)
-            admitted.append(ticket)
         if self._failing:
             self._failing = False
             logger.info("Redis answers the rate-limit checks again")
@@ -315,8 +317,16 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
+def _label(key: GatewayKey | None, ticket: Ticket) -> str:
+    """How a refusal names whose limit it is (built only then: a key's label is formatted)."""
+    if ticket.key_id.startswith(ROUTE_SUBJECT):
+        return f"the route {ticket.key_id.removeprefix(ROUTE_SUBJECT)!r}"
+    return f"the key {key.label}" if key is not None else "the key"
+
+
 def _refusal(key: GatewayKey | None, ticket: Ticket, verdict: Verdict, headers: dict[str, str]) -> GatewayError:
     retry_s = max(verdict.retry_after_s, 0.001)
+    label = _label(key, ticket)
     if verdict.refused == BUDGET:
         assert key is not None and key.budget_usd is not None
         return QuotaExceeded(
@@ -327,7 +337,7 @@ def _refusal(key: GatewayKey | None, ticket: Ticket, verdict: Verdict, headers: 
         )
     if verdict.refused == TOO_LARGE:
         return RateLimited(
-            f"Request too large for {ticket.label}: it reserves {ticket.reserved} tokens (its max_tokens, or "
+            f"Request too large for {label}: it reserves {ticket.reserved} tokens (its max_tokens, or "
             f"limits.reserve_tokens) and the limit is {ticket.tpm} tokens per minute; lower max_tokens.",
             limit_type="tokens",
             retry_after_s=60.0,
@@ -340,7 +350,7 @@ def _refusal(key: GatewayKey | None, ticket: Ticket, verdict: Verdict, headers: 
         used, limit, what = verdict.tokens_used, ticket.tpm, "tokens per min (TPM)"
         requested = ticket.reserved
     return RateLimited(
-        f"Rate limit reached for {ticket.label} on {what}: Limit {limit}, Used {used}, Requested {requested}. "
+        f"Rate limit reached for {label} on {what}: Limit {limit}, Used {used}, Requested {requested}. "
         f"Please try again in {duration(retry_s)}.",
         limit_type="requests" if verdict.refused == REQUESTS else "tokens",
         retry_after_s=math.ceil(retry_s),

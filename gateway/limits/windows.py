@@ -52,7 +52,6 @@ class Ticket:
     started_ms: int
     handle: Any = None  # the token entry
     request_handle: Any = None  # the request entry (given back when another limit refuses the call)
-    label: str = ""  # how a refusal names the subject: "the key app-a (gk_1a2b)", "the route 'chat'"
 
 
 class Window:
