@@ -5,6 +5,10 @@ each other, which its run-to-run noise (docs/benchmarks.md) cannot do:
 
     python loadtest/llm_paced.py --gateway before=/tmp/old-checkout --gateway after=. --floor --rounds 5
 
+or one tree under two configurations (``--env-for NAME:KEY=VALUE`` sets a variable for one gateway only):
+
+    python loadtest/llm_paced.py --gateway off=. --gateway on=. --env-for on:GATEWAY_JUDGES='{...}'
+
 Each ``--gateway NAME=DIR`` is ``gateway serve`` with ``PYTHONPATH=DIR`` (a copy of the repository,
 e.g. ``git worktree`` or an unpacked ``git archive``), one worker, the bench's route, spans to
 ``otlp_sink.py`` and its own SQLite store. ``--floor`` adds ``floor_llm_proxy.py`` (raw ASGI + aiohttp,
@@ -58,7 +62,11 @@ def main() -> None:
     p.add_argument("--no-lat", action="store_true")
     p.add_argument("--no-stream", action="store_true")
     p.add_argument("--conns", type=int, default=32)
-    p.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE", help="for every gateway")
+    p.add_argument(
+        "--env-for", action="append", default=[], metavar="NAME:KEY=VALUE",
+        help="for the gateway NAME only (e.g. the same tree twice with two configurations)",
+    )  # fmt: skip
     p.add_argument("--bin-dir", default=str(HERE.parent / ".venv" / "bin"))
     p.add_argument("--keep-workdir", action="store_true")
     a = p.parse_args()
@@ -69,6 +77,11 @@ def main() -> None:
     helper_cpus = list(range(1, ncpu)) if ncpu > 1 else None
     client_args = argparse.Namespace(python=layout.python, conns=a.conns, timeout=10.0)
     extra = dict(kv.split("=", 1) for kv in a.gateway_env)
+    own: dict[str, dict[str, str]] = {}
+    for spec in a.env_for:
+        name, kv = spec.split(":", 1)
+        key, value = kv.split("=", 1)
+        own.setdefault(name, {})[key] = value
     servers = Servers(10)
     try:
         with terminate_on_sigterm():
@@ -82,6 +95,7 @@ def main() -> None:
                 gateway.name, gateway.log_path = f"gateway-{name}", layout.log(f"gateway-{name}")
                 gateway.env["PYTHONPATH"] = str(Path(tree).resolve())
                 gateway.env["GATEWAY_STORE_URI"] = f"sqlite:///{work / name / 'store.db'}"
+                gateway.env.update(own.get(name, {}))
                 targets[f"gw-{name}"] = servers.start(gateway, 90)
             if a.floor:
                 targets["floor"] = servers.start(floor_server(layout, upstream.base, proxy_cpus), 60)
