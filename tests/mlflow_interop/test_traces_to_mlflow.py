@@ -1,0 +1,177 @@
+"""The gateway's traces and its judges' verdicts in a real ``mlflow server``: spans exported over OTLP to
+MLflow's ``/v1/traces`` (``x-mlflow-experiment-id`` header), read back with ``MlflowClient``; with
+``judges.export.mlflow``, an online judge's assessment logged as feedback on the judged call's trace.
+
+One MLflow server for the module (its fixture); each test its own experiment, gateway and store. The fake
+upstream is the LLM provider and the judge (a ``[[verdict.safety=false]]`` marker scripts the verdict)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Trace
+
+from gateway.app import create_app
+from gateway.config import load_settings
+from tests.judges.worker_procs import FAST_QUEUE
+from tests.llm.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, FakeUpstream, fake_upstream, target, upstream
+from tests.mlflow_interop.conftest import MlflowServer
+from tests.servers import run_app_in_thread
+from tests.telemetry.conftest import wait_until
+
+fake_upstream = fake_upstream  # fixtures, used by name
+upstream = upstream
+
+QUESTION = "Which planet is largest? [[verdict.safety=false]]"
+SYSTEM = {"role": "system", "content": "Be brief."}
+CHAT = {"model": "chat", "messages": [SYSTEM, {"role": "user", "content": QUESTION}]}
+
+
+@contextmanager
+def gateway_to_mlflow(
+    tmp_path: Path,
+    up: FakeUpstream,
+    mlflow_url: str,
+    experiment_id: str,
+    *,
+    capture: bool,
+    judges: dict[str, Any],
+    export_delay_ms: int = 100,
+) -> Iterator[httpx.Client]:
+    """A gateway whose spans go to ``mlflow_url``'s ``/v1/traces`` in ``experiment_id`` (the documented recipe:
+    two OTEL_* variables), its route ``chat`` capturing content or not, the judge on route ``judge``."""
+    llm = {
+        "routes": [
+            {"name": "judge", "targets": [target(up)]},
+            {"name": "chat", "capture_content": capture, "targets": [target(up)]},
+        ]
+    }
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(PROVIDER_KEY_ENV, PROVIDER_KEY)
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_TRACES_EXPORTER"):
+            env.delenv(name, raising=False)
+        env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{mlflow_url}/v1/traces")
+        env.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"x-mlflow-experiment-id={experiment_id}")
+        # The SDK's default is 5 s: the test would only wait longer.
+        env.setenv("OTEL_BSP_SCHEDULE_DELAY", str(export_delay_ms))
+        settings = load_settings(
+            {"store_uri": f"sqlite:///{tmp_path}/store.db", "workers": 1, "llm": llm, "judges": judges,
+             "telemetry.summary_flush_interval_s": 0.05},
+            environ={},
+        )  # fmt: skip
+        with run_app_in_thread(create_app(settings)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+            yield client
+
+
+def _experiment(server: MlflowServer) -> tuple[MlflowClient, str]:
+    client = MlflowClient(tracking_uri=server.url)
+    return client, client.create_experiment(f"gateway-{secrets.token_hex(4)}")
+
+
+def _the_trace(client: MlflowClient, experiment_id: str, what: str) -> Trace:
+    """The one trace of the experiment whose root span is the proxy's SERVER span (judge calls are traces too)."""
+
+    def found() -> list[Trace]:
+        traces = client.search_traces(locations=[experiment_id])
+        return [t for t in traces if t.data.spans and t.data.spans[0].name.startswith("POST /v1/")]
+
+    (trace,) = wait_until(found, timeout_s=30, what=what)
+    assert isinstance(trace, Trace)
+    return trace
+
+
+def _spans(trace: Trace) -> dict[str, Any]:
+    return {span.name: span for span in trace.data.spans}
+
+
+@pytest.mark.parametrize("capture", [True, False], ids=["capture", "no-capture"])
+def test_a_proxied_call_is_an_mlflow_trace_with_model_usage_and_content(
+    tmp_path: Path, upstream: FakeUpstream, mlflow_server: MlflowServer, capture: bool
+) -> None:
+    client, experiment_id = _experiment(mlflow_server)
+    with gateway_to_mlflow(tmp_path, upstream, mlflow_server.url, experiment_id, capture=capture, judges={}) as gw:
+        answer = gw.post("/v1/chat/completions", json=CHAT)
+        assert answer.status_code == 200, answer.text
+        reply = answer.json()
+        trace = _the_trace(client, experiment_id, "the call's trace in MLflow")
+        # search_traces returns what get_trace does, by MLflow's id: tr-<the OTel trace id>
+        fetched = client.get_trace(trace.info.trace_id)
+
+    info = fetched.info
+    assert info.trace_id.startswith("tr-") and len(info.trace_id) == 35
+    assert info.state.value == "OK"
+    usage = reply["usage"]
+    assert info.token_usage == {
+        "input_tokens": usage["prompt_tokens"],
+        "output_tokens": usage["completion_tokens"],
+        "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+    }
+    spans = _spans(fetched)
+    server, model_call = spans["POST /v1/chat/completions"], spans["chat fake-model"]
+    assert server.parent_id is None and model_call.parent_id == server.span_id
+    for span in (server, model_call):
+        assert span.span_type == "CHAT_MODEL"
+        assert span.attributes["mlflow.llm.model"] == "fake-model"
+        assert span.attributes["gen_ai.request.model"] == "fake-model"  # the conventions' attributes, as sent
+        assert span.attributes["mlflow.chat.tokenUsage"]["input_tokens"] == usage["prompt_tokens"]
+    answer_text = reply["choices"][0]["message"]["content"]
+    if capture:
+        # The request and response columns: the last user message and the answer, not the GenAI JSON.
+        assert (info.request_preview, info.response_preview) == (QUESTION, answer_text)
+        assert server.inputs["messages"][-1] == {"role": "user", "content": QUESTION}
+        assert server.outputs["choices"][0]["message"] == {"role": "assistant", "content": answer_text}
+        assert "gen_ai.input.messages" in server.attributes and "gen_ai.output.messages" in model_call.attributes
+    else:
+        assert info.request_preview is None and info.response_preview is None
+        exported = orjson.dumps([s.to_dict() for s in fetched.data.spans], default=str).decode()
+        assert "Which planet" not in exported and answer_text not in exported
+
+
+def test_a_judges_assessment_is_feedback_on_the_judged_trace(
+    tmp_path: Path, upstream: FakeUpstream, mlflow_server: MlflowServer
+) -> None:
+    client, experiment_id = _experiment(mlflow_server)
+    judges = {
+        "route": "judge",
+        "online": [{"route": "chat", "judges": [{"name": "safety", "rate": 1}]}],
+        "online_flush_interval_s": 0.05,
+        "queue": FAST_QUEUE,
+        "export": {"mlflow": {"tracking_uri": mlflow_server.url}},
+    }
+    # Spans leave after 1.5 s, the verdict sooner: MLflow does not hold the trace yet when the feedback is first
+    # sent (404), and the exporter tries again until it does.
+    with gateway_to_mlflow(
+        tmp_path, upstream, mlflow_server.url, experiment_id, capture=True, judges=judges, export_delay_ms=1500
+    ) as gw:
+        answer = gw.post("/v1/chat/completions", json=CHAT)
+        assert answer.status_code == 200, answer.text
+        trace = _the_trace(client, experiment_id, "the call's trace in MLflow")
+        otel_trace_id = trace.info.trace_id.removeprefix("tr-")
+
+        def ours() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = gw.get(f"/api/traces/{otel_trace_id}").json().get("assessments") or []
+            return found
+
+        (stored,) = wait_until(ours, timeout_s=30, what="the judge's assessment in the gateway's store")
+
+        def feedback() -> list[Any]:
+            return [a for a in client.get_trace(trace.info.trace_id).info.assessments if a.name == "safety"]
+
+        (logged,) = wait_until(feedback, timeout_s=30, what="the judge's feedback in MLflow")
+
+    assert (stored["value"], stored["error_code"]) == (False, None)
+    server_span = _spans(trace)["POST /v1/chat/completions"]
+    assert logged.trace_id == trace.info.trace_id and logged.span_id == server_span.span_id == stored["span_id"]
+    assert logged.value is False and logged.rationale == stored["rationale"] and logged.rationale
+    assert logged.source.source_type == "LLM_JUDGE" and logged.source.source_id == stored["source_id"]
+    assert logged.metadata["gateway.assessment_id"] == stored["id"]
+    assert logged.metadata["gateway.judge.route"] == "judge"
+    assert logged.metadata["gateway.judge.trace_id"] == stored["judge_trace_id"]
