@@ -137,7 +137,10 @@ class MlflowFeedbackExporter:
 
     def submit(self, assessment: Assessment) -> None:
         """Queue ``assessment`` for MLflow, when it is about a trace (else nothing); never blocks or raises."""
-        if assessment.trace_id is None or self._closing:
+        if assessment.trace_id is None:
+            return
+        if self._closing:  # judging is over by then; counted all the same
+            FEEDBACK.inc((SHUTDOWN,))
             return
         if len(self._heap) >= self.settings.queue_size:
             FEEDBACK.inc((QUEUE_FULL,))

@@ -8,7 +8,8 @@ upstream is the LLM provider and the judge (a ``[[verdict.safety=false]]`` marke
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tests.judges.worker_procs import FAST_QUEUE
 from tests.llm.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, FakeUpstream, fake_upstream, target, upstream
 from tests.mlflow_interop.conftest import MlflowServer
 from tests.servers import run_app_in_thread
-from tests.telemetry.conftest import wait_until
+from tests.telemetry.conftest import wait_until as _wait_until
 
 fake_upstream = fake_upstream  # fixtures, used by name
 upstream = upstream
@@ -71,6 +72,12 @@ def gateway_to_mlflow(
             yield client
 
 
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``condition`` every 0.25 s (a one-worker MLflow server on SQLite answers the polls between the
+    span exports it ingests: polling it harder only slows those) until it is truthy, for at most ``timeout_s``."""
+    return _wait_until(lambda: condition() or time.sleep(0.2), timeout_s=timeout_s, what=what)
+
+
 def _experiment(server: MlflowServer) -> tuple[MlflowClient, str]:
     client = MlflowClient(tracking_uri=server.url)
     return client, client.create_experiment(f"gateway-{secrets.token_hex(4)}")
@@ -86,6 +93,16 @@ def _the_trace(client: MlflowClient, experiment_id: str, what: str) -> Trace:
     (trace,) = wait_until(found, timeout_s=30, what=what)
     assert isinstance(trace, Trace)
     return trace
+
+
+def _feedback_counts(gw: httpx.Client) -> dict[str, float]:
+    """``gateway_judge_mlflow_feedback_total`` by outcome, from the gateway's /metrics."""
+    counts: dict[str, float] = {}
+    for line in gw.get("/metrics").text.splitlines():
+        if line.startswith('gateway_judge_mlflow_feedback_total{outcome="'):
+            outcome = line.split('"')[1]
+            counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def _spans(trace: Trace) -> dict[str, Any]:
@@ -151,6 +168,7 @@ def test_a_judges_assessment_is_feedback_on_the_judged_trace(
     with gateway_to_mlflow(
         tmp_path, upstream, mlflow_server.url, experiment_id, capture=True, judges=judges, export_delay_ms=1500
     ) as gw:
+        before = _feedback_counts(gw)
         answer = gw.post("/v1/chat/completions", json=CHAT)
         assert answer.status_code == 200, answer.text
         trace = _the_trace(client, experiment_id, "the call's trace in MLflow")
@@ -166,8 +184,10 @@ def test_a_judges_assessment_is_feedback_on_the_judged_trace(
             return [a for a in client.get_trace(trace.info.trace_id).info.assessments if a.name == "safety"]
 
         (logged,) = wait_until(feedback, timeout_s=30, what="the judge's feedback in MLflow")
+        counted = _feedback_counts(gw)
 
     assert (stored["value"], stored["error_code"]) == (False, None)
+    assert {outcome: counted[outcome] - before.get(outcome, 0.0) for outcome in counted} == {"logged": 1.0}
     server_span = _spans(trace)["POST /v1/chat/completions"]
     assert logged.trace_id == trace.info.trace_id and logged.span_id == server_span.span_id == stored["span_id"]
     assert logged.value is False and logged.rationale == stored["rationale"] and logged.rationale
