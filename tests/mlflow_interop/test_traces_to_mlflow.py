@@ -152,46 +152,60 @@ def test_a_proxied_call_is_an_mlflow_trace_with_model_usage_and_content(
         assert "Which planet" not in exported and answer_text not in exported
 
 
-def test_a_judges_assessment_is_feedback_on_the_judged_trace(
+def test_judges_assessments_are_feedback_on_the_judged_trace(
     tmp_path: Path, upstream: FakeUpstream, mlflow_server: MlflowServer
 ) -> None:
+    """Two judges on the call: ``safety`` says false; ``conciseness`` is scripted a value of the wrong type
+    (twice: the repair request too), an error assessment, which MLflow gets as feedback with an ``error``."""
     client, experiment_id = _experiment(mlflow_server)
     judges = {
         "route": "judge",
-        "online": [{"route": "chat", "judges": [{"name": "safety", "rate": 1}]}],
+        "online": [{"route": "chat", "judges": [{"name": "safety", "rate": 1}, {"name": "conciseness", "rate": 1}]}],
         "online_flush_interval_s": 0.05,
         "queue": FAST_QUEUE,
         "export": {"mlflow": {"tracking_uri": mlflow_server.url}},
     }
+    question = "Which planet is largest? [[verdict.safety=false]] [[verdict.conciseness=[1]]]"
+    body = {"model": "chat", "messages": [SYSTEM, {"role": "user", "content": question}]}
     # Spans leave after 1.5 s, the verdict sooner: MLflow does not hold the trace yet when the feedback is first
     # sent (404), and the exporter tries again until it does.
     with gateway_to_mlflow(
         tmp_path, upstream, mlflow_server.url, experiment_id, capture=True, judges=judges, export_delay_ms=1500
     ) as gw:
         before = _feedback_counts(gw)
-        answer = gw.post("/v1/chat/completions", json=CHAT)
+        answer = gw.post("/v1/chat/completions", json=body)
         assert answer.status_code == 200, answer.text
         trace = _the_trace(client, experiment_id, "the call's trace in MLflow")
         otel_trace_id = trace.info.trace_id.removeprefix("tr-")
 
-        def ours() -> list[dict[str, Any]]:
-            found: list[dict[str, Any]] = gw.get(f"/api/traces/{otel_trace_id}").json().get("assessments") or []
-            return found
+        def ours() -> dict[str, dict[str, Any]]:
+            found = gw.get(f"/api/traces/{otel_trace_id}").json().get("assessments") or []
+            return {a["name"]: a for a in found} if len(found) == 2 else {}
 
-        (stored,) = wait_until(ours, timeout_s=30, what="the judge's assessment in the gateway's store")
+        stored = wait_until(ours, timeout_s=30, what="the judges' assessments in the gateway's store")
 
-        def feedback() -> list[Any]:
-            return [a for a in client.get_trace(trace.info.trace_id).info.assessments if a.name == "safety"]
+        def feedback() -> dict[str, Any]:
+            logged = client.get_trace(trace.info.trace_id).info.assessments
+            return {a.name: a for a in logged} if len(logged) == 2 else {}
 
-        (logged,) = wait_until(feedback, timeout_s=30, what="the judge's feedback in MLflow")
+        logged = wait_until(feedback, timeout_s=30, what="the judges' feedback in MLflow")
         counted = _feedback_counts(gw)
 
-    assert (stored["value"], stored["error_code"]) == (False, None)
-    assert {outcome: counted[outcome] - before.get(outcome, 0.0) for outcome in counted} == {"logged": 1.0}
+    assert {outcome: counted[outcome] - before.get(outcome, 0.0) for outcome in counted} == {"logged": 2.0}
     server_span = _spans(trace)["POST /v1/chat/completions"]
-    assert logged.trace_id == trace.info.trace_id and logged.span_id == server_span.span_id == stored["span_id"]
-    assert logged.value is False and logged.rationale == stored["rationale"] and logged.rationale
-    assert logged.source.source_type == "LLM_JUDGE" and logged.source.source_id == stored["source_id"]
-    assert logged.metadata["gateway.assessment_id"] == stored["id"]
-    assert logged.metadata["gateway.judge.route"] == "judge"
-    assert logged.metadata["gateway.judge.trace_id"] == stored["judge_trace_id"]
+    for name in ("safety", "conciseness"):
+        ours_, theirs = stored[name], logged[name]
+        assert theirs.trace_id == trace.info.trace_id and theirs.span_id == server_span.span_id == ours_["span_id"]
+        assert theirs.source.source_type == "LLM_JUDGE" and theirs.source.source_id == ours_["source_id"]
+        assert theirs.metadata["gateway.assessment_id"] == ours_["id"]
+        assert theirs.metadata["gateway.judge.route"] == "judge"
+        assert theirs.metadata["gateway.judge.trace_id"] == ours_["judge_trace_id"]
+    safety, conciseness = logged["safety"], logged["conciseness"]
+    assert (stored["safety"]["value"], stored["safety"]["error_code"]) == (False, None)
+    assert safety.value is False and safety.error is None
+    assert safety.rationale == stored["safety"]["rationale"] and safety.rationale
+    error_code = stored["conciseness"]["error_code"]
+    assert error_code is not None and stored["conciseness"]["value"] is None
+    assert conciseness.value is None and conciseness.error is not None
+    assert conciseness.error.error_code == error_code
+    assert conciseness.error.error_message == stored["conciseness"]["error_message"]
