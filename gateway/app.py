@@ -352,6 +352,8 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             if judge_worker is not None:  # jobs in hand: finished within its grace, else reclaimed by another
                 await judge_worker.close()
             await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
+            # What is queued for MLflow (judges.export.mlflow), within the telemetry shutdown bound.
+            await app.state.judges.close(settings.telemetry.shutdown_timeout_s)
             # What is buffered goes to the queue, within the telemetry shutdown bound; then the queue closes.
             await online.close(settings.telemetry.shutdown_timeout_s)
             await judge_queue.close()

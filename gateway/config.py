@@ -366,7 +366,7 @@ PARAMS: tuple[Param, ...] = (
         mapping,
         "LLM judges: {route, call_timeout_s, route_concurrency, concurrency, max_trace_items, workers, queue, online "
         "(rules of judges on live traffic), online_buffer, online_batch, online_flush_interval_s, "
-        "online_enqueue_timeout_s} "
+        "online_enqueue_timeout_s, export (mlflow: assessments also logged to MLflow as feedback)} "
         "(see docs/configuration.md).",
     ),
 )

@@ -28,6 +28,7 @@ from gateway.telemetry.events import EvaluationEvents
 from judges.agreement import agreement
 from judges.catalog import JudgeCatalog, judge_list
 from judges.definitions import parse_judge_spec
+from judges.mlflow_feedback import MlflowFeedbackExporter
 from judges.queue_api import pause_of
 from judges.runner import JudgeRunner
 from prompts.api import PromptsState
@@ -42,6 +43,12 @@ class JudgesState:
     assessments: AssessmentStore
     routes: frozenset[str]  # the LLM routes of this gateway: a judge must run on one of them
     after_write: Callable[[], Awaitable[None]]  # refresh this worker's prompt cache, tell the other replicas
+    feedback: MlflowFeedbackExporter | None = None  # judges.export.mlflow: assessments also sent to MLflow
+
+    async def close(self, timeout_s: float) -> None:
+        """At shutdown, after the judging stopped: what is queued for MLflow is sent within ``timeout_s``."""
+        if self.feedback is not None:
+            await self.feedback.close(timeout_s)
 
 
 async def start_judges(
@@ -53,15 +60,20 @@ async def start_judges(
     routes: Collection[str],
 ) -> JudgesState:
     """At start (gateway.app's lifespan): seed the built-ins the store lacks, then the catalog over the
-    prompt cache and the runner over this app's LLM proxy."""
+    prompt cache and the runner over this app's LLM proxy (with ``judges.export.mlflow``, the exporter of
+    its assessments to MLflow, started: ``JudgesState.close`` stops it)."""
     catalog = JudgeCatalog(prompts.cache, settings)
     await asyncio.to_thread(catalog.seed)
     # Always: when seed returns, every built-in is in the store, but those another worker seeded (which
     # this one found there) are not in this worker's cache yet; its refresher would see them only within
     # serving.refresh_interval_s, and a request in between found no judge 'correctness'.
     await prompts.cache.refresh()
-    runner = JudgeRunner(proxy, settings, assessments, events)
-    return JudgesState(catalog, runner, assessments, frozenset(routes), prompts.after_write)
+    feedback = None
+    if settings.export.mlflow is not None:
+        feedback = MlflowFeedbackExporter(settings.export.mlflow)
+        feedback.start()
+    runner = JudgeRunner(proxy, settings, assessments, events, feedback)
+    return JudgesState(catalog, runner, assessments, frozenset(routes), prompts.after_write, feedback)
 
 
 def _state(request: Request) -> JudgesState:

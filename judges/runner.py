@@ -12,7 +12,8 @@
 4. the answer is read tolerantly (judges/parsing.py); an answer that cannot be used gets one repair
    request saying what was wrong, and when that fails too, an error assessment with the problem's code;
 5. the assessment is written with ``insert_if_absent`` (off the event loop), then, when this run wrote
-   it, the ``gen_ai.evaluation.result`` event is emitted and the metrics (judges/metrics.py) counted.
+   it, the ``gen_ai.evaluation.result`` event is emitted, the metrics (judges/metrics.py) counted, and,
+   with ``judges.export.mlflow``, the assessment queued for MLflow as feedback (judges/mlflow_feedback.py).
 
 Bounds, so that a hung upstream cannot stall everything else: at most ``judges.route_concurrency`` judge
 calls in flight per LLM route (an ``asyncio.Semaphore`` per route, in this process), and each call
@@ -60,6 +61,7 @@ from gateway.telemetry import semconv as sc
 from gateway.telemetry.events import EvaluationEvents
 from judges import metrics
 from judges.definitions import Judge, missing_field
+from judges.mlflow_feedback import MlflowFeedbackExporter
 from judges.parsing import ParseProblem, Verdict, parse_verdict
 from judges.request import judge_request, repair_request
 
@@ -162,11 +164,13 @@ class JudgeRunner:
         settings: JudgesSettings,
         store: AssessmentStore,
         events: EvaluationEvents | None = None,
+        feedback: MlflowFeedbackExporter | None = None,
     ) -> None:
         self.proxy = proxy
         self.settings = settings
         self.store = store
         self.events = events if events is not None else EvaluationEvents()
+        self.feedback = feedback  # judges.export.mlflow: every assessment written is also queued for MLflow
         self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def run(
@@ -318,6 +322,8 @@ class JudgeRunner:
             response_id=response_id if isinstance(response_id, str) else None,
             attributes=_attributes(judge, target, evaluation_id),
         )
+        if self.feedback is not None:
+            self.feedback.submit(assessment)
 
 
 def _attributes(judge: Judge, target: Target, evaluation_id: str | None) -> dict[str, Any]:

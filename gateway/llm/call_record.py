@@ -90,7 +90,7 @@ class CallRecord(CallProgress):
         captured = _content(parsed, route, summary)
         error_type = None if ok else str(answer.status)
         target = attempt.target
-        attributes = spans.answer_attributes(summary or AnswerSummary(), None, captured)
+        attributes = spans.answer_attributes(summary or AnswerSummary(), None, captured.genai if captured else None)
         if summary is not None and target.input_price_per_mtok is not None:
             self._price(attributes, summary)
         spans.end_answered(attempt.span, attributes, error_type=error_type, end_time=answer.answered_ns)
@@ -121,7 +121,7 @@ class CallRecord(CallProgress):
         first_chunk_s = first_event_at - attempt.started
         error_type = error.error_type if error else (CLIENT_DISCONNECTED if disconnected else None)
         captured = _content(parsed, route, summary)
-        attributes = spans.answer_attributes(summary, first_chunk_s, captured)
+        attributes = spans.answer_attributes(summary, first_chunk_s, captured.genai if captured else None)
         if target.input_price_per_mtok is not None:
             self._price(attributes, summary)
         spans.end_answered(
@@ -155,7 +155,7 @@ class CallRecord(CallProgress):
         self,
         status: int,
         summary: AnswerSummary | None,
-        captured: dict[str, Any] | None,
+        captured: Captured | None,
         error_type: str | None = None,
         error_message: str | None = None,
     ) -> None:
@@ -189,8 +189,9 @@ class CallRecord(CallProgress):
                 attributes[sc.GATEWAY_USAGE_COST_USD] = self.cost_usd
         if self.first_event_at is not None:
             attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_event_at - self.started
-        if captured:
-            attributes.update(captured)
+        if captured is not None:
+            attributes.update(captured.genai)
+            attributes.update(captured.mlflow)
         spans.end_server(self.span, status, attributes, error_type=error_type, error_message=error_message)
         metrics.record_request(route.name if route is not None else "", status)
 
@@ -214,9 +215,21 @@ class RecordingResponse(Response):
                 logger.exception("Could not record the spans and metrics of an LLM call")
 
 
-def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) -> dict[str, Any] | None:
-    """``gen_ai.input.messages`` / ``gen_ai.output.messages`` when the route captures content, and
-    ``gateway.llm.content_truncated`` when either was cut to ``capture_max_chars`` (online judges skip those)."""
+class Captured:
+    """A captured call's content attributes: ``genai`` for both spans (``gen_ai.input.messages`` /
+    ``gen_ai.output.messages``, and ``gateway.llm.content_truncated`` when either was cut to
+    ``capture_max_chars``: online judges skip those), ``mlflow`` for the SERVER span only
+    (``mlflow.spanInputs`` / ``mlflow.spanOutputs``: MLflow's request and response columns, content.py)."""
+
+    __slots__ = ("genai", "mlflow")
+
+    def __init__(self, genai: dict[str, Any], mlflow: dict[str, Any]) -> None:
+        self.genai = genai
+        self.mlflow = mlflow
+
+
+def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) -> Captured | None:
+    """The call's content attributes when the route captures content (``Captured``), else None."""
     if not route.capture_content:
         return None
     limit = route.capture_max_chars
@@ -224,10 +237,12 @@ def _content(parsed: ParsedCall, route: Route, summary: AnswerSummary | None) ->
     if messages is None:
         return None
     captured: dict[str, Any] = {}
+    mlflow: dict[str, Any] = {sc.MLFLOW_SPAN_INPUTS: content.mlflow_inputs(messages, limit)}
     captured[sc.GEN_AI_INPUT_MESSAGES], cut = content.to_attribute_text(messages, limit)
     if summary is not None and summary.output_messages is not None:
         captured[sc.GEN_AI_OUTPUT_MESSAGES], output_cut = content.to_attribute_text(summary.output_messages, limit)
+        mlflow[sc.MLFLOW_SPAN_OUTPUTS] = content.mlflow_outputs(summary.output_messages, limit)
         cut = cut or output_cut
     if cut:
         captured[sc.GATEWAY_LLM_CONTENT_TRUNCATED] = True
-    return captured
+    return Captured(captured, mlflow)

@@ -97,3 +97,51 @@ def to_attribute_text(messages: list[dict[str, Any]], max_chars: int) -> tuple[s
     """The messages' JSON cut to ``max_chars``, and whether it was cut."""
     text = orjson.dumps(messages).decode()
     return (text, False) if len(text) <= max_chars else (text[:max_chars], True)
+
+
+# MLflow's trace list shows a request and a response column: MLflow fills them from the root span's
+# ``mlflow.spanInputs`` / ``mlflow.spanOutputs`` (else from gen_ai.input.messages / output.messages as they
+# are, so the column would show the conventions' JSON). It picks the last user message out of
+# ``{"messages": [{"role", "content"}]}`` and the answer out of ``{"choices": [{"message": ...}]}``: the
+# OpenAI chat shapes, which its chat view also renders. The proxy's SERVER span carries these when capture
+# is on (gateway/llm/call_record.py), built from the GenAI messages already captured.
+
+
+def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A GenAI message as an OpenAI chat message: its text parts joined, tool calls and a tool's answer kept."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"role": message.get("role", "user")}
+    for part in message.get("parts") or ():
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("content", "")))
+        elif kind == "tool_call":
+            arguments = part.get("arguments")
+            if not isinstance(arguments, str):
+                arguments = orjson.dumps(arguments).decode()
+            function = {"name": part.get("name"), "arguments": arguments}
+            tool_calls.append({"id": part.get("id"), "type": "function", "function": function})
+        elif kind == "tool_call_response":
+            response = part.get("response")
+            texts.append(response if isinstance(response, str) else orjson.dumps(response).decode())
+            out["tool_call_id"] = part.get("id")
+    out["content"] = "\n".join(texts)
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    return out
+
+
+def mlflow_inputs(messages: list[dict[str, Any]], max_chars: int) -> str:
+    """``mlflow.spanInputs``: the input messages as an OpenAI chat request's ``messages``, cut to ``max_chars``."""
+    text = orjson.dumps({"messages": [_openai_message(m) for m in messages]}).decode()
+    return text[:max_chars]
+
+
+def mlflow_outputs(messages: list[dict[str, Any]], max_chars: int) -> str:
+    """``mlflow.spanOutputs``: the output messages as an OpenAI chat answer's ``choices``, cut to ``max_chars``."""
+    choices = [
+        {"index": i, "message": _openai_message(m), "finish_reason": m.get("finish_reason")}
+        for i, m in enumerate(messages)
+    ]
+    return orjson.dumps({"choices": choices}).decode()[:max_chars]

@@ -93,6 +93,12 @@ GATEWAY_USAGE_COST_USD: Final = "gateway.usage.cost_usd"  # from the answering t
 # true when gen_ai.input.messages or gen_ai.output.messages was cut to capture_max_chars (absent otherwise)
 GATEWAY_LLM_CONTENT_TRUNCATED: Final = "gateway.llm.content_truncated"
 
+# --- MLflow's span attributes (its OTLP ingest reads them; gateway/llm/content.py) -----------------------
+# On the proxy's SERVER span when capture is on: MLflow fills a trace's request and response columns from
+# its root span's inputs and outputs (without them, from gen_ai.input.messages / output.messages as they are).
+MLFLOW_SPAN_INPUTS: Final = "mlflow.spanInputs"
+MLFLOW_SPAN_OUTPUTS: Final = "mlflow.spanOutputs"
+
 # --- ours: judge calls (LlmProxy.complete's top span) and evaluation runs ------------------------------
 GATEWAY_JUDGE_NAME: Final = "gateway.judge.name"
 GATEWAY_JUDGE_PROMPT_NAME: Final = "gateway.judge.prompt.name"

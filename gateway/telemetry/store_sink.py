@@ -64,6 +64,8 @@ _INT_COLUMNS = {
     sc.GEN_AI_USAGE_OUTPUT_TOKENS: "output_tokens",
     sc.GEN_AI_PROMPT_VERSION: "prompt_version",
 }
+# MLflow's copies of the captured content (gateway/llm/content.py): input_content and output_content hold it.
+_COPIES = (sc.MLFLOW_SPAN_INPUTS, sc.MLFLOW_SPAN_OUTPUTS)
 # Attribute names that may carry a credential are never stored (the patterns logfire scrubs).
 _SECRET_NAME = re.compile(
     r"password|passwd|secret|auth(?!ors?\b)|credential|private[._ -]?key|api[._ -]?key|session|cookie|"
@@ -106,6 +108,8 @@ def summary_row(span: ReadableSpan) -> dict[str, Any]:
         row[column] = _text(attributes.pop(name, None), column)
     for name, column in _INT_COLUMNS.items():
         row[column] = _int(attributes.pop(name, None))
+    for name in _COPIES:
+        attributes.pop(name, None)
     # The cost stays in the attributes JSON too (where readers found it before it was a column).
     cost = attributes.get(sc.GATEWAY_USAGE_COST_USD)
     row["cost_usd"] = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None

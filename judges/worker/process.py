@@ -30,7 +30,7 @@ from gateway.store.assessments import AssessmentStore
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.setup import build_telemetry
-from judges.api import start_judges
+from judges.api import JudgesState, start_judges
 from judges.queue.choice import open_judge_queue, queue_kind
 from judges.worker import metrics
 from judges.worker.items import JobReader
@@ -65,6 +65,7 @@ async def _serve(settings: Settings, concurrency: int, grace_s: float) -> None:
     if directory is not None:  # beside a gateway's workers: its /metrics counts this process too
         tasks.append(asyncio.create_task(gateway_metrics.run_snapshot_writer(directory)))
     consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    judges: JudgesState | None = None
     try:
         judges = await start_judges(
             settings.judges, prompts, proxy, AssessmentStore(store.engine), telemetry.events, settings.llm.routes
@@ -81,6 +82,8 @@ async def _serve(settings: Settings, concurrency: int, grace_s: float) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if judges is not None:  # what is queued for MLflow (judges.export.mlflow), within the telemetry bound
+            await judges.close(settings.telemetry.shutdown_timeout_s)
         await queue.close()
         await proxy.close()
         await asyncio.to_thread(telemetry.shutdown)

@@ -174,6 +174,12 @@ def test_content_capture_when_configured(capturing: Gateway) -> None:
     for span in (server, call):
         assert orjson.loads(span.attributes["gen_ai.input.messages"]) == expected_input
         assert orjson.loads(span.attributes["gen_ai.output.messages"]) == expected_output
+    # MLflow's request and response columns (OpenAI chat shapes), on the SERVER span only.
+    assert orjson.loads(server.attributes["mlflow.spanInputs"]) == {"messages": messages}
+    answer = {"role": "assistant", "content": "Echo: Hello gateway"}
+    expected_outputs = {"choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]}
+    assert orjson.loads(server.attributes["mlflow.spanOutputs"]) == expected_outputs
+    assert not any(name.startswith("mlflow.") for name in call.attributes)
 
 
 def test_captured_content_is_truncated(capturing: Gateway) -> None:
@@ -184,6 +190,7 @@ def test_captured_content_is_truncated(capturing: Gateway) -> None:
     server, _ = _split(capturing.wait_spans(_both_ended))
     assert len(server.attributes["gen_ai.input.messages"]) == 40
     assert server.attributes["gen_ai.input.messages"].startswith('[{"role":"user","parts":[{"type":"text"')
+    assert server.attributes["mlflow.spanInputs"] == '{"messages":[{"role":"user","content":"w'  # 40 characters
 
 
 def test_captured_tool_call_stream(capturing: Gateway) -> None:
@@ -192,7 +199,10 @@ def test_captured_tool_call_stream(capturing: Gateway) -> None:
     body = {"model": "gpt-4o-mini", "messages": HELLO, "tools": [tool], "stream": True, "fake": {"tool_call_deltas": 4}}
     with raw_client(capturing) as client:
         assert client.post("/v1/chat/completions", json=body).status_code == 200
-    _, (call,) = _split(capturing.wait_spans(_both_ended))
+    server, (call,) = _split(capturing.wait_spans(_both_ended))
     (message,) = orjson.loads(call.attributes["gen_ai.output.messages"])
     assert message["finish_reason"] == "tool_calls"
     assert message["parts"] == [{"type": "tool_call", "id": "call_0", "name": "lookup", "arguments": '{"text": "xx"}'}]
+    (choice,) = orjson.loads(server.attributes["mlflow.spanOutputs"])["choices"]
+    function = {"name": "lookup", "arguments": '{"text": "xx"}'}
+    assert choice["message"]["tool_calls"] == [{"id": "call_0", "type": "function", "function": function}]
