@@ -67,6 +67,7 @@ class Run:
     target: PlannedTarget | None
     judged: set[tuple[int, str]] = field(default_factory=set)
     cancelled: bool = False  # stopped here: feed nothing more
+    feeding: bool = True  # its items are still being enqueued (or their outputs generated)
     drain_until: float | None = None  # stopped: settle what its jobs in work write until then (monotonic)
 
     @property

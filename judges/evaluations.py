@@ -249,6 +249,8 @@ class EvaluationService:
             logger.exception("Evaluation %s failed while queueing its items", run.id)
             run.cancelled = True  # its queued jobs are dropped by the workers
             await asyncio.to_thread(finish_run, self.store.engine, run.id, "failed", error_message=first_line(exc))
+        finally:
+            run.feeding = False
 
     # -- settling -------------------------------------------------------------------------------------
 
@@ -278,7 +280,7 @@ class EvaluationService:
             now = time.monotonic()
             if run.drain_until is None or settled.done or settled.errors:
                 run.drain_until = now + self.drain_s
-            if settled.queued == 0 or now >= run.drain_until:
+            if not run.feeding and (settled.queued == 0 or now >= run.drain_until):
                 self._runs.pop(run.id, None)
                 dropped = await asyncio.to_thread(requeue_items, engine, run.id)
                 if dropped:

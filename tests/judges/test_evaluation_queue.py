@@ -4,6 +4,7 @@ for the Redis backend, a real Redis under the test's own key prefix:
 
 - a backfill over a trace filter completes on both backends, spread over two workers, each item judged once
   per judge, the guidelines judge with the run's own guidelines;
+- a judge edited after the run started: the workers judge with the version the run pinned;
 - a dry run over 10,000 stored calls reports the call count and the cost estimate, and enqueues nothing;
 - a cancel: the queued jobs are acked by the workers without a judge call, every call made has its verdict;
 - ``kill -9`` of one of two workers in the middle of a 500-item run on Redis: every item ends with exactly
@@ -154,6 +155,32 @@ def test_a_backfill_over_a_trace_filter_is_judged_by_external_workers(
     # The guidelines judge was given the run's guidelines (resolved from the run, not the catalog by name).
     guideline_calls = [r.body.decode() for r in upstream.recorder.requests if b"judge_guidelines" in r.body]
     assert len(guideline_calls) == 60 and all(GUIDELINES in body for body in guideline_calls)
+
+
+def test_the_workers_judge_with_the_version_the_run_pinned(tmp_path: Path, upstream: FakeUpstream) -> None:  # noqa: F811
+    with queue_gateway(tmp_path, upstream, "fake-model", None) as gw:
+
+        def create_judge(instructions: str) -> int:
+            body = {"name": "tone", "instructions": instructions, "route": "judge", "value_kind": {"type": "bool"}}
+            answer = gw.client.post("/api/judges", json=body)
+            assert answer.status_code == 201, answer.text
+            version: int = answer.json()["prompt_version"]
+            return version
+
+        first = create_judge("Version one: is the tone polite? {{ outputs }}")
+        items = [{"inputs": f"q{i}", "outputs": f"a{i}"} for i in range(5)]
+        answer = gw.post({"judges": ["tone"], "items": items})
+        second = create_judge("Version two: is the tone friendly? {{ outputs }}")
+        assert second == first + 1
+        with workers(gw.config, 1, concurrency=2) as (worker,):
+            view = gw.wait(answer["id"])
+            assert worker.stop() == 0, worker.log()
+        assert view["status"] == "completed", view
+        rows = gw.assessments.for_evaluation(answer["id"])
+        assert sorted(a.item_index for a in rows) == list(range(5))
+        assert {(a.judge_prompt_name, a.judge_prompt_version) for a in rows} == {("judges.tone", first)}
+    bodies = [r.body.decode() for r in upstream.recorder.requests if b"judge_tone" in r.body]
+    assert len(bodies) == 5 and all("Version one" in b and "Version two" not in b for b in bodies)
 
 
 def test_a_dry_run_over_10000_stored_calls_counts_and_estimates_and_enqueues_nothing(
