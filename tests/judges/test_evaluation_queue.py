@@ -5,6 +5,8 @@ for the Redis backend, a real Redis under the test's own key prefix:
 - a backfill over a trace filter completes on both backends, spread over two workers, each item judged once
   per judge, the guidelines judge with the run's own guidelines;
 - a judge edited after the run started: the workers judge with the version the run pinned;
+- a gateway stopped while it generates a run's outputs: the next one resumes the run and enqueues only the
+  items whose jobs were never enqueued (every job enqueued once in all), and the run completes;
 - a dry run over 10,000 stored calls reports the call count and the cost estimate, and enqueues nothing;
 - a cancel: the queued jobs are acked by the workers without a judge call, every call made has its verdict;
 - ``kill -9`` of one of two workers in the middle of a 500-item run on Redis: every item ends with exactly
@@ -30,6 +32,7 @@ import yaml
 from gateway.store.assessments import AssessmentStore
 from gateway.store.engine import open_engine
 from gateway.store.evaluations import EvaluationStore
+from judges.evaluation_feed import ENQUEUED
 from judges.queue.local import LocalJobQueue
 from judges.queue.redis_streams import RedisStreamsQueue
 from tests.conftest import REDIS_URL
@@ -100,14 +103,14 @@ class QueueGateway:
 
 @contextmanager
 def queue_gateway(
-    tmp_path: Path, up: FakeUpstream, model: str, prefix: str | None, **queue: Any
+    tmp_path: Path, up: FakeUpstream, model: str, prefix: str | None, *, concurrency: int = 16, **queue: Any
 ) -> Iterator[QueueGateway]:
     """A gateway with ``judges.workers: external`` on the configuration the worker processes read (the store
     in ``tmp_path``, the judge route to the fake upstream's ``model``, Redis under ``prefix`` or, None, the
-    store's queue)."""
+    store's queue); ``concurrency``: the gateway's ``judges.concurrency`` (its target calls at once)."""
     config = write_config(tmp_path, up, prefix or "-", model, redis_url=REDIS_URL if prefix else None, **queue)
     data = yaml.safe_load(config.read_text())
-    judges = {**data["judges"], "workers": "external", "max_trace_items": 10_000}
+    judges = {**data["judges"], "workers": "external", "max_trace_items": 10_000, "concurrency": concurrency}
     more: dict[str, Any] = {"redis_url": REDIS_URL} if prefix else {}
     with running_gateway(tmp_path, data["llm"], judges=judges, **more) as gateway:
         engine = open_engine(data["store_uri"])
@@ -181,6 +184,38 @@ def test_the_workers_judge_with_the_version_the_run_pinned(tmp_path: Path, upstr
         assert {(a.judge_prompt_name, a.judge_prompt_version) for a in rows} == {("judges.tone", first)}
     bodies = [r.body.decode() for r in upstream.recorder.requests if b"judge_tone" in r.body]
     assert len(bodies) == 5 and all("Version one" in b and "Version two" not in b for b in bodies)
+
+
+def test_a_run_resumed_by_another_gateway_enqueues_only_what_was_not_enqueued(
+    tmp_path: Path,
+    upstream: FakeUpstream,  # noqa: F811
+    redis_prefix: str,
+) -> None:
+    model = "fake-model@delay=0.2"  # the target's calls and the judge's: slow enough to stop the gateway mid-run
+    items = [{"inputs": f"Question {i}?"} for i in range(30)]
+    enqueued_before = ENQUEUED.get(())
+    with queue_gateway(tmp_path, upstream, model, redis_prefix, concurrency=2) as first:
+        answer = first.post({"judges": ["safety"], "items": items, "target": {"route": "judge"}})
+        evaluation_id = answer["id"]
+        assert answer["target_calls"] == 30
+        wait_until(lambda: first.evaluations.item_counts(evaluation_id)["queued"] >= 2, timeout_s=30,
+                   what="two items' jobs enqueued")  # fmt: skip
+    # Stopped mid-run: some items queued (their jobs on the queue), the others pending; nothing judged (no worker).
+    counts = first.evaluations.item_counts(evaluation_id)
+    print(f"the first gateway stopped with items {counts}")
+    assert counts["queued"] < 30 and counts["pending"] == 30 - counts["queued"], counts
+    enqueued_by_first = ENQUEUED.get(()) - enqueued_before
+    assert enqueued_by_first == counts["queued"]
+    with queue_gateway(tmp_path, upstream, model, redis_prefix, concurrency=2) as second:
+        with workers(second.config, 1, concurrency=8) as (worker,):
+            view = second.wait(evaluation_id)
+            assert worker.stop() == 0, worker.log()
+        assert view["status"] == "completed" and view["progress"]["done"] == 30, view
+        second.one_per_item_and_judge(evaluation_id, 30, ("safety",))
+        assert all(item["outputs"] == f"Echo: Question {item['item_index']}?"
+                   for item in second.evaluations.items(evaluation_id))  # fmt: skip
+    assert ENQUEUED.get(()) - enqueued_before == 30  # every job enqueued once: none twice across the restart
+    assert worker.outcomes().get("existing", 0) == 0
 
 
 def test_a_dry_run_over_10000_stored_calls_counts_and_estimates_and_enqueues_nothing(
