@@ -239,8 +239,10 @@ class EvaluationService:
     async def _feed(self, run: Run, *, claimed: bool) -> None:
         """Put the run's ``pending`` items on the judge queue; a failure fails the run."""
         try:
-            if not claimed:
-                await asyncio.to_thread(self.store.set_status, run.id, "running")
+            if not claimed and not await asyncio.to_thread(claim_run, self.store.engine, run.id, "queued", None):
+                run.cancelled = True  # cancelled before it started, or resumed by a process starting now: not ours
+                self._runs.pop(run.id, None)
+                return
             states = await asyncio.to_thread(item_states, self.store.engine, run.id)
             await self.feeder.feed(run, [(index, needs) for index, status, needs in states if status == "pending"])
         except asyncio.CancelledError:
