@@ -292,10 +292,10 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             settings.judges.online, telemetry.provider, judge_queue, prompt_alias_resolver(prompt_cache)
         )
         app.state.online_judges = OnlineJudgesState(online, settings.llm.routes)
-        # Evaluation runs (judges/evaluations.py): this worker's in-process queue; runs a stopped process left
-        # unfinished are resumed in the background.
+        # Evaluation runs (judges/evaluations.py): their judge jobs go on the same judge queue; this process
+        # feeds and settles the runs it owns; runs a stopped process left unfinished are resumed in the background.
         evaluations = app.state.evaluations = await start_evaluations(
-            settings, app.state.judges, llm_proxy, telemetry.traces, resume=resume_evaluations
+            settings, app.state.judges, llm_proxy, telemetry.traces, judge_queue, resume=resume_evaluations
         )
 
         # With judges.workers embedded (the default), this process's judge worker on the queue.
@@ -351,7 +351,7 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
             await asyncio.gather(*tasks, return_exceptions=True)
             if judge_worker is not None:  # jobs in hand: finished within its grace, else reclaimed by another
                 await judge_worker.close()
-            await evaluations.close()  # runs in work stay "running" in the store: the next start resumes them
+            await evaluations.close()  # runs in work stay "running" in the store, their jobs on the queue
             # What is queued for MLflow (judges.export.mlflow), within the telemetry shutdown bound.
             await app.state.judges.close(settings.telemetry.shutdown_timeout_s)
             # What is buffered goes to the queue, within the telemetry shutdown bound; then the queue closes.

@@ -6,7 +6,7 @@ judges:
   route: gpt-4o-mini      # the LLM route of the built-in judges; no default
   call_timeout_s: 60      # one judge call, retries included: then an error assessment (timeout)
   route_concurrency: 8    # judge calls in flight per LLM route, per process
-  concurrency: 16         # evaluation jobs in flight, per process
+  concurrency: 16         # judge jobs in flight per embedded worker; evaluation target calls per process
   max_trace_items: 1000   # most stored traces one evaluation run may take (the cap is named in its answer)
   workers: embedded       # and queue: {...}: the judge job queue (gateway/judge_queue_settings.py)
   online: [...]           # judges on live traffic, and online_buffer etc.: gateway/judge_online_settings.py

@@ -15,7 +15,9 @@ Where it runs: ``--url`` (default ``$GATEWAY_URL``) names a running gateway, rea
 ``$GATEWAY_API_KEY`` (sent as ``Authorization: Bearer``). Without either, it runs embedded: the gateway app
 in this process, on the local store and the LLM routes of the configuration (``--config``, ``GATEWAY_*``),
 as ``gateway serve`` would, through the same HTTP API without a socket (so without gateway keys: only this
-process reaches it); runs that another process left unfinished are not resumed by it.
+process reaches it); runs that another process left unfinished are not resumed by it. Either way the judge
+jobs go through the configured judge queue: embedded, this process's own worker runs them (with
+``judges.workers: external``, ``gateway judges worker`` processes must be running).
 
 Exit status: 0 when every run completed with an error rate (items with an error, over all items) at most
 ``--max-error-rate`` (default 0: any error fails); 1 when the rate is higher, or a run failed or was

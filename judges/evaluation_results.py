@@ -81,12 +81,13 @@ def aggregates(
 
 def progress(items: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """``done`` (items finished, with or without errors), ``errors`` (items with an error: their outputs
-    could not be generated, or a judge recorded an error), ``pending`` and ``total``."""
+    could not be generated, or a judge recorded an error), ``pending`` (not finished: waiting to be queued, or
+    their judge jobs on the queue) and ``total``."""
     counts = Counter(item["status"] for item in items)
     return {
         "done": counts["done"] + counts["error"],
         "errors": counts["error"],
-        "pending": counts["pending"],
+        "pending": counts["pending"] + counts["queued"],
         "total": len(items),
     }
 

@@ -1,29 +1,38 @@
-"""Evaluation runs on an in-process queue: a dataset, or stored LLM calls, graded by judges, the outputs
-generated first through a route (and a prompt version) when the items have none.
+"""Evaluation runs: a dataset, or stored LLM calls (a backfill over a trace filter), graded by judges through
+the judge queue, the outputs generated first through a route (and a prompt version) when the items have none.
 
-One :class:`EvaluationService` per worker process (built in gateway/app.py's lifespan). A run is planned
-(judges/evaluation_plan.py), stored ``queued`` with its items (gateway/store/evaluations.py), then fed item by
-item into one bounded queue that ``judges.concurrency`` worker tasks drain: at most that many items are in
-work at once in this process, whatever the number of runs; the judge runner also bounds the calls per route.
-An item's job generates its outputs when it has none (``LlmProxy.complete``, its own trace, tagged with
-``gateway.evaluation.id``; the outputs, the call's trace and span, the prompt version and the model are stored
-on the item before any judge runs, so a resumed job judges the same outputs), then runs its judges
-concurrently; the judge runner writes each assessment itself, insert-if-absent under a deterministic id.
-The item's outcome (``done``, or ``error`` with what went wrong) is written in batches (``_Outcomes``), and a
-run polled without its items is read from its outline: per item, a SQLite commit cost about as much as the
-judge call (docs/benchmarks.md, "LLM judges").
+One :class:`EvaluationService` per gateway worker process (built in gateway/app.py's lifespan). A run is
+planned (judges/evaluation_plan.py; a ``dry_run`` answers the counts and the cost estimate there, with nothing
+stored or enqueued), stored ``queued`` with its items (gateway/store/evaluations.py), and owned by the process
+that created it, which:
 
-Cancelling (``DELETE``) marks the run ``cancelled`` in the store at once: its items not yet started are
-dropped (they stay ``pending``), the ones in work finish. The worker that owns a run notices a cancel
-made on another worker within ``CANCEL_POLL_S``.
+- feeds it (judges/evaluation_feed.py): one judge job per (item, judge), kind ``evaluation``, the judge's
+  prompt version pinned from the plan, on the process's judge queue (judges/queue/choice.py: Redis Streams
+  with ``redis_url``, else the store's table) in batches; each batch's items marked ``queued``. Outputs a
+  target must generate are generated here first (at most ``judges.concurrency`` calls at once) and their
+  jobs enqueued right after. The jobs are run by whichever judge workers take from that queue: the
+  gateways' embedded ones, or ``gateway judges worker`` processes (``judges.workers: external``), so a
+  backfill of 10,000 stored traces is spread over all of them; each worker judges a job with the run's own
+  judge (its pinned version and guidelines; judges/evaluation_jobs.py) and writes the assessment
+  insert-if-absent under a deterministic id, so a job that runs twice leaves one verdict.
+- settles it: every ``SETTLE_INTERVAL_S`` one set-based pass per run (gateway/store/evaluation_runs.py's
+  ``settle_items``) finishes the ``queued`` items whose judges have all written, ``done``, or ``error``
+  when a verdict is an error (the message names how many and the first one), in one transaction; the run
+  is ``completed`` once no item is ``pending`` or ``queued``. An item whose outputs could not be generated
+  ends ``error`` at once. Nothing here waits on the workers: they may be other processes or machines.
 
-A process that stops leaves its runs ``queued`` or ``running``: every worker looks for them when it starts
-and takes each one it wins (gateway/store/evaluation_runs.py, a compare-and-set, so of several workers one
-resumes a run). A resumed run skips the items already finished and, in the others, the judges that already
-wrote a verdict; a job interrupted between its call and its write runs again and the deterministic id leaves
-one assessment. The queue is in memory: what the next issue's durable queue adds is resuming while the
-process that owned the run is still alive elsewhere (a replica restarting next to one that is running a run
-would run it too: no second assessment, but calls made twice).
+Cancelling (``DELETE``) marks the run ``cancelled`` in the store at once: this process feeds nothing more, and
+the workers ack its queued jobs without a judge call (they read the run's status at most every 0.5 s); the
+jobs already in work finish, and their items are settled for a while after (``2 * judges.call_timeout_s``
++ 5 s without news), then the items left ``queued`` go back to ``pending``. A run that fails while being fed
+ends ``failed`` the same way. A run polled without its items is read from its outline.
+
+A process that stops leaves its runs ``queued`` or ``running``: every gateway worker looks for them when it
+starts and takes each one it wins (gateway/store/evaluation_runs.py, a compare-and-set, so of several workers
+one resumes a run); the winner owns it from then on. A resumed run enqueues only its ``pending`` items
+(those whose jobs were never enqueued), skipping the (item, judge) pairs that already have a verdict, and
+settles the ``queued`` ones as their jobs, still on the durable queue, are done. A run whose owner stops is
+settled again only when a gateway process starts (the queue's jobs keep running meanwhile).
 """
 
 from __future__ import annotations
@@ -33,52 +42,37 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any, Final
 
-from sqlalchemy.engine import Engine
-
-from gateway import metrics
 from gateway.config import Settings
 from gateway.error_text import first_line
 from gateway.errors import GatewayError, NotFound
-from gateway.llm.completion import Completion
-from gateway.llm.errors import ProxyError
 from gateway.llm.proxy import LlmProxy
-from gateway.store.assessments import LLM_JUDGE, AssessmentStore
+from gateway.store.assessments import AssessmentStore
 from gateway.store.evaluation_runs import (
     claim_run,
     finish_run,
+    item_states,
+    judged_pairs,
+    requeue_items,
     run_outline,
-    run_status,
-    set_item_statuses,
+    settle_items,
     unfinished_runs,
 )
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
-from gateway.telemetry import semconv as sc
 from judges.api import JudgesState
-from judges.definitions import Judge
-from judges.evaluation_plan import JudgeResolver, PlannedTarget, Planner, prompt_variables, target_messages
+from judges.evaluation_feed import ITEMS, Complete, Feeder, Outcomes, Run
+from judges.evaluation_plan import JudgeResolver, PlannedTarget, Planner
 from judges.evaluation_request import EvaluationRequest, JudgeSpec
 from judges.evaluation_results import run_summary, run_view
-from judges.runner import JudgeRunner, Target
+from judges.queue.base import JobQueue
 
 logger = logging.getLogger("judges.evaluations")
 
-CANCEL_POLL_S: Final = 0.5
-OUTCOMES_FLUSH_S: Final = 0.1
-ITEMS = metrics.counter(
-    "gateway_evaluation_items_total",
-    "Evaluation items finished in this process, by status: done, error (outputs not generated, or a judge "
-    "recorded an error), cancelled (dropped by a cancel before they started).",
-    ("status",),
-)
-_DONE, _ERROR, _CANCELLED = ("done",), ("error",), ("cancelled",)
-
-# LlmProxy.complete
-Complete = Callable[..., Awaitable[Completion]]
+SETTLE_INTERVAL_S: Final = 0.5
+DRAIN_MARGIN_S: Final = 5.0
 
 
 class InvalidState(GatewayError):
@@ -88,52 +82,8 @@ class InvalidState(GatewayError):
     error_code = "INVALID_STATE"
 
 
-@dataclass(eq=False)
-class _Run:
-    id: str
-    judges: list[Judge]
-    target: PlannedTarget | None
-    judged: set[tuple[int, str]] = field(default_factory=set)  # (item, judge) with a verdict already (resumed)
-    in_work: int = 0  # items queued or being judged
-    feeding: bool = True
-    cancelled: bool = False
-    checked_at: float = 0.0
-
-
-class _Outcomes:
-    """Items' outcomes (status, error message), written in batches: one transaction per ``OUTCOMES_FLUSH_S``
-    instead of one per item. An outcome not yet written when the process stops leaves its item ``pending``:
-    resumed, its judges find their verdicts stored and make no call."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._pending: list[tuple[str, int, str, str | None]] = []
-        self._lock = asyncio.Lock()
-
-    def add(self, evaluation_id: str, item_index: int, status: str, error_message: str | None) -> None:
-        self._pending.append((evaluation_id, item_index, status, error_message))
-
-    async def flush(self) -> None:
-        async with self._lock:  # a run's completion waits for a flush in progress, then writes what is left
-            batch, self._pending = self._pending, []
-            if batch:
-                try:
-                    await asyncio.to_thread(set_item_statuses, self.engine, batch)
-                except BaseException:
-                    self._pending[:0] = batch  # written with the next flush
-                    raise
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(OUTCOMES_FLUSH_S)
-            try:
-                await self.flush()
-            except Exception as exc:  # the store: the next flush tries again with what came since
-                logger.error("Could not write evaluation item outcomes: %s", first_line(exc))
-
-
 class EvaluationService:
-    """The worker's evaluation runs: create (or estimate), read, list, cancel; the queue and its workers."""
+    """The process's evaluation runs: create (or estimate), read, list, cancel; feeding and settling its own."""
 
     def __init__(
         self,
@@ -141,38 +91,35 @@ class EvaluationService:
         evaluations: EvaluationStore,
         assessments: AssessmentStore,
         planner: Planner,
-        runner: JudgeRunner,
+        queue: JobQueue,
         complete: Complete,
         concurrency: int,
-        call_timeout_s: float | None = None,
+        call_timeout_s: float = 60.0,
     ) -> None:
         self.store = evaluations
         self.assessments = assessments
         self.planner = planner
-        self.runner = runner
-        self.complete = complete
-        self.concurrency = max(1, concurrency)
-        self.call_timeout_s = call_timeout_s
-        self._queue: asyncio.Queue[tuple[_Run, dict[str, Any]]] = asyncio.Queue(maxsize=2 * self.concurrency)
-        self._runs: dict[str, _Run] = {}
+        self.queue = queue
+        self.drain_s = 2 * call_timeout_s + DRAIN_MARGIN_S
+        self._runs: dict[str, Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._workers: list[asyncio.Task[None]] = []
-        self._outcomes = _Outcomes(evaluations.engine)
+        self._outcomes = Outcomes(evaluations.engine)
+        self.feeder = Feeder(evaluations, queue, complete, self._outcomes, concurrency=concurrency,
+                             call_timeout_s=call_timeout_s)  # fmt: skip
 
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self, *, resume: bool = True) -> None:
-        """Start the queue's workers, then resume the runs a stopped process left (when ``resume``)."""
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"evaluation-worker-{i}") for i in range(self.concurrency)
-        ]
+        """Start settling (and writing outcomes), then resume the runs a stopped process left (when ``resume``)."""
         self._spawn(self._outcomes.run(), "evaluation-outcomes")
+        self._spawn(self._settle_loop(), "evaluation-settle")
         if resume:
             self._spawn(self._resume(), "evaluation-resume")
 
     async def close(self) -> None:
-        """Stop feeding and working; the runs in progress stay ``running`` in the store (resumed at the next start)."""
-        tasks = [*self._tasks, *self._workers]
+        """Stop feeding and settling; the runs in progress stay ``running`` in the store (resumed at the next
+        start) and their jobs on the queue."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -195,7 +142,7 @@ class EvaluationService:
             return {"dry_run": True, **plan.summary(), "estimate": plan.estimate}
         evaluation_id = str(uuid.uuid4())
         await asyncio.to_thread(self.store.create, evaluation_id, plan.request, plan.items, len(plan.judges))
-        run = _Run(evaluation_id, plan.judges, plan.target)
+        run = Run(evaluation_id, [(j.name, j.prompt_version) for j in plan.judges], plan.target)
         self._runs[evaluation_id] = run
         self._spawn(self._feed(run, claimed=False), f"evaluation-feed-{evaluation_id}")
         logger.info("Evaluation %s: %d item(s), judges %s", evaluation_id, len(plan.items),
@@ -275,7 +222,9 @@ class EvaluationService:
             self._runs[evaluation_id] = run
             self._spawn(self._feed(run, claimed=True), f"evaluation-feed-{evaluation_id}")
 
-    def _resumed(self, evaluation_id: str) -> _Run:
+    def _resumed(self, evaluation_id: str) -> Run:
+        """The run as its stored request says, its judges checked against this gateway (a judge gone, or its
+        route: the run fails, naming it)."""
         request = self._row(evaluation_id)["request"]
         judges = [
             self.planner.judges.resolve(
@@ -284,135 +233,82 @@ class EvaluationService:
             for i, j in enumerate(request["judges"])
         ]
         target = PlannedTarget.from_dict(request["target"]) if request.get("target") else None
-        judged = {
-            (a.item_index, a.name)
-            for a in self.assessments.for_evaluation(evaluation_id)
-            if a.source_type == LLM_JUDGE and a.item_index is not None
-        }
-        return _Run(evaluation_id, judges, target, judged)
+        judged = judged_pairs(self.store.engine, evaluation_id)
+        return Run(evaluation_id, [(j.name, j.prompt_version) for j in judges], target, judged)
 
-    async def _feed(self, run: _Run, *, claimed: bool) -> None:
-        """Put the run's pending items on the queue (waiting while it is full), then let the last job finish it."""
+    async def _feed(self, run: Run, *, claimed: bool) -> None:
+        """Put the run's ``pending`` items on the judge queue; a failure fails the run."""
         try:
-            if not claimed:
-                await asyncio.to_thread(self.store.set_status, run.id, "running")
-            items = await asyncio.to_thread(self.store.items, run.id)
-            for item in items:
-                if item["status"] != "pending":
-                    continue
-                if run.cancelled or await self._cancelled_elsewhere(run):
-                    break
-                run.in_work += 1
-                await self._queue.put((run, item))
+            if not claimed and not await asyncio.to_thread(claim_run, self.store.engine, run.id, "queued", None):
+                run.cancelled = True  # cancelled before it started, or resumed by a process starting now: not ours
+                self._runs.pop(run.id, None)
+                return
+            states = await asyncio.to_thread(item_states, self.store.engine, run.id)
+            await self.feeder.feed(run, [(index, needs) for index, status, needs in states if status == "pending"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.exception("Evaluation %s failed while queueing its items", run.id)
-            run.cancelled = True  # its queued jobs are dropped
+            run.cancelled = True  # its queued jobs are dropped by the workers
             await asyncio.to_thread(finish_run, self.store.engine, run.id, "failed", error_message=first_line(exc))
-        run.feeding = False
-        if run.in_work == 0:
-            await self._finish(run)
+        finally:
+            run.feeding = False
 
-    async def _cancelled_elsewhere(self, run: _Run) -> bool:
-        """Whether another worker cancelled the run (read from the store at most every CANCEL_POLL_S)."""
-        now = time.monotonic()
-        if now - run.checked_at >= CANCEL_POLL_S:
-            run.checked_at = now
-            if await asyncio.to_thread(run_status, self.store.engine, run.id) != "running":
-                run.cancelled = True
-        return run.cancelled
+    # -- settling -------------------------------------------------------------------------------------
 
-    async def _finish(self, run: _Run) -> None:
-        self._runs.pop(run.id, None)
-        await self._outcomes.flush()
-        if not run.cancelled:
-            await asyncio.to_thread(finish_run, self.store.engine, run.id, "completed")
-            logger.info("Evaluation %s completed", run.id)
-
-    # -- the jobs -----------------------------------------------------------------------------------
-
-    async def _work(self) -> None:
+    async def _settle_loop(self) -> None:
         while True:
-            run, item = await self._queue.get()
-            try:
-                if run.cancelled or await self._cancelled_elsewhere(run):
-                    ITEMS.inc(_CANCELLED)
-                else:
-                    await self._job(run, item)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug or the store: the item says so, the run goes on
-                logger.exception("Evaluation %s item %d failed", run.id, item["item_index"])
-                ITEMS.inc(_ERROR)
-                self._outcomes.add(run.id, item["item_index"], "error", f"Internal error: {first_line(exc)}")
-            finally:
-                run.in_work -= 1
-            if run.in_work == 0 and not run.feeding:
-                await self._finish(run)
+            await asyncio.sleep(SETTLE_INTERVAL_S)
+            for run in list(self._runs.values()):
+                try:
+                    await self._settle(run)
+                except Exception as exc:  # the store: the next pass tries again
+                    logger.error("Evaluation %s: settling its items failed: %s", run.id, first_line(exc))
 
-    async def _job(self, run: _Run, item: dict[str, Any]) -> None:
-        index = item["item_index"]
-        if item["outputs"] is None and run.target is not None and item["trace_id"] is None:
-            error = await self._generate(run, item)
-            if error is not None:
-                ITEMS.inc(_ERROR)
-                self._outcomes.add(run.id, index, "error", error)
-                return
-        judges = [judge for judge in run.judges if (index, judge.name) not in run.judged]
-        target = Target(item["trace_id"], item["span_id"], index)
-        results = await asyncio.gather(
-            *(self.runner.run(judge, item, target=target, evaluation_id=run.id) for judge in judges)
-        )
-        failed = [a for a in results if a.error_code is not None]
-        if failed:
-            first = failed[0]
-            message = (
-                f"{len(failed)} judge(s) recorded an error; {first.name}: {first.error_code}: {first.error_message}"
-            )
-            ITEMS.inc(_ERROR)
-            self._outcomes.add(run.id, index, "error", message)
-        else:
-            ITEMS.inc(_DONE)
-            self._outcomes.add(run.id, index, "done", None)
-
-    async def _generate(self, run: _Run, item: dict[str, Any]) -> str | None:
-        """The item's outputs through the run's target, stored on the item (with the call's trace, span,
-        prompt version and model) and set in ``item``; the error message when there are none."""
-        target = run.target
-        assert target is not None
-        body: dict[str, Any] = {"model": target.route}
-        if target.pinned_ref is not None:
-            body["prompt"] = {"ref": target.pinned_ref, "variables": prompt_variables(item["inputs"]) or {}}
-        else:
-            body["messages"] = target_messages(item["inputs"])
-        try:
-            completion = await self.complete(
-                body, attributes={sc.GATEWAY_EVALUATION_ID: run.id}, timeout_s=self.call_timeout_s
-            )
-        except ProxyError as exc:
-            return f"The target route {target.route!r} failed (HTTP {exc.status}): {exc.message}"
-        values = {
-            "outputs": completion.text,
-            "trace_id": completion.trace_id,
-            "span_id": completion.span_id,
-            "prompt_name": target.prompt_name,
-            "prompt_version": target.prompt_version,
-            "model": completion.response_model or completion.target.rsplit(" ", 1)[-1],
-        }
-        await asyncio.to_thread(self.store.update_item, run.id, item["item_index"], **values)
-        item.update(values)
-        if completion.text is None:
-            return f"The target route {target.route!r} answered without text (trace {completion.trace_id})."
-        return None
+    async def _settle(self, run: Run) -> None:
+        """One pass: the run's items whose judges have all written are finished; the run completed when none
+        is left; a stopped run drained (settled while its jobs in work write, then its queued items pending)."""
+        engine = self.store.engine
+        settled = await asyncio.to_thread(settle_items, engine, run.id, run.names)
+        if settled.done:
+            ITEMS.inc(("done",), settled.done)
+        if settled.errors:
+            ITEMS.inc(("error",), settled.errors)
+        if settled.status is None:  # the run is gone from the store
+            self._runs.pop(run.id, None)
+            return
+        if settled.status in ("cancelled", "failed"):
+            run.cancelled = True
+            now = time.monotonic()
+            if run.drain_until is None or settled.done or settled.errors:
+                run.drain_until = now + self.drain_s
+            if not run.feeding and (settled.queued == 0 or now >= run.drain_until):
+                self._runs.pop(run.id, None)
+                dropped = await asyncio.to_thread(requeue_items, engine, run.id)
+                if dropped:
+                    ITEMS.inc(("cancelled",), dropped)
+                logger.info("Evaluation %s %s: %d item(s) left unjudged", run.id, settled.status, dropped)
+            return
+        if settled.remaining == 0:
+            self._runs.pop(run.id, None)
+            await self._outcomes.flush()
+            if await asyncio.to_thread(finish_run, engine, run.id, "completed"):
+                logger.info("Evaluation %s completed", run.id)
 
 
 async def start_evaluations(
-    settings: Settings, judges: JudgesState, proxy: LlmProxy, traces: TraceStore, *, resume: bool = True
+    settings: Settings,
+    judges: JudgesState,
+    proxy: LlmProxy,
+    traces: TraceStore,
+    queue: JobQueue,
+    *,
+    resume: bool = True,
 ) -> EvaluationService:
-    """At start (gateway.app's lifespan, after the judges): the worker's evaluation service over the judges'
-    catalog and runner, this app's LLM proxy and the trace store; its queue started, and the runs a stopped
-    process left resumed in the background (unless ``resume`` is False: ``gateway eval run`` embedded)."""
+    """At start (gateway.app's lifespan, after the judges and the judge queue): the process's evaluation
+    service over the judges' catalog, this app's LLM proxy (the targets' calls), the trace store and the
+    judge ``queue``; settling started, and the runs a stopped process left resumed in the background (unless
+    ``resume`` is False: ``gateway eval run`` embedded)."""
     planner = Planner(
         judges=JudgeResolver(judges.catalog, judges.routes),
         routes=settings.llm.routes,
@@ -424,7 +320,7 @@ async def start_evaluations(
         evaluations=EvaluationStore(judges.assessments.engine),
         assessments=judges.assessments,
         planner=planner,
-        runner=judges.runner,
+        queue=queue,
         complete=proxy.complete,
         concurrency=settings.judges.concurrency,
         call_timeout_s=settings.judges.call_timeout_s,

@@ -11,6 +11,12 @@ makes ``--jobs`` chat calls (each becomes one queued job), waits until the queue
 The figure: jobs per second from the first job taken to the last one done (the queue's depth over time), every
 job one judge call through the real proxy path (route, spans, trace summary) and one assessment written.
 Issue 12's target: >= 1,000 jobs/s through Redis Streams with two worker processes on the 2-core machine.
+
+``--backfill``: the same stored calls (no online rule), then an evaluation run over them (``POST
+/api/evaluations`` with the trace filter ``{"route": "chat"}``, ``judges.max_trace_items`` = ``--jobs``): its dry
+run timed first (the call count and the cost estimate, nothing enqueued), then the run with the workers already
+started; the figure is items per second from the POST to the run's ``completed`` (the gateway plans, stores and
+enqueues the items, the workers judge them, the gateway settles them every 0.5 s).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -60,7 +67,9 @@ def forget_redis_keys(prefix: str) -> None:
             client.delete(*keys)
 
 
-def write_config(layout: Layout, upstream: str, backend: str, concurrency: int, prefix: str) -> Path:
+def write_config(
+    layout: Layout, upstream: str, backend: str, concurrency: int, prefix: str, backfill: int | None = None
+) -> Path:
     target = {"base_url": f"{upstream}/v1", "model": UPSTREAM_MODEL, "api_key_env": UPSTREAM_KEY_ENV}
     config: dict[str, Any] = {
         "store_uri": f"sqlite:///{layout.workdir / backend}.db",
@@ -75,6 +84,9 @@ def write_config(layout: Layout, upstream: str, backend: str, concurrency: int, 
     }  # fmt: skip
     if backend == "redis":
         config["redis_url"] = REDIS_URL
+    if backfill is not None:  # no online judging: an evaluation run over the stored calls instead
+        config["judges"].pop("online")
+        config["judges"]["max_trace_items"] = backfill
     path = layout.workdir / f"gateway-{backend}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -154,6 +166,60 @@ def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Name
             "jobs_per_s": drained / seconds if seconds > 0 else 0.0}  # fmt: skip
 
 
+def run_backfill(layout: Layout, upstream: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    prefix = f"bench-judge-queue:{uuid.uuid4().hex[:8]}:"
+    config = write_config(layout, upstream, backend, args.concurrency, prefix, backfill=args.jobs)
+    env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY}
+    servers = Servers(grace=15)
+    body = {"judges": ["safety"], "traces": {"route": "chat"}, "name": "bench backfill"}
+    try:
+        port = free_port()
+        argv = [str(layout.bin_dir / "gateway"), "serve", "--config", str(config), "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
+        gateway = servers.start(HttpServer(f"gateway-{backend}", argv, env, layout.workdir, port,
+                                           layout.log(f"gateway-{backend}")), 120)  # fmt: skip
+        log(f"{backend}: {args.jobs} chat calls, stored with their content")
+        make_calls(gateway.base, args.jobs)
+        deadline = time.monotonic() + 120
+        while True:  # the trace sink writes in batches: until the dry run sees every call
+            started = time.perf_counter()
+            try:
+                dry = call("POST", f"{gateway.base}/api/evaluations", {**body, "dry_run": True})
+            except urllib.error.HTTPError as exc:  # 400: no stored call matches yet
+                if exc.code != 400 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
+            dry_s = time.perf_counter() - started
+            if dry["items"] >= args.jobs or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert depth(gateway.base) == 0, "a dry run enqueued jobs"
+        log(f"{backend}: dry run {dry['items']} items, {dry['judge_calls']} judge calls, "
+            f"cost {dry['estimate']['cost_usd']}, in {dry_s:.2f} s; nothing queued")  # fmt: skip
+        for index in range(args.workers):
+            worker_argv = [str(layout.bin_dir / "gateway"), "judges", "worker", "--config", str(config),
+                           "--concurrency", str(args.concurrency)]  # fmt: skip
+            servers.start(WorkerProcess(f"worker-{backend}-{index}", worker_argv, env, layout.workdir, 0,
+                                        layout.log(f"worker-{backend}-{index}")), 60)  # fmt: skip
+        started = time.perf_counter()
+        answer = call("POST", f"{gateway.base}/api/evaluations", body)
+        posted_s = time.perf_counter() - started
+        view_url = f"{gateway.base}/api/evaluations/{answer['id']}?items=false"
+        while (view := call("GET", view_url))["status"] not in ("completed", "cancelled", "failed"):
+            if time.perf_counter() - started > 600:
+                raise RuntimeError(f"{backend}: the run is still {view['status']} after 600 s: {view['progress']}")
+            time.sleep(args.poll)
+        seconds = time.perf_counter() - started
+    finally:
+        servers.stop_all()
+        if backend == "redis":
+            forget_redis_keys(prefix)
+    items = view["progress"]["total"]
+    return {"backend": backend, "items": items, "status": view["status"], "errors": view["progress"]["errors"],
+            "dry_run_s": dry_s, "post_s": posted_s, "seconds": seconds, "items_per_s": items / seconds}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-judge-queue-"))
@@ -164,14 +230,27 @@ def main(argv: list[str] | None = None) -> int:
         with terminate_on_sigterm():
             upstream = servers.start(upstream_server(layout, None), 120)
             for backend in args.backends:
-                results.append(run_backend(layout, upstream.base, backend, args))
-                log(f"{backend}: {results[-1]['jobs_per_s']:.0f} jobs/s")
+                if args.backfill:
+                    results.append(run_backfill(layout, upstream.base, backend, args))
+                    log(f"{backend}: {results[-1]['items_per_s']:.0f} items/s")
+                else:
+                    results.append(run_backend(layout, upstream.base, backend, args))
+                    log(f"{backend}: {results[-1]['jobs_per_s']:.0f} jobs/s")
     finally:
         servers.stop_all()
         if args.keep_workdir:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    if args.backfill:
+        print(f"\nA backfill of {args.jobs} stored calls (judge safety), {args.workers} `gateway judges worker` "
+              f"process(es), --concurrency {args.concurrency}, {os.cpu_count()} cpu(s)\n")  # fmt: skip
+        print("| queue | items | status | errors | dry run s | POST s | POST to completed s | items/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in results:
+            print(f"| {r['backend']} | {r['items']} | {r['status']} | {r['errors']} | {r['dry_run_s']:.2f} | "
+                  f"{r['post_s']:.2f} | {r['seconds']:.2f} | {r['items_per_s']:.0f} |")  # fmt: skip
+        return 0
     print(f"\n{args.jobs} online jobs (judge safety), {args.workers} `gateway judges worker` process(es), "
           f"--concurrency {args.concurrency}, {os.cpu_count()} cpu(s)\n")  # fmt: skip
     print("| queue | jobs | drained in s | jobs/s |")
@@ -194,6 +273,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated: redis, store (default both)")  # fmt: skip
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between depth polls (default 0.05)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 jobs")
+    parser.add_argument("--backfill", action="store_true",
+                        help="an evaluation run over the stored calls instead of online jobs")  # fmt: skip
     parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (stores, logs)")
     parser.add_argument(
         "--bin-dir", type=Path, default=Path(sys.executable).parent, help="venv bin with python and gateway"

@@ -1,12 +1,14 @@
-"""Which process runs an evaluation (the runs left unfinished, and claiming one of them), and the queue's other
-reads and writes that must stay cheap: item outcomes in batches, a run's outline for its progress.
+"""Which process owns an evaluation run (the runs left unfinished, and claiming one of them), and the run's
+other reads and writes that must stay cheap: item states and outcomes in batches, set-based settling of the
+items whose judges have all written, a run's outline for its progress.
 
-Evaluation runs execute on an in-process queue (judges/evaluations.py). A process that stops leaves its
-runs ``queued`` or ``running``; every gateway worker looks for them when it starts (:func:`unfinished_runs`)
-and takes each with :func:`claim_run`, a compare-and-set on the run's status and ``started_at``: of several
-workers starting together (``gateway serve --workers N``, or replicas sharing a PostgreSQL store), one
-wins each run. Resuming is safe because assessments are written insert-if-absent under deterministic
-ids (gateway/store/assessments.py): a job that already wrote leaves no second row.
+Evaluation runs put their judge jobs on the judge queue (judges/evaluations.py); the process that owns a run
+feeds it and settles it. A process that stops leaves its runs ``queued`` or ``running``; every gateway worker
+looks for them when it starts (:func:`unfinished_runs`) and takes each with :func:`claim_run`, a
+compare-and-set on the run's status and ``started_at``: of several workers starting together (``gateway serve
+--workers N``, or replicas sharing a PostgreSQL store), one wins each run. Resuming is safe because
+assessments are written insert-if-absent under deterministic ids (gateway/store/assessments.py): a job that
+already wrote leaves no second row.
 
 The rows themselves are read and written by :class:`gateway.store.evaluations.EvaluationStore`.
 """
@@ -14,18 +16,33 @@ The rows themselves are read and written by :class:`gateway.store.evaluations.Ev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.store.assessments import Assessment, now_ms
+from gateway.store.assessments import LLM_JUDGE, Assessment, now_ms
 from gateway.store.engine import begin_read, begin_write
 from gateway.store.schema import assessments, evaluation_items, evaluations
 
 _ev, _it, _a = evaluations, evaluation_items, assessments
 UNFINISHED: Final = ("queued", "running")
+STOPPED: Final = frozenset({"cancelled", "failed"})  # a run whose queued jobs are dropped unjudged
+_OPEN_ITEMS: Final = ("pending", "queued")
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What :func:`settle_items` did and saw: items it finished (``done``, ``errors``), the run's items still
+    ``pending`` or ``queued`` after it, how many of those are ``queued``, and the run's status."""
+
+    done: int
+    errors: int
+    remaining: int
+    queued: int
+    status: str | None
 
 
 def unfinished_runs(engine: Engine) -> list[tuple[str, str, int | None]]:
@@ -116,3 +133,113 @@ def run_outline(engine: Engine, evaluation_id: str) -> tuple[list[dict[str, Any]
             for row in conn.execute(verdicts)
         ]
     return item_rows, assessments
+
+
+def item_states(engine: Engine, evaluation_id: str) -> list[tuple[int, str, bool]]:
+    """``(item_index, status, needs_outputs)`` of every item of the run, by index, without their contents;
+    ``needs_outputs``: no outputs and no stored call (a target generates them)."""
+    needs = sa.and_(_it.c.outputs.is_(None), _it.c.trace_id.is_(None))
+    query = (
+        sa.select(_it.c.item_index, _it.c.status, sa.case((needs, 1), else_=0).label("needs"))
+        .where(_it.c.evaluation_id == evaluation_id)
+        .order_by(_it.c.item_index)
+    )
+    with begin_read(engine) as conn:
+        return [(row.item_index, row.status, bool(row.needs)) for row in conn.execute(query)]
+
+
+def judged_pairs(engine: Engine, evaluation_id: str) -> set[tuple[int, str]]:
+    """``(item_index, judge name)`` of the judges' verdicts already stored for the run (a resumed run skips them)."""
+    query = sa.select(_a.c.item_index, _a.c.name).where(
+        _a.c.evaluation_id == evaluation_id, _a.c.source_type == LLM_JUDGE, _a.c.item_index.is_not(None)
+    )
+    with begin_read(engine) as conn:
+        return {(row.item_index, row.name) for row in conn.execute(query)}
+
+
+def settle_items(engine: Engine, evaluation_id: str, judge_names: Sequence[str]) -> Settled:
+    """Finish the run's ``queued`` items whose judges (``judge_names``) have all written their verdict:
+    ``done``, or ``error`` when a verdict is an error (the message names how many and the first one, in the
+    order of ``judge_names``). Set-based: one query finds them whatever their number, one transaction
+    writes them; nothing is written when none is complete."""
+    names = list(judge_names)
+    joined = _a.join(_it, sa.and_(_it.c.evaluation_id == _a.c.evaluation_id, _it.c.item_index == _a.c.item_index))
+    complete = (
+        sa.select(_a.c.item_index)
+        .select_from(joined)
+        .where(
+            _a.c.evaluation_id == evaluation_id,
+            _it.c.status == "queued",
+            _a.c.source_type == LLM_JUDGE,
+            _a.c.name.in_(names),
+        )
+        .group_by(_a.c.item_index)
+        .having(sa.func.count(sa.distinct(_a.c.name)) == len(names))
+    )
+    failures = sa.select(_a.c.item_index, _a.c.name, _a.c.error_code, _a.c.error_message).where(
+        _a.c.evaluation_id == evaluation_id,
+        _a.c.source_type == LLM_JUDGE,
+        _a.c.name.in_(names),
+        _a.c.error_code.is_not(None),
+        _a.c.item_index.in_(complete.scalar_subquery()),
+    )
+    with begin_read(engine) as conn:
+        indexes = list(conn.execute(complete).scalars())
+        failed: dict[int, list[tuple[str, str, str | None]]] = {}
+        if indexes:
+            for row in conn.execute(failures):
+                failed.setdefault(row.item_index, []).append((row.name, row.error_code, row.error_message))
+    outcomes: list[tuple[str, int, str, str | None]] = []
+    order = {name: position for position, name in enumerate(names)}
+    for index in indexes:
+        errors = sorted(failed.get(index, ()), key=lambda entry: order.get(entry[0], len(order)))
+        if errors:
+            name, code, message = errors[0]
+            text = f"{len(errors)} judge(s) recorded an error; {name}: {code}: {message}"
+            outcomes.append((evaluation_id, index, "error", text))
+        else:
+            outcomes.append((evaluation_id, index, "done", None))
+    counts = (
+        sa.select(_it.c.status, sa.func.count())
+        .where(_it.c.evaluation_id == evaluation_id, _it.c.status.in_(_OPEN_ITEMS))
+        .group_by(_it.c.status)
+    )
+    with begin_write(engine) as conn:
+        if outcomes:
+            conn.execute(_settle_statement(), [_settle_row(*outcome) for outcome in outcomes])
+        open_items = {row[0]: int(row[1]) for row in conn.execute(counts)}
+        status = conn.execute(sa.select(_ev.c.status).where(_ev.c.id == evaluation_id)).scalar()
+    errors_count = sum(1 for outcome in outcomes if outcome[2] == "error")
+    return Settled(
+        done=len(outcomes) - errors_count,
+        errors=errors_count,
+        remaining=sum(open_items.values()),
+        queued=open_items.get("queued", 0),
+        status=status,
+    )
+
+
+def _settle_statement() -> Any:
+    """An item's outcome, written only while it is still ``queued`` (never over another outcome)."""
+    return (
+        _it.update()
+        .where(
+            _it.c.evaluation_id == sa.bindparam("e_id"),
+            _it.c.item_index == sa.bindparam("e_index"),
+            _it.c.status == "queued",
+        )
+        .values(status=sa.bindparam("e_status"), error_message=sa.bindparam("e_error"))
+    )
+
+
+def _settle_row(evaluation_id: str, index: int, status: str, error: str | None) -> dict[str, Any]:
+    return {"e_id": evaluation_id, "e_index": index, "e_status": status, "e_error": error}
+
+
+def requeue_items(engine: Engine, evaluation_id: str) -> int:
+    """A stopped run's ``queued`` items back to ``pending`` (their jobs were dropped unjudged); how many."""
+    statement = (
+        _it.update().where(_it.c.evaluation_id == evaluation_id, _it.c.status == "queued").values(status="pending")
+    )
+    with begin_write(engine) as conn:
+        return int(conn.execute(statement).rowcount)

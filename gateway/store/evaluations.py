@@ -3,7 +3,8 @@
 
 A run is created with all its items in one transaction (``queued``), then moves through ``running`` to
 ``completed``, ``cancelled`` or ``failed`` (:meth:`EvaluationStore.set_status` stamps ``started_at`` and
-``finished_at``). Items start ``pending`` and end ``done`` or ``error``; their verdicts are assessments
+``finished_at``). Items start ``pending``, become ``queued`` once their judge jobs are on the judge queue
+(judges/evaluation_feed.py) and end ``done`` or ``error``; their verdicts are assessments
 (gateway/store/assessments.py) keyed by ``(evaluation_id, item_index)``. Listing is newest first with
 keyset pagination, as the trace search (gateway/store/traces.py).
 """
@@ -29,7 +30,7 @@ _ev, _it = evaluations, evaluation_items
 
 STATUSES: Final = ("queued", "running", "completed", "cancelled", "failed")
 FINISHED: Final = frozenset({"completed", "cancelled", "failed"})
-ITEM_STATUSES: Final = ("pending", "done", "error")
+ITEM_STATUSES: Final = ("pending", "queued", "done", "error")
 # Item fields: what create() reads of each item and what update_item() may change; the first three are JSON.
 _JSON_FIELDS: Final = ("inputs", "outputs", "expectations")
 _ITEM_FIELDS: Final = (*_JSON_FIELDS, "trace_id", "span_id", "prompt_name", "prompt_version", "model")

@@ -5,8 +5,13 @@
   not stored yet (the trace sink writes in batches) raises :class:`NotReady`: the worker retries later
   without using an attempt. A judge call's own trace (a summary with ``gateway.judge.*`` attributes) is
   never judged: :class:`NotJudged`, checked again here although the sampler checks it first.
-- An evaluation job reads its item from the run's items (gateway/store/evaluations.py); a missing run or
-  item raises LookupError (a job that cannot run: attempts, then the dead letters).
+- An evaluation job is judged with exactly the run's judge: resolved from the run's stored request (its
+  pinned prompt version and guidelines; judges/evaluation_jobs.py, cached per run), the catalog's judge by
+  name only for a run this store does not hold. A pinned version this process's prompt catalog does not
+  hold yet (a judge created a moment ago elsewhere) raises :class:`NotReady`. A job of a run that was
+  cancelled or failed raises :class:`RunStopped` (a :class:`NotJudged`: acked without a judge call,
+  counted ``skipped``). It reads its item from the run's items (gateway/store/evaluations.py); a missing
+  run or item raises LookupError (a job that cannot run: attempts, then the dead letters).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.errors import NotFound
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
 from judges.catalog import JudgeCatalog, judge_from_version, prompt_name
 from judges.definitions import Judge
+from judges.evaluation_jobs import RunJudges
 from judges.evaluation_plan import trace_item
 from judges.queue.jobs import EVALUATION, JudgeJob
 from judges.runner import Target
@@ -33,6 +40,10 @@ class NotReady(Exception):
 
 class NotJudged(Exception):
     """The job's target is a judge call (``gateway.judge.*``): acked with no assessment."""
+
+
+class RunStopped(NotJudged):
+    """The job's evaluation run was cancelled or failed: acked with no judge call and no assessment."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,9 +63,22 @@ class JobReader:
     catalog: JudgeCatalog
     traces: TraceStore
     evaluations: EvaluationStore
+    runs: RunJudges = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", RunJudges(self.catalog, self.evaluations))
 
     def judge(self, job: JudgeJob) -> Judge:
         """The job's judge (NotFound or JudgeUnusable when there is none usable: the caller pauses it)."""
+        if job.kind == EVALUATION:
+            try:
+                found = self.runs.judge(job)
+            except NotFound as exc:  # this process's prompt catalog is behind: retried, no attempt used
+                raise NotReady(
+                    f"The run's judge {job.judge!r} is not in this process's catalog yet: {exc.message}"
+                ) from None
+            if found is not None:
+                return found
         if job.judge_version is None:
             return self.catalog.get(job.judge)
         cached = self.catalog.cache.catalog.version(prompt_name(job.judge), job.judge_version)
@@ -69,6 +93,8 @@ class JobReader:
     async def read(self, job: JudgeJob, judge: Judge) -> JobInput:
         if job.kind == EVALUATION:
             assert job.evaluation_id is not None and job.item_index is not None  # JudgeJob.from_fields checks
+            if await self.runs.stopped(job.evaluation_id):
+                raise RunStopped(f"Evaluation {job.evaluation_id} was cancelled or failed.")
             item = await asyncio.to_thread(self.evaluations.item, job.evaluation_id, job.item_index)
             if item is None:
                 raise LookupError(f"No item {job.item_index} in evaluation {job.evaluation_id!r}.")

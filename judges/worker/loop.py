@@ -78,7 +78,9 @@ class JudgeWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._retries: OrderedDict[str, int] = OrderedDict()  # job id -> transient retries in this process
-        self._in_hand: dict[str, Delivery] = {}  # ref -> the delivery being run
+        # (judge, ref) -> the delivery in hand: a ref is unique within one judge's queue only (two Redis streams
+        # give the same entry ids to entries added in the same millisecond)
+        self._in_hand: dict[tuple[str, str], Delivery] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set, then drain (``grace_s``) and return."""
@@ -115,9 +117,9 @@ class JudgeWorker:
 
     async def submit(self, delivery: Delivery) -> None:
         """Run ``delivery`` in a task when a slot is free (waits for one); not when it is in hand already."""
-        if delivery.ref in self._in_hand:
+        if _key(delivery) in self._in_hand:
             return
-        self._in_hand[delivery.ref] = delivery
+        self._in_hand[_key(delivery)] = delivery
         await self._slots.acquire()
         task = asyncio.create_task(self._run_one(delivery), name=f"judge-job:{delivery.job.id}")
         self._tasks.add(task)
@@ -176,7 +178,7 @@ class JudgeWorker:
             logger.exception("Judge job %s: unexpected failure handling it", delivery.job.id)
         finally:
             metrics.RUNNING.dec(labels)
-            self._in_hand.pop(delivery.ref, None)
+            self._in_hand.pop(_key(delivery), None)
             self._slots.release()
 
     async def _handle(self, delivery: Delivery) -> None:
@@ -287,6 +289,10 @@ class JudgeWorker:
         ceiling = min(settings.retry_max_s, settings.retry_base_s * 2**retries)
         delay = random.uniform(ceiling / 2, ceiling)
         return max(delay, retry_after_s or 0.0)
+
+
+def _key(delivery: Delivery) -> tuple[str, str]:
+    return delivery.job.judge, delivery.ref
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

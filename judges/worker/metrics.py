@@ -4,7 +4,8 @@
 - ``gateway_judge_jobs_total{judge, outcome}``: jobs finished: ``written`` (this run wrote the
   assessment), ``existing`` (it was already there: no call), ``duplicate`` (this run called the judge and
   found the row written by another run of the same job: a duplicate judge call), ``skipped`` (a judge
-  call's own trace, never judged), ``expired`` (past ``max_job_age_s``: an error assessment);
+  call's own trace, never judged; a job of a cancelled or failed evaluation run), ``expired`` (past
+  ``max_job_age_s``: an error assessment);
 - ``gateway_judge_jobs_retried_total{judge, reason}``: ``transient`` (429, 5xx, timeouts: no attempt
   used), ``not_ready`` (the trace is not stored yet), ``failed`` (an attempt used);
 - ``gateway_judge_duplicate_calls_total{judge, reason}``: judge calls that may repeat an earlier one:

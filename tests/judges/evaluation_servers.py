@@ -107,7 +107,10 @@ def evaluation_gateway(
         env.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
         env.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
         env.delenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", raising=False)
-        sections = {"route": "judge", "concurrency": 4, "max_trace_items": 4, **(judges or {})}
+        # The judge queue is the store's (no Redis), run by the gateway's embedded worker; short idle and claim
+        # bounds, so that a restarted gateway reclaims the jobs the stopped one held within a second or two.
+        queue = {"min_idle_s": 1.0, "reclaim_interval_s": 0.2, "claim_block_s": 0.2}
+        sections = {"route": "judge", "concurrency": 4, "max_trace_items": 4, "queue": queue, **(judges or {})}
         settings = load_settings(
             {"store_uri": store_uri, "workers": 1, "llm": evaluation_routes(up), "judges": sections,
              "telemetry.summary_flush_interval_s": 0.05},

@@ -59,7 +59,7 @@ def test_create_get_and_items(store: EvaluationStore) -> None:
     assert second["inputs"] == "plain text" and second["outputs"] == "an answer"
     assert (second["trace_id"], second["prompt_version"], second["model"]) == ("ab" * 16, 2, "llama")
     assert store.get("unknown") is None and store.items("unknown") == []
-    assert store.item_counts(RUN) == {"pending": 2, "done": 0, "error": 0}
+    assert store.item_counts(RUN) == {"pending": 2, "queued": 0, "done": 0, "error": 0}
 
 
 def test_an_unknown_item_field_is_refused_before_writing(store: EvaluationStore) -> None:
@@ -92,7 +92,7 @@ def test_update_item(store: EvaluationStore) -> None:
     first, second = store.items(RUN)
     assert (first["status"], first["error_message"]) == ("error", "the target answered 502")
     assert second["outputs"] == {"text": "hi"} and second["model"] == "m" and second["status"] == "done"
-    assert store.item_counts(RUN) == {"pending": 0, "done": 1, "error": 1}
+    assert store.item_counts(RUN) == {"pending": 0, "queued": 0, "done": 1, "error": 1}
     with pytest.raises(ValueError, match="item_index"):
         store.update_item(RUN, 0, item_index=3)  # the key is not a field to change
     with pytest.raises(ValueError, match="finished"):
