@@ -5,7 +5,7 @@ Subcommands, each printing one JSON document on stdout (MLflow's own messages go
 
 - ``register``: log the gateway's demo iris package as a run's artifacts in an experiment, register it as a
   model version (``mlflow.register_model("runs:/<run>/model", name)``) and point an alias at it;
-- ``traces``: wait (bounded) until the experiment holds at least N traces, list them;
+- ``traces``: wait (bounded) until the experiment holds at least N traces with their root span, list them;
 - ``screenshot``: the MLflow UI's trace list of the experiment, and optionally one trace opened, taken with
   headless Chromium (Debian's ``chromium`` and ``chromedriver``) driven by selenium.
 
@@ -64,11 +64,13 @@ def traces(args: argparse.Namespace) -> None:
     mlflow.set_tracking_uri(args.tracking_uri)
     deadline = time.monotonic() + args.timeout
     while True:
-        found = mlflow.search_traces(locations=[args.experiment_id], return_type="list")
-        if len(found) >= args.min or time.monotonic() > deadline:
+        found = [_trace_summary(t) for t in mlflow.search_traces(locations=[args.experiment_id], return_type="list")]
+        # A trace is listed from its first exported span on; its root (the gateway's SERVER span) ends last and
+        # may come in a later export batch: wait for the roots.
+        if sum(1 for t in found if t["name"] is not None) >= args.min or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    _emit([_trace_summary(trace) for trace in found])
+    _emit(found)
 
 
 def _chrome(args: argparse.Namespace) -> Any:

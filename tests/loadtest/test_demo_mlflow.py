@@ -47,7 +47,8 @@ def test_a_whole_run_serves_from_mlflow_and_every_call_becomes_an_mlflow_trace(t
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "POST /invocations: labels [0, 1, 2] (version 1)" in result.stderr
-    assert "MLflow holds 6 traces from the gateway:" in result.stderr
-    assert result.stderr.count("POST /v1/chat/completions  OK") == 4
-    assert "/#/experiments/1/traces" in result.stdout
+    log = result.stderr[-4000:]
+    assert "POST /invocations: labels [0, 1, 2] (version 1)" in result.stderr, log
+    assert "MLflow holds 6 traces from the gateway:" in result.stderr, log
+    assert result.stderr.count("POST /v1/chat/completions  OK") == 4, log
+    assert "/#/experiments/1/traces" in result.stdout, result.stdout
