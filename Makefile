@@ -6,10 +6,11 @@ BIN    := $(VENV)/bin
 DEMO   := models/iris
 CONSTRAINTS := constraints.txt
 LATEST := .venv-latest
+MLFLOW_DEMO_VENV := .venv-mlflow-demo
 LINTED := gateway prompts judges loadtest tests .ci
 TYPED  := gateway prompts judges loadtest .ci
 
-.PHONY: serve test test-latest lock lint format typecheck fuzz fuzz-stateful bench bench-llm bench-prompts bench-judges bench-judge-queue bench-keys clean
+.PHONY: serve demo-mlflow demo-mlflow-screenshots test test-latest lock lint format typecheck fuzz fuzz-stateful bench bench-llm bench-prompts bench-judges bench-judge-queue bench-keys clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,25 @@ serve: $(VENV)/.serve-installed
 	test -f $(DEMO)/MLmodel || $(BIN)/python -m gateway.demo --out $(DEMO)
 	$(BIN)/gateway models show iris >/dev/null 2>&1 || $(BIN)/gateway models register iris $(DEMO) --alias champion
 	$(BIN)/gateway serve --model models:/iris@champion
+
+## demo-mlflow: an MLflow server (SQLite store, web UI) with the demo model registered in it, the gateway serving
+## models:/iris@champion from it with its traces sent to it, a few scoring and chat calls through the fake upstream;
+## prints the MLflow UI's address and runs until Ctrl-C. The full mlflow release goes in its own $(MLFLOW_DEMO_VENV).
+## Flags via DEMO_MLFLOW_ARGS, e.g. --mlflow-port 0 --gateway-port 0 (free ports), --exit-after
+DEMO_MLFLOW_ARGS ?=
+$(MLFLOW_DEMO_VENV)/.installed: loadtest/demo_mlflow_requirements.txt
+	test -x $(MLFLOW_DEMO_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_DEMO_VENV)
+	$(MLFLOW_DEMO_VENV)/bin/python -m pip install --quiet -r loadtest/demo_mlflow_requirements.txt
+	touch $@
+
+demo-mlflow: $(VENV)/.serve-installed $(MLFLOW_DEMO_VENV)/.installed
+	$(BIN)/python loadtest/demo_mlflow.py --mlflow-python $(MLFLOW_DEMO_VENV)/bin/python $(DEMO_MLFLOW_ARGS)
+
+## demo-mlflow-screenshots: the demo on free ports, stopped after its calls, with the MLflow UI's trace list and one
+## chat trace saved as docs/img/mlflow-traces.png and docs/img/mlflow-trace.png (headless /usr/bin/chromium)
+demo-mlflow-screenshots: $(VENV)/.serve-installed $(MLFLOW_DEMO_VENV)/.installed
+	$(BIN)/python loadtest/demo_mlflow.py --mlflow-python $(MLFLOW_DEMO_VENV)/bin/python --mlflow-port 0 \
+		--gateway-port 0 --exit-after --screenshot docs/img/mlflow-traces.png --trace-screenshot docs/img/mlflow-trace.png
 
 ## test: the whole suite (PostgreSQL and Redis tests fail instead of skipping when CI=true)
 test: $(VENV)/.dev-installed
@@ -103,7 +123,7 @@ bench-keys: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_keys.py $(BENCH_KEYS_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LATEST) .gateway .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) $(MLFLOW_DEMO_VENV) .gateway .pytest_cache .mypy_cache .ruff_cache
 ## bench-judge-queue: how fast two `gateway judges worker` processes drain 3,000 queued online judge jobs, on Redis
 ## Streams and on the store's queue (~1 min)
 bench-judge-queue: $(VENV)/.dev-installed
