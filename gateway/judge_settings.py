@@ -10,14 +10,15 @@ judges:
   max_trace_items: 1000   # most stored traces one evaluation run may take (the cap is named in its answer)
   workers: embedded       # and queue: {...}: the judge job queue (gateway/judge_queue_settings.py)
   online: [...]           # judges on live traffic, and online_buffer etc.: gateway/judge_online_settings.py
+  code: [...]             # code judges (Python functions, no LLM call): gateway/judge_code_settings.py
 ```
 
 ``route`` has no default: a built-in judge asked for while it is unset is refused with a 400 naming
 ``judges.route``, not sent somewhere by guess. A custom judge names its own route.
 
-Imports nothing of ours but gateway/config_values.py, gateway/judge_queue_settings.py and
-gateway/judge_online_settings.py (which import only that), so that gateway/config.py can import it (the
-recipe in its docstring).
+Imports nothing of ours but gateway/config_values.py, gateway/judge_queue_settings.py,
+gateway/judge_online_settings.py and gateway/judge_code_settings.py (which import only that), so that
+gateway/config.py can import it (the recipe in its docstring).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.config_values import ConfigError, integer, keys_of, optional_text, positive
+from gateway.judge_code_settings import CodeJudgeSettings, parse_code_judges
 from gateway.judge_online_settings import ONLINE_KEYS, OnlineSettings, parse_online_settings
 from gateway.judge_queue_settings import EMBEDDED, JudgeQueueSettings, parse_queue_settings, parse_worker_mode
 
 _KEYS = (
-    "route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", "queue", "workers",
+    "route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", "queue", "workers", "code",
     *ONLINE_KEYS,
 )  # fmt: skip
 
@@ -48,6 +50,7 @@ class JudgesSettings:
     queue: JudgeQueueSettings = JudgeQueueSettings()
     workers: str = EMBEDDED  # embedded | external
     online: OnlineSettings = field(default_factory=OnlineSettings)  # judges on live traffic (online* keys)
+    code: tuple[CodeJudgeSettings, ...] = ()  # code judges: Python functions, no LLM call
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
@@ -59,6 +62,7 @@ class JudgesSettings:
         if isinstance(values.get("queue"), Mapping):
             values["queue"] = JudgeQueueSettings.from_dict(values["queue"])
         values["online"] = OnlineSettings.from_dict(data.get("online", {}))
+        values["code"] = tuple(CodeJudgeSettings.from_dict(entry) for entry in data.get("code", ()))
         return cls(**values)
 
 
@@ -80,4 +84,5 @@ def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
     if "workers" in data:
         values["workers"] = parse_worker_mode(data["workers"])
     values["online"] = parse_online_settings(data)
+    values["code"] = parse_code_judges(data.get("code"))
     return JudgesSettings(**values)

@@ -6,6 +6,8 @@
    version, the evaluation id or "online"); when the store already holds it, it is returned as is, with
    no call and no write: a retried job (after a crash, a redelivery) never calls or writes twice;
 2. an item lacking a field the judge needs gets an error assessment naming it (``missing_field``);
+   a code judge (judges/code.py) runs its function here, in process, and goes to step 5 (source ``CODE``;
+   an exception in it is an error assessment ``code_error`` naming it);
 3. the judge request (judges/request.py) goes through ``LlmProxy.complete``: our own route, retries,
    fallback, spans and metrics, no HTTP call to ourselves; the call is a trace of its own with a span
    link to the judged span and the ``gateway.judge.*`` attributes;
@@ -48,6 +50,7 @@ from gateway.llm.completion import Completion
 from gateway.llm.errors import ProxyError
 from gateway.llm.proxy import LlmProxy
 from gateway.store.assessments import (
+    CODE,
     LLM_JUDGE,
     Assessment,
     AssessmentStore,
@@ -59,6 +62,7 @@ from gateway.store.assessments import (
 from gateway.telemetry import semconv as sc
 from gateway.telemetry.events import EvaluationEvents
 from judges import metrics
+from judges.code import CodeJudgeFailed, run_code
 from judges.definitions import Judge, missing_field
 from judges.parsing import ParseProblem, Verdict, parse_verdict
 from judges.request import judge_request, repair_request
@@ -242,6 +246,8 @@ class JudgeRunner:
         missing = missing_field(judge, item)
         if missing is not None:
             return outcome.failed(MISSING_FIELD, missing)
+        if judge.code is not None:
+            return await self._run_code(judge, item, outcome)
         if judge.route is None:
             return outcome.failed(
                 NO_ROUTE,
@@ -267,6 +273,18 @@ class JudgeRunner:
         if isinstance(second, Verdict):
             return _verdict(outcome, second)
         return outcome.failed(second.code, _after_repair(first, second))
+
+    async def _run_code(self, judge: Judge, item: Mapping[str, Any], outcome: _Outcome) -> _Outcome:
+        """A code judge's function on ``item``: counted as one judge call (a job run twice is a duplicate)."""
+        started = time.perf_counter()
+        outcome.call_count += 1
+        try:
+            outcome.value, outcome.rationale = await run_code(judge, item, self.settings.call_timeout_s)
+        except CodeJudgeFailed as exc:
+            outcome.failed(exc.code, exc.message)
+        finally:
+            outcome.duration_s += time.perf_counter() - started
+        return outcome
 
     async def _call(
         self,
@@ -381,6 +399,9 @@ def _assessment(ident: str, judge: Judge, target: Target, evaluation_id: str | N
         metadata["judge_trace_ids"] = [call.trace_id for call in calls]
     if judge.guidelines:
         metadata["guidelines"] = list(judge.guidelines)
+    code = judge.code is not None
+    if code:
+        metadata["code_version"] = judge.prompt_version
     last = calls[-1] if calls else None
     return Assessment(
         id=ident,
@@ -389,16 +410,16 @@ def _assessment(ident: str, judge: Judge, target: Target, evaluation_id: str | N
         evaluation_id=evaluation_id,
         item_index=target.item_index if evaluation_id is not None else None,
         name=judge.name,
-        source_type=LLM_JUDGE,
-        source_id=f"{judge.prompt_name}/{judge.prompt_version}",
+        source_type=CODE if code else LLM_JUDGE,
+        source_id=judge.prompt_name if code else f"{judge.prompt_name}/{judge.prompt_version}",
         value=None if failed else outcome.value,
         score=score,
         label=label,
         rationale=outcome.rationale,
         error_code=outcome.error_code,
         error_message=outcome.error_message,
-        judge_prompt_name=judge.prompt_name,
-        judge_prompt_version=judge.prompt_version,
+        judge_prompt_name=None if code else judge.prompt_name,
+        judge_prompt_version=None if code else judge.prompt_version,
         judge_model=(last.response_model or last.target) if last is not None else None,
         judge_trace_id=outcome.failed_trace_id if failed and outcome.failed_trace_id else _trace_of(last),
         input_tokens=_total(call.input_tokens for call in calls),

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
-from judges.catalog import JudgeCatalog, judge_from_version, prompt_name
+from judges.catalog import JudgeCatalog
 from judges.definitions import Judge
 from judges.evaluation_plan import trace_item
 from judges.queue.jobs import EVALUATION, JudgeJob
@@ -57,8 +57,7 @@ class JobReader:
         """The job's judge (NotFound or JudgeUnusable when there is none usable: the caller pauses it)."""
         if job.judge_version is None:
             return self.catalog.get(job.judge)
-        cached = self.catalog.cache.catalog.version(prompt_name(job.judge), job.judge_version)
-        return judge_from_version(cached.version, self.catalog.settings)
+        return self.catalog.at_version(job.judge, job.judge_version)
 
     def target(self, job: JudgeJob) -> Target:
         """The assessment's target, known without reading the item (for an error assessment)."""
