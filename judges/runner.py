@@ -13,8 +13,12 @@
    link to the judged span and the ``gateway.judge.*`` attributes;
 4. the answer is read tolerantly (judges/parsing.py); an answer that cannot be used gets one repair
    request saying what was wrong, and when that fails too, an error assessment with the problem's code;
-5. the assessment is written with ``insert_if_absent`` (off the event loop), then, when this run wrote
-   it, the ``gen_ai.evaluation.result`` event is emitted and the metrics (judges/metrics.py) counted.
+5. the assessment is written if absent (off the event loop), then, when this run wrote it, the
+   ``gen_ai.evaluation.result`` event is emitted and the metrics (judges/metrics.py) counted.
+
+The store round trips of steps 1 and 5 are coalesced (judges/batching.py): the runs that look up (or write)
+in the same turn of the event loop share one query (one transaction), so the jobs of one worker claim, or
+the items of an evaluation run, cost a few round trips between them instead of a few each.
 
 Bounds, so that a hung upstream cannot stall everything else: at most ``judges.route_concurrency`` judge
 calls in flight per LLM route (an ``asyncio.Semaphore`` per route, in this process), and each call
@@ -62,6 +66,7 @@ from gateway.store.assessments import (
 from gateway.telemetry import semconv as sc
 from gateway.telemetry.events import EvaluationEvents
 from judges import metrics
+from judges.batching import Coalescer
 from judges.code import CodeJudgeFailed, run_code
 from judges.definitions import Judge, missing_field
 from judges.parsing import ParseProblem, Verdict, parse_verdict
@@ -172,6 +177,15 @@ class JudgeRunner:
         self.store = store
         self.events = events if events is not None else EvaluationEvents()
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._lookup: Coalescer[str, Assessment | None] = Coalescer(self._get_many)
+        self._insert: Coalescer[Assessment, bool] = Coalescer(self._insert_new)
+
+    async def _get_many(self, ids: list[str]) -> list[Assessment | None]:
+        found = await asyncio.to_thread(self.store.get_many, ids)
+        return [found.get(ident) for ident in ids]
+
+    async def _insert_new(self, assessments: list[Assessment]) -> list[bool | Exception]:
+        return await asyncio.to_thread(self.store.insert_new, assessments)
 
     async def run(
         self, judge: Judge, item: Mapping[str, Any], *, target: Target, evaluation_id: str | None = None
@@ -197,16 +211,16 @@ class JudgeRunner:
         ident = assessment_id(
             target=key, judge_name=judge.name, judge_version=judge.prompt_version, evaluation_id=evaluation_id
         )
-        stored = await asyncio.to_thread(self.store.get, ident)
+        stored = await self._lookup(ident)
         if stored is not None:
             return RunResult(stored, EXISTING)
         outcome = await self._judge(judge, item, target, evaluation_id)
         if raise_failures:
             _raise_failure(outcome)
         assessment = _assessment(ident, judge, target, evaluation_id, outcome)
-        if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
+        if not await self._insert(assessment):
             # Another run of the same job wrote it first: that one is the result (and emitted it).
-            first = await asyncio.to_thread(self.store.get, ident) or assessment
+            first = await self._lookup(ident) or assessment
             return RunResult(first, DUPLICATE if outcome.call_count else LOST, outcome.call_count)
         self._emit(judge, target, evaluation_id, assessment, outcome)
         metrics.record(
@@ -232,8 +246,8 @@ class JudgeRunner:
         )
         outcome = _Outcome(route=judge.route).failed(code, message)
         assessment = _assessment(ident, judge, target, evaluation_id, outcome)
-        if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
-            stored = await asyncio.to_thread(self.store.get, ident)
+        if not await self._insert(assessment):
+            stored = await self._lookup(ident)
             return RunResult(stored or assessment, EXISTING)
         self._emit(judge, target, evaluation_id, assessment, outcome)
         metrics.record(judge.name, code, 0.0, None, outcome.route, judge.prompt_version)

@@ -80,6 +80,9 @@ class JobQueue(Protocol):
     async def ack(self, delivery: Delivery) -> None:
         """The job is done: its assessment is committed."""
 
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """``ack`` for each (one round trip per judge where the backend allows)."""
+
     async def retry_later(self, delivery: Delivery, delay_s: float, *, count_attempt: bool) -> None:
         """Hand the job out again after ``delay_s`` (atomically: it is never in neither place);
         ``count_attempt`` adds one to its attempts (a failure that counts)."""

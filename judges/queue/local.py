@@ -139,6 +139,10 @@ class LocalJobQueue:
         batch.row_ids.append(row_id)
         await asyncio.shield(batch.task)
 
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """The acks of one group commit (``ack``)."""
+        await asyncio.gather(*(self.ack(delivery) for delivery in deliveries))
+
     async def _commit_acks(self, batch: _AckBatch, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait((previous,))  # its failure is its own acks'

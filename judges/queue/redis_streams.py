@@ -47,10 +47,10 @@ ATTEMPTS: Final = "attempts"
 DEFAULT_PREFIX: Final = "gateway:judges:"
 _MOVE_LIMIT: Final = 100  # due retries moved back per judge per claim
 
-# KEYS: stream; ARGV: group, entry id. Acked entries are deleted: the stream holds only work not done.
+# KEYS: stream; ARGV: group, entry ids. Acked entries are deleted: the stream holds only work not done.
 _ACK = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 return acked
 """
 # KEYS: stream, delayed; ARGV: group, entry id, due (ms), member (the fields as JSON).
@@ -255,6 +255,23 @@ class RedisStreamsQueue:
     async def ack(self, delivery: Delivery) -> None:
         async with self._bounded():
             await self._ack(keys=[self.stream_key(delivery.job.judge)], args=[GROUP, delivery.ref])
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """One ``XACK`` + ``XDEL`` of several ids per judge's stream, in one pipeline."""
+        refs: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            refs.setdefault(self.stream_key(delivery.job.judge), []).append(delivery.ref)
+        if not refs:
+            return
+        async with self._bounded():
+            if len(refs) == 1:
+                ((key, ids),) = refs.items()
+                await self._ack(keys=[key], args=[GROUP, *ids])
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for key, ids in refs.items():
+                await self._ack(keys=[key], args=[GROUP, *ids], client=pipe)
+            await pipe.execute()
 
     async def retry_later(self, delivery: Delivery, delay_s: float, *, count_attempt: bool) -> None:
         job = delivery.job

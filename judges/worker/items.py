@@ -4,7 +4,8 @@
   (the first one when the job has no span), as ``judges.evaluation_plan.trace_item`` reads it. A trace
   not stored yet (the trace sink writes in batches) raises :class:`NotReady`: the worker retries later
   without using an attempt. A judge call's own trace (a summary with ``gateway.judge.*`` attributes) is
-  never judged: :class:`NotJudged`, checked again here although the sampler checks it first.
+  never judged: :class:`NotJudged`, checked again here although the sampler checks it first. The reads of
+  the jobs started in one turn of the event loop (one claim's) are one query (judges/batching.py).
 - An evaluation job reads its item from the run's items (gateway/store/evaluations.py); a missing run or
   item raises LookupError (a job that cannot run: attempts, then the dead letters).
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
+from judges.batching import Coalescer
 from judges.catalog import JudgeCatalog
 from judges.definitions import Judge
 from judges.evaluation_plan import trace_item
@@ -52,6 +54,14 @@ class JobReader:
     catalog: JudgeCatalog
     traces: TraceStore
     evaluations: EvaluationStore
+    _traces: Coalescer[str, list[dict[str, Any]]] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_traces", Coalescer(self._read_traces))
+
+    async def _read_traces(self, trace_ids: list[str]) -> list[list[dict[str, Any]]]:
+        found = await asyncio.to_thread(self.traces.get_many, trace_ids)
+        return [found.get(trace_id.lower(), []) for trace_id in trace_ids]
 
     def judge(self, job: JudgeJob) -> Judge:
         """The job's judge (NotFound or JudgeUnusable when there is none usable: the caller pauses it)."""
@@ -74,7 +84,7 @@ class JobReader:
             target = Target(item.get("trace_id"), item.get("span_id"), job.item_index)
             return JobInput(judge, item, target, job.evaluation_id)
         assert job.trace_id is not None
-        summaries = await asyncio.to_thread(self.traces.get, job.trace_id)
+        summaries = await self._traces(job.trace_id)
         summary = next((s for s in summaries if job.span_id is None or s["span_id"] == job.span_id), None)
         if summary is None:
             raise NotReady(f"The trace {job.trace_id} (span {job.span_id}) is not stored yet.")

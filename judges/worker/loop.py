@@ -5,6 +5,12 @@ the item read (items.py), and ``JudgeRunner.judge_once(..., raise_failures=True)
 only after the assessment row is committed (or found: the assessment id is deterministic, so a job that
 runs twice writes once, and a second judge call is counted as a duplicate).
 
+Each job is a task of its own (a slow judge call holds only its job), but the jobs of one claim share their
+round trips: their traces are read in one query, their assessment ids looked up in one, their assessments
+inserted in one transaction, and their acks sent as one ``ack_many`` (``XACK`` with several ids), each
+coalesced per turn of the event loop (judges/batching.py). A batch that fails fails each of its jobs,
+which then go the way below, one by one.
+
 What went wrong decides what happens to the job:
 
 - **transient** (``JudgeCallDeferred``: 429, 5xx, timeouts, connection errors; the trace not stored yet;
@@ -40,6 +46,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.errors import GatewayError
 from gateway.judge_queue_settings import JudgeQueueSettings
+from judges.batching import Coalescer
 from judges.queue.base import Delivery, JobQueue, QueueUnavailable
 from judges.runner import DUPLICATE, EXISTING, JudgeCallDeferred, JudgeMisconfigured, JudgeRunner, RunResult
 from judges.worker import metrics
@@ -79,6 +86,11 @@ class JudgeWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._retries: OrderedDict[str, int] = OrderedDict()  # job id -> transient retries in this process
         self._in_hand: dict[str, Delivery] = {}  # ref -> the delivery being run
+        self._ack: Coalescer[Delivery, None] = Coalescer(self._ack_many)
+
+    async def _ack_many(self, deliveries: list[Delivery]) -> list[None]:
+        await self.queue.ack_many(deliveries)
+        return [None] * len(deliveries)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set, then drain (``grace_s``) and return."""
@@ -216,7 +228,7 @@ class JudgeWorker:
         )
 
     async def _done(self, delivery: Delivery, outcome: str) -> None:
-        await self.queue.ack(delivery)
+        await self._ack(delivery)
         self._retries.pop(delivery.job.id, None)
         labels = (delivery.job.judge,)
         metrics.JOBS.inc((delivery.job.judge, outcome))
