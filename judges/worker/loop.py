@@ -58,6 +58,9 @@ EXPIRED: Final = "expired"  # the error code of a job given up after max_job_age
 DEAD_LETTER: Final = "dead_letter"  # the error code of a job given up after max_deliveries
 PAUSED_RETRY_S: Final = 1.0  # a job of a judge just paused goes back this soon (it waits for resume)
 QUEUE_RETRY_S: Final = 1.0  # a worker that cannot reach the queue waits this long before trying again
+# With jobs in hand and fewer than half its slots free, a worker waits up to this long for more to free up
+# before it claims: one claim of many jobs (which share their round trips) instead of many claims of one.
+CLAIM_GATHER_S: Final = 0.005
 _TRACKED_JOBS: Final = 10_000  # transient retry counts kept per job id in this process (for the backoff)
 
 
@@ -87,6 +90,7 @@ class JudgeWorker:
         self._retries: OrderedDict[str, int] = OrderedDict()  # job id -> transient retries in this process
         self._in_hand: dict[str, Delivery] = {}  # ref -> the delivery being run
         self._ack: Coalescer[Delivery, None] = Coalescer(self._ack_many)
+        self._finished = asyncio.Event()  # set when a job's task ends
 
     async def _ack_many(self, deliveries: list[Delivery]) -> list[None]:
         await self.queue.ack_many(deliveries)
@@ -101,6 +105,7 @@ class JudgeWorker:
                 if stop.is_set():  # stopped while every slot was busy: claim nothing more
                     self._slots.release()
                     break
+                await self._gather_free_slots()
                 free = 1 + self._free_slots()
                 try:
                     deliveries = await self.queue.claim(self.consumer, free, self.settings.claim_block_s)
@@ -125,6 +130,21 @@ class JudgeWorker:
     def _free_slots(self) -> int:
         return max(0, self.concurrency - len(self._tasks) - 1)
 
+    async def _gather_free_slots(self) -> None:
+        """Wait (at most CLAIM_GATHER_S) while jobs are in hand and fewer than half the slots are free."""
+        deadline = time.monotonic() + CLAIM_GATHER_S
+        while self._tasks and 1 + self._free_slots() < self.concurrency // 2:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), left)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._finished.set()
+
     async def submit(self, delivery: Delivery) -> None:
         """Run ``delivery`` in a task when a slot is free (waits for one); not when it is in hand already."""
         if delivery.ref in self._in_hand:
@@ -133,7 +153,7 @@ class JudgeWorker:
         await self._slots.acquire()
         task = asyncio.create_task(self._run_one(delivery), name=f"judge-job:{delivery.job.id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
 
     async def _drain(self) -> None:
         if not self._tasks:
