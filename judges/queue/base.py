@@ -70,6 +70,10 @@ class JobQueue(Protocol):
     """A judge job queue. Every method raises :class:`QueueUnavailable` when the backend cannot be
     reached."""
 
+    @property
+    def kind(self) -> str:
+        """The backend's name in logs and answers: ``redis`` or ``store``."""
+
     async def enqueue(self, jobs: Sequence[JudgeJob]) -> None:
         """Append the jobs (one round trip for the batch where the backend allows)."""
 

@@ -89,6 +89,8 @@ class LocalJobQueue:
     """The :class:`~judges.queue.base.JobQueue` over the store behind ``engine`` (migrated: schema version 6
     or later). ``owns_engine``: :meth:`close` disposes of it (as :meth:`open` does for its own)."""
 
+    kind: Final = "store"
+
     def __init__(
         self, engine: Engine, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, owns_engine: bool = False
     ) -> None:

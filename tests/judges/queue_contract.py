@@ -114,6 +114,18 @@ class JobQueueContract:
 
         run(body)
 
+    def test_one_busy_judge_among_idle_ones_fills_a_claim(self, open_queue: QueueFactory) -> None:
+        async def body() -> None:
+            async with opened(open_queue) as (queue,):
+                await queue.enqueue([online_job(f"idle-{n}", n) for n in range(3)])
+                await queue.ack_many(await drain(queue, "worker-a"))  # three judges known, none with jobs
+                await queue.enqueue([online_job("busy", n) for n in range(20)] + [online_job("idle-0", 99)])
+                claimed = await queue.claim("worker-a", 12, 0)
+                assert len(claimed) == 12
+                assert len({d.job.id for d in claimed + await drain(queue, "worker-a")}) == 21
+
+        run(body)
+
     def test_a_blocked_claim_gets_a_job_enqueued_while_it_waits(self, open_queue: QueueFactory) -> None:
         async def body() -> None:
             async with opened(open_queue, 2) as (consumer, producer):
