@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,23 @@ def test_code_judges_reach_worker_processes_through_their_settings(tmp_path: Pat
     settings = load_settings({"store_uri": f"sqlite:///{tmp_path}/s.db", "judges": {"code": CODE_JUDGES}}, environ={})
     again = JudgesSettings.from_dict(settings.judges.to_dict())
     assert again == settings.judges and again.code[2].version == 3 and again.code[7].thread is True
+
+
+def test_an_evaluation_run_with_a_code_judge(gw: JudgeGateway) -> None:
+    items = [{"inputs": "2 + 2?", "outputs": "4"}, {"inputs": "3 + 3?", "outputs": "6"},
+             {"inputs": "x", "outputs": "y"}]  # fmt: skip
+    judges = ["says_four", "safety", "matches"]  # matches needs expectations: none given
+    answer = gw.client.post("/api/evaluations", json={"judges": judges, "items": items})
+    assert answer.status_code in (200, 201, 202), answer.text
+    started = answer.json()
+    assert started["judge_calls"] == 3  # the LLM judge's (safety); none for the code judges
+    evaluation_id = started["id"]
+    deadline = time.monotonic() + 30
+    while (view := gw.client.get(f"/api/evaluations/{evaluation_id}").json())["status"] != "completed":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.05)
+    code = sorted((a.item_index, a.name, a.value, a.error_code) for a in gw.assessments.for_evaluation(evaluation_id)
+                  if a.source_type == CODE)  # fmt: skip
+    assert code == [(0, "matches", None, "missing_field"), (0, "says_four", True, None),
+                    (1, "matches", None, "missing_field"), (1, "says_four", False, None),
+                    (2, "matches", None, "missing_field"), (2, "says_four", False, None)]  # fmt: skip
