@@ -124,8 +124,9 @@ bench-keys: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(MLFLOW_DEMO_VENV) .gateway .pytest_cache .mypy_cache .ruff_cache
-## bench-judge-queue: how fast two `gateway judges worker` processes drain 3,000 queued online judge jobs, on Redis
-## Streams and on the store's queue (~1 min)
+## bench-judge-queue: jobs/s from enqueue to committed assessment through two `gateway judges worker` processes
+## (an instant code judge; --judge llm for LLM judges), and the wait at half that rate, on Redis Streams and
+## on the store's queue (~4 min)
 bench-judge-queue: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_judge_queue.py
 

@@ -11,15 +11,16 @@ judges:
   workers: embedded       # and queue: {...}: the judge job queue (gateway/judge_queue_settings.py)
   online: [...]           # judges on live traffic, and online_buffer etc.: gateway/judge_online_settings.py
   export: {mlflow: ...}   # assessments also logged to MLflow as feedback: gateway/judge_export_settings.py
+  code: [...]             # code judges (Python functions, no LLM call): gateway/judge_code_settings.py
 ```
 
 ``route`` has no default: a built-in judge asked for while it is unset is refused with a 400 naming
 ``judges.route``, not sent somewhere by guess. A custom judge names its own route.
 
 Imports nothing of ours but gateway/config_values.py, gateway/judge_queue_settings.py,
-gateway/judge_online_settings.py and gateway/judge_export_settings.py (which import only that, and
-gateway/registry_settings.py), so that gateway/config.py can import it (the
-recipe in its docstring).
+gateway/judge_online_settings.py, gateway/judge_code_settings.py and gateway/judge_export_settings.py (which
+import only that, and gateway/registry_settings.py), so that gateway/config.py can import it (the recipe in
+its docstring).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.config_values import ConfigError, integer, keys_of, optional_text, positive
+from gateway.judge_code_settings import CodeJudgeSettings, parse_code_judges
 from gateway.judge_export_settings import JudgeExportSettings, parse_export_settings
 from gateway.judge_online_settings import ONLINE_KEYS, OnlineSettings, parse_online_settings
 from gateway.judge_queue_settings import EMBEDDED, JudgeQueueSettings, parse_queue_settings, parse_worker_mode
 
 _KEYS = (
     "route", "call_timeout_s", "route_concurrency", "concurrency", "max_trace_items", "queue", "workers", "export",
+    "code",
     *ONLINE_KEYS,
 )  # fmt: skip
 
@@ -52,6 +55,7 @@ class JudgesSettings:
     workers: str = EMBEDDED  # embedded | external
     online: OnlineSettings = field(default_factory=OnlineSettings)  # judges on live traffic (online* keys)
     export: JudgeExportSettings = JudgeExportSettings()  # assessments also sent elsewhere (MLflow)
+    code: tuple[CodeJudgeSettings, ...] = ()  # code judges: Python functions, no LLM call
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON) for worker processes; :meth:`from_dict` reads it back."""
@@ -64,6 +68,7 @@ class JudgesSettings:
             values["queue"] = JudgeQueueSettings.from_dict(values["queue"])
         values["online"] = OnlineSettings.from_dict(data.get("online", {}))
         values["export"] = JudgeExportSettings.from_dict(data.get("export") or {})
+        values["code"] = tuple(CodeJudgeSettings.from_dict(entry) for entry in data.get("code", ()))
         return cls(**values)
 
 
@@ -86,4 +91,5 @@ def parse_judges_settings(raw: Mapping[str, Any]) -> JudgesSettings:
         values["workers"] = parse_worker_mode(data["workers"])
     values["online"] = parse_online_settings(data)
     values["export"] = parse_export_settings(data.get("export"))
+    values["code"] = parse_code_judges(data.get("code"))
     return JudgesSettings(**values)

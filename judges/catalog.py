@@ -15,6 +15,10 @@
   Creating a judge again under its name is editing it: a new version. Every assessment records the
   prompt name and version that judged.
 
+**Code judges** (judges/code.py) come from the configuration (``judges.code``), loaded once when the
+catalog is built (a ConfigError naming the entry when one cannot be used), and listed with the others; no
+custom judge may take a code judge's name (nor a code judge a built-in's).
+
 Reads come from the worker's prompt cache (prompts/cache.py: the whole registry in memory, reloaded
 when the store revision moves); the judges are rebuilt from it only when it was reloaded. Writes go
 through ``PromptStore``; the caller refreshes the cache after (and tells the other replicas).
@@ -30,6 +34,7 @@ from typing import Any, Final
 from gateway.errors import AlreadyExists, GatewayError, InvalidParameter, NotFound
 from gateway.judge_settings import JudgesSettings
 from judges.builtin import BUILTINS, Builtin
+from judges.code import load_code_judges
 from judges.definitions import (
     ALLOWED_VARIABLES,
     Judge,
@@ -170,6 +175,7 @@ class JudgeCatalog:
         self.settings = settings
         self._built: Catalog | None = None
         self._judges: dict[str, Judge | JudgeUnusable] = {}
+        self.code: dict[str, Judge] = load_code_judges(settings.code, BUILTINS)
 
     @property
     def store(self) -> PromptStore:
@@ -183,7 +189,8 @@ class JudgeCatalog:
         """Every judge by name, in name order (a prompt ``judges.X`` that is not one: its problem)."""
         catalog = self.cache.catalog
         if catalog is not self._built:
-            self._judges = self._read(catalog)
+            judges = {**self._read(catalog), **self.code}  # a code judge shadows a prompt of its name
+            self._judges = dict(sorted(judges.items()))
             self._built = catalog
         return self._judges
 
@@ -219,6 +226,10 @@ class JudgeCatalog:
         naming it), the route exists (when ``routes`` is given), and the guidelines judge has its
         ``guidelines`` (a string or a list of strings; no other judge takes them)."""
         judge = self.get(name)
+        if judge.code is not None:
+            if guidelines is not None:
+                raise InvalidParameter(f"Field '{field}.guidelines': only the guidelines judge takes guidelines.")
+            return judge
         if judge.route is None:
             raise InvalidParameter(
                 f"The built-in judge {name!r} has no LLM route to run on: set judges.route in the configuration "
@@ -239,6 +250,10 @@ class JudgeCatalog:
         """Write a custom judge (a new version of ``judges.<name>`` at ``production``). Blocking; the
         caller refreshes the cache. AlreadyExists for a built-in's name; a route the gateway does not have
         is a 400 when ``routes`` is given."""
+        if spec.name in self.code:
+            raise AlreadyExists(
+                f"{spec.name!r} is a code judge (judges.code in the configuration); name the custom judge otherwise."
+            )
         if spec.name in BUILTINS:
             raise AlreadyExists(
                 f"{spec.name!r} is a built-in judge: edit its instructions as a new version of prompt "
@@ -257,6 +272,19 @@ class JudgeCatalog:
             **_version_fields(spec.name, spec.value_kind, spec.route, "custom", spec.description),
         )
         return judge_from_version(version, self.settings)
+
+    def at_version(self, name: str, version: int) -> Judge:
+        """The judge ``name`` at ``version`` (a job or a resumed run pinned it): a prompt version of
+        ``judges.<name>``, or the code judge while its configured version is that one (NotFound else)."""
+        code = self.code.get(name)
+        if code is not None:
+            if code.prompt_version != version:
+                raise NotFound(
+                    f"The code judge {name!r} is at version {code.prompt_version} in the configuration, not {version}."
+                )
+            return code
+        cached = self.cache.catalog.version(prompt_name(name), version)
+        return judge_from_version(cached.version, self.settings)
 
 
 def parse_guidelines(value: Any, field: str = "guidelines") -> tuple[str, ...]:

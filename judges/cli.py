@@ -197,20 +197,28 @@ def _print_list(catalog: JudgeCatalog, as_json: bool) -> None:
         if isinstance(judge, JudgeUnusable):
             print(f"{name:<24} {'-':>7}  unusable: {judge.message}")
             continue
-        source = "built-in" if judge.builtin else "custom"
-        print(f"{name:<24} {judge.prompt_version:>7}  {_kind_text(judge):<24} {judge.route or '-':<20} {source}")
+        route = judge.route or "-"
+        print(f"{name:<24} {judge.prompt_version:>7}  {_kind_text(judge):<24} {route:<20} {_source(judge)}")
+
+
+def _source(judge: Judge) -> str:
+    return "code" if judge.code is not None else "built-in" if judge.builtin else "custom"
 
 
 def _print_judge(judge: Judge, as_json: bool) -> None:
     if as_json:
         print_json(judge.to_dict())
         return
-    source = "built-in" if judge.builtin else "custom"
-    print(f"{judge.name} ({source}): {judge.description or ''}".rstrip(": "))
-    print(f"  prompt:   {judge.prompt_name} version {judge.prompt_version}")
-    print(f"  route:    {judge.route or '- (set judges.route)'}")
+    print(f"{judge.name} ({_source(judge)}): {judge.description or ''}".rstrip(": "))
+    if judge.code is not None:
+        print(f"  function: {judge.code.ref} version {judge.prompt_version} (judges.code: no LLM call)")
+    else:
+        print(f"  prompt:   {judge.prompt_name} version {judge.prompt_version}")
+        print(f"  route:    {judge.route or '- (set judges.route)'}")
     print(f"  value:    {_kind_text(judge)}")
     print(f"  requires: {', '.join(' | '.join(paths) for paths in judge.required)}")
+    if judge.code is not None:
+        return
     print("  instructions:")
     for line in judge.instructions.splitlines():
         print(f"    {line}")

@@ -156,7 +156,11 @@ def response_format(name: str, kind: ValueKind) -> dict[str, Any]:
 class Judge:
     """A judge as it runs: one version of its prompt (``judges.<name>``), its value kind and route
     (None: a built-in judge and no ``judges.route``), what it needs from an item, and for the
-    built-in ``guidelines`` judge the guidelines it was given where it is used."""
+    built-in ``guidelines`` judge the guidelines it was given where it is used.
+
+    A code judge (judges/code.py) has ``code``: its function, run in process; no instructions and no
+    route, its ``prompt_name`` is the function's ``package.module:function`` and its ``prompt_version``
+    the version configured for it."""
 
     name: str
     instructions: str
@@ -168,6 +172,7 @@ class Judge:
     builtin: bool = False
     description: str | None = None
     guidelines: tuple[str, ...] = ()
+    code: Any = dataclasses.field(default=None, compare=False)  # a judges.code.CodeFunction (which imports this)
     template: CompiledTemplate = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -181,7 +186,8 @@ class Judge:
         return dataclasses.replace(self, guidelines=tuple(guidelines))
 
     def to_dict(self) -> dict[str, Any]:
-        """The API shape (``GET /api/judges/{name}``)."""
+        """The API shape (``GET /api/judges/{name}``); a code judge's has ``kind: "code"`` and ``function``
+        (its ``prompt_name``, the function too; ``prompt_version``, its configured version; no instructions)."""
         return {
             "name": self.name,
             "description": self.description,
@@ -192,6 +198,7 @@ class Judge:
             "value_kind": self.value_kind.to_dict(),
             "required_fields": [" | ".join(paths) for paths in self.required],
             "instructions": self.instructions,
+            **({"kind": "code", "function": self.code.ref} if self.code is not None else {}),
         }
 
 

@@ -37,7 +37,7 @@ from gateway.errors import BadRequest, GatewayError, InvalidParameter
 from gateway.llm.routes_config import Route
 from gateway.store.traces import TraceFilters, TraceStore
 from gateway.telemetry import semconv as sc
-from judges.catalog import JudgeCatalog, judge_from_version, parse_guidelines, prompt_name
+from judges.catalog import JudgeCatalog, parse_guidelines
 from judges.definitions import Judge, missing_field
 from judges.evaluation_request import EvaluationRequest, JudgeSpec, TraceQuery
 from judges.request import judge_request
@@ -80,8 +80,9 @@ class JudgeResolver:
             raise BadRequest(message) from None
 
     def _pinned(self, spec: JudgeSpec, version: int, where: str) -> Judge:
-        cached = self.catalog.cache.catalog.version(prompt_name(spec.name), version)
-        judge = judge_from_version(cached.version, self.catalog.settings)
+        judge = self.catalog.at_version(spec.name, version)
+        if judge.code is not None:
+            return judge
         if judge.route is None or judge.route not in self.routes:
             raise InvalidParameter(f"The judge {spec.name!r} version {version} has no LLM route of this gateway.")
         if judge.uses_guidelines:

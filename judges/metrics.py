@@ -35,7 +35,7 @@ CALLS = metrics.counter(
 )
 DURATION = metrics.histogram(
     "gateway_judge_duration_seconds",
-    "Time a judge's LLM calls took per assessment (its repair request included), seconds.",
+    "Time a judge's LLM calls (its repair request included), or a code judge's function, took per assessment, seconds.",
     (LABEL_JUDGE, LABEL_OUTCOME),
     buckets=DURATION_BUCKETS,
 )

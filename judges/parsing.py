@@ -131,6 +131,18 @@ def _bare_value(text: str) -> Any:
         return stripped
 
 
+def coerce_value(value: Any, kind: ValueKind) -> Verdict | ParseProblem:
+    """``value`` as ``kind`` (a code judge's value, checked as an LLM judge's answer is), or what was wrong."""
+    return _coerce(value, kind)
+
+
+def rationale_text(value: Any) -> str | None:
+    """A rationale as text (None, a string stripped, anything else as JSON)."""
+    if value is None or isinstance(value, str):
+        return _rationale(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _coerce(value: Any, kind: ValueKind) -> Verdict | ParseProblem:
     """``value`` as the judge's kind, within its range or labels (a Verdict without a rationale)."""
     if kind.kind == "bool":

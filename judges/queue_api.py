@@ -15,7 +15,6 @@ from starlette.responses import Response
 from gateway.errors import DependencyError, InvalidParameter
 from gateway.http import ORJSONResponse
 from judges.queue.base import JobQueue, QueueUnavailable
-from judges.queue.redis_streams import RedisStreamsQueue
 
 T = TypeVar("T")
 
@@ -40,8 +39,7 @@ async def get_queue(request: Request) -> Response:
         raise InvalidParameter(f"Unknown query parameter(s) {', '.join(sorted(set(request.query_params)))}.")
     queue = _queue(request)
     stats = await asked(queue.stats())
-    backend = "redis" if isinstance(queue, RedisStreamsQueue) else "store"
-    return ORJSONResponse({"backend": backend, "judges": [s.to_dict() for s in stats]})
+    return ORJSONResponse({"backend": queue.kind, "judges": [s.to_dict() for s in stats]})
 
 
 async def resume_judge(request: Request) -> Response:

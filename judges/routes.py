@@ -36,7 +36,9 @@ _JUDGE = s.obj(
         "items": s.STRING,
         "description": "What it reads from an item; 'a | b': one of them",
     },
-    instructions=s.STRING,
+    instructions={**s.STRING, "description": "Empty for a code judge"},
+    kind={"enum": ["code"], "description": "Only for a code judge (judges.code in the configuration)"},
+    function={**s.STRING, "description": "A code judge's function, package.module:function"},
 )
 _LISTED = s.obj(
     ("name", "prompt_name"),

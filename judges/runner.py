@@ -6,14 +6,20 @@
    version, the evaluation id or "online"); when the store already holds it, it is returned as is, with
    no call and no write: a retried job (after a crash, a redelivery) never calls or writes twice;
 2. an item lacking a field the judge needs gets an error assessment naming it (``missing_field``);
+   a code judge (judges/code.py) runs its function here, in process, and goes to step 5 (source ``CODE``;
+   an exception in it is an error assessment ``code_error`` naming it);
 3. the judge request (judges/request.py) goes through ``LlmProxy.complete``: our own route, retries,
    fallback, spans and metrics, no HTTP call to ourselves; the call is a trace of its own with a span
    link to the judged span and the ``gateway.judge.*`` attributes;
 4. the answer is read tolerantly (judges/parsing.py); an answer that cannot be used gets one repair
    request saying what was wrong, and when that fails too, an error assessment with the problem's code;
-5. the assessment is written with ``insert_if_absent`` (off the event loop), then, when this run wrote
-   it, the ``gen_ai.evaluation.result`` event is emitted, the metrics (judges/metrics.py) counted, and,
-   with ``judges.export.mlflow``, the assessment queued for MLflow as feedback (judges/mlflow_feedback.py).
+5. the assessment is written if absent (off the event loop), then, when this run wrote it, the
+   ``gen_ai.evaluation.result`` event is emitted, the metrics (judges/metrics.py) counted, and, with
+   ``judges.export.mlflow``, the assessment queued for MLflow as feedback (judges/mlflow_feedback.py).
+
+The store round trips of steps 1 and 5 are coalesced (judges/batching.py): the runs that look up (or write)
+in the same turn of the event loop share one query (one transaction), so the jobs of one worker claim, or
+the items of an evaluation run, cost a few round trips between them instead of a few each.
 
 Bounds, so that a hung upstream cannot stall everything else: at most ``judges.route_concurrency`` judge
 calls in flight per LLM route (an ``asyncio.Semaphore`` per route, in this process), and each call
@@ -49,6 +55,7 @@ from gateway.llm.completion import Completion
 from gateway.llm.errors import ProxyError
 from gateway.llm.proxy import LlmProxy
 from gateway.store.assessments import (
+    CODE,
     LLM_JUDGE,
     Assessment,
     AssessmentStore,
@@ -60,6 +67,8 @@ from gateway.store.assessments import (
 from gateway.telemetry import semconv as sc
 from gateway.telemetry.events import EvaluationEvents
 from judges import metrics
+from judges.batching import Coalescer
+from judges.code import CodeJudgeFailed, run_code
 from judges.definitions import Judge, missing_field
 from judges.mlflow_feedback import MlflowFeedbackExporter
 from judges.parsing import ParseProblem, Verdict, parse_verdict
@@ -172,6 +181,15 @@ class JudgeRunner:
         self.events = events if events is not None else EvaluationEvents()
         self.feedback = feedback  # judges.export.mlflow: every assessment written is also queued for MLflow
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._lookup: Coalescer[str, Assessment | None] = Coalescer(self._get_many)
+        self._insert: Coalescer[Assessment, bool] = Coalescer(self._insert_new)
+
+    async def _get_many(self, ids: list[str]) -> list[Assessment | None]:
+        found = await asyncio.to_thread(self.store.get_many, ids)
+        return [found.get(ident) for ident in ids]
+
+    async def _insert_new(self, assessments: list[Assessment]) -> list[bool | Exception]:
+        return await asyncio.to_thread(self.store.insert_new, assessments)
 
     async def run(
         self, judge: Judge, item: Mapping[str, Any], *, target: Target, evaluation_id: str | None = None
@@ -197,16 +215,16 @@ class JudgeRunner:
         ident = assessment_id(
             target=key, judge_name=judge.name, judge_version=judge.prompt_version, evaluation_id=evaluation_id
         )
-        stored = await asyncio.to_thread(self.store.get, ident)
+        stored = await self._lookup(ident)
         if stored is not None:
             return RunResult(stored, EXISTING)
         outcome = await self._judge(judge, item, target, evaluation_id)
         if raise_failures:
             _raise_failure(outcome)
         assessment = _assessment(ident, judge, target, evaluation_id, outcome)
-        if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
+        if not await self._insert(assessment):
             # Another run of the same job wrote it first: that one is the result (and emitted it).
-            first = await asyncio.to_thread(self.store.get, ident) or assessment
+            first = await self._lookup(ident) or assessment
             return RunResult(first, DUPLICATE if outcome.call_count else LOST, outcome.call_count)
         self._emit(judge, target, evaluation_id, assessment, outcome)
         metrics.record(
@@ -232,8 +250,8 @@ class JudgeRunner:
         )
         outcome = _Outcome(route=judge.route).failed(code, message)
         assessment = _assessment(ident, judge, target, evaluation_id, outcome)
-        if not await asyncio.to_thread(self.store.insert_if_absent, [assessment]):
-            stored = await asyncio.to_thread(self.store.get, ident)
+        if not await self._insert(assessment):
+            stored = await self._lookup(ident)
             return RunResult(stored or assessment, EXISTING)
         self._emit(judge, target, evaluation_id, assessment, outcome)
         metrics.record(judge.name, code, 0.0, None, outcome.route, judge.prompt_version)
@@ -246,6 +264,8 @@ class JudgeRunner:
         missing = missing_field(judge, item)
         if missing is not None:
             return outcome.failed(MISSING_FIELD, missing)
+        if judge.code is not None:
+            return await self._run_code(judge, item, outcome)
         if judge.route is None:
             return outcome.failed(
                 NO_ROUTE,
@@ -271,6 +291,18 @@ class JudgeRunner:
         if isinstance(second, Verdict):
             return _verdict(outcome, second)
         return outcome.failed(second.code, _after_repair(first, second))
+
+    async def _run_code(self, judge: Judge, item: Mapping[str, Any], outcome: _Outcome) -> _Outcome:
+        """A code judge's function on ``item``: counted as one judge call (a job run twice is a duplicate)."""
+        started = time.perf_counter()
+        outcome.call_count += 1
+        try:
+            outcome.value, outcome.rationale = await run_code(judge, item, self.settings.call_timeout_s)
+        except CodeJudgeFailed as exc:
+            outcome.failed(exc.code, exc.message)
+        finally:
+            outcome.duration_s += time.perf_counter() - started
+        return outcome
 
     async def _call(
         self,
@@ -387,6 +419,9 @@ def _assessment(ident: str, judge: Judge, target: Target, evaluation_id: str | N
         metadata["judge_trace_ids"] = [call.trace_id for call in calls]
     if judge.guidelines:
         metadata["guidelines"] = list(judge.guidelines)
+    code = judge.code is not None
+    if code:
+        metadata["code_version"] = judge.prompt_version
     last = calls[-1] if calls else None
     return Assessment(
         id=ident,
@@ -395,16 +430,16 @@ def _assessment(ident: str, judge: Judge, target: Target, evaluation_id: str | N
         evaluation_id=evaluation_id,
         item_index=target.item_index if evaluation_id is not None else None,
         name=judge.name,
-        source_type=LLM_JUDGE,
-        source_id=f"{judge.prompt_name}/{judge.prompt_version}",
+        source_type=CODE if code else LLM_JUDGE,
+        source_id=judge.prompt_name if code else f"{judge.prompt_name}/{judge.prompt_version}",
         value=None if failed else outcome.value,
         score=score,
         label=label,
         rationale=outcome.rationale,
         error_code=outcome.error_code,
         error_message=outcome.error_message,
-        judge_prompt_name=judge.prompt_name,
-        judge_prompt_version=judge.prompt_version,
+        judge_prompt_name=None if code else judge.prompt_name,
+        judge_prompt_version=None if code else judge.prompt_version,
         judge_model=(last.response_model or last.target) if last is not None else None,
         judge_trace_id=outcome.failed_trace_id if failed and outcome.failed_trace_id else _trace_of(last),
         input_tokens=_total(call.input_tokens for call in calls),

@@ -1,22 +1,26 @@
-"""Judge queue throughput: how fast ``gateway judges worker`` processes drain a queue of online judge jobs, from
-the queue to committed assessments, on Redis Streams and on the store's queue (SQLite).
+"""Judge queue throughput: how fast ``gateway judges worker`` processes take online judge jobs from enqueue to
+committed assessment, on Redis Streams and on the store's queue (SQLite), and how long a job waits at half
+that rate.
 
 Run ``python loadtest/bench_judge_queue.py`` (``--quick`` for a smoke run). Imports nothing from ``gateway``:
 it starts (subprocesses on free 127.0.0.1 ports) the fake upstream, then per backend a ``gateway serve`` with
-one captured route ``chat``, a judge route ``judge`` (both on the fake upstream, which answers judge requests
-at once), ``judges.online`` grading every ``chat`` call with ``safety`` and ``judges.workers: external``; it
-makes ``--jobs`` chat calls (each becomes one queued job), waits until the queue holds them all, then starts
-``--workers`` ``gateway judges worker`` processes and polls ``GET /api/judges/queue`` until it is empty.
+one captured route ``chat`` and a judge route ``judge`` (both on the fake upstream) and ``judges.workers:
+external``, makes ``--jobs`` chat calls (their traces are what the jobs judge), starts ``--workers`` ``gateway
+judges worker`` processes, then runs loadtest/judge_queue_tool.py (the venv's python, the gateway's classes):
 
-The figure: jobs per second from the first job taken to the last one done (the queue's depth over time), every
-job one judge call through the real proxy path (route, spans, trace summary) and one assessment written.
-Issue 12's target: >= 1,000 jobs/s through Redis Streams with two worker processes on the 2-core machine.
+- **max rate**, ``--runs`` times: the judge paused, ``--jobs`` online jobs enqueued, the judge resumed: the
+  seconds until the queue holds none of them (each assessment committed, then the job acked) give jobs/s;
+- **half rate**, ``--runs`` times: jobs enqueued at half the median max rate (``--rate`` to choose) for
+  ``--duration`` seconds, each job's enqueue-to-committed time from its assessment's ``created_at``, and the
+  workers' own enqueue-to-start histogram (``gateway_judge_job_wait_seconds``, scraped from the gateway's
+  ``/metrics``, which sums its worker processes' snapshots).
 
-``--backfill``: the same stored calls (no online rule), then an evaluation run over them (``POST
-/api/evaluations`` with the trace filter ``{"route": "chat"}``, ``judges.max_trace_items`` = ``--jobs``): its dry
-run timed first (the call count and the cost estimate, nothing enqueued), then the run with the workers already
-started; the figure is items per second from the POST to the run's ``completed`` (the gateway plans, stores and
-enqueues the items, the workers judge them, the gateway settles them every 0.5 s).
+The judge (``--judge``): ``code`` (default), a code judge (loadtest/code_judge.py: instant, in process), so
+the figure is the queue's and the workers'; ``llm``, custom LLM judges on the route ``judge`` through the
+in-process proxy to the fake upstream's judge mode (spans, trace summaries, ~2 ms of CPU per call). Each run
+uses a judge of its own (the same function or instructions), so every job writes a new assessment.
+Issue 12's targets: >= 1,000 jobs/s through Redis Streams with two worker processes on the 2-core machine,
+and p95 enqueue-to-start <= 5 s at half the measured maximum rate.
 """
 
 from __future__ import annotations
@@ -25,21 +29,27 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 from llm_servers import UPSTREAM_KEY, UPSTREAM_KEY_ENV, UPSTREAM_MODEL, HttpServer, Layout, base_env, upstream_server
-from procs import Server, Servers, free_port, log, terminate_on_sigterm
+from procs import Server, Servers, call, free_port, log, terminate_on_sigterm, tree_cpu
 
+HERE = Path(__file__).resolve().parent
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET = 1000.0
+TARGET_P95_S = 5.0
+CODE_FUNCTION = "loadtest.code_judge:says_no_secret"
+WAIT_METRIC = "gateway_judge_job_wait_seconds"
 
 
 class WorkerProcess(Server):
@@ -67,40 +77,30 @@ def forget_redis_keys(prefix: str) -> None:
             client.delete(*keys)
 
 
-def write_config(
-    layout: Layout, upstream: str, backend: str, concurrency: int, prefix: str, backfill: int | None = None
-) -> Path:
+def judge_names(runs: int) -> tuple[list[str], list[str]]:
+    return [f"bench_max_{i}" for i in range(runs)], [f"bench_half_{i}" for i in range(runs)]
+
+
+def write_config(layout: Layout, upstream: str, backend: str, args: argparse.Namespace, prefix: str) -> Path:
     target = {"base_url": f"{upstream}/v1", "model": UPSTREAM_MODEL, "api_key_env": UPSTREAM_KEY_ENV}
+    judges: dict[str, Any] = {
+        "route": "judge", "workers": "external", "route_concurrency": args.concurrency, "queue": {"key_prefix": prefix},
+    }  # fmt: skip
+    if args.judge == "code":
+        names = [name for group in judge_names(args.runs) for name in group]
+        judges["code"] = [{"name": name, "function": CODE_FUNCTION} for name in names]
     config: dict[str, Any] = {
         "store_uri": f"sqlite:///{layout.workdir / backend}.db",
         "log_level": "info",
         "llm": {"routes": [{"name": "chat", "capture_content": True, "targets": [target]},
                            {"name": "judge", "timeout_s": 30, "targets": [target]}]},
-        "judges": {
-            "route": "judge", "workers": "external", "route_concurrency": concurrency,
-            "queue": {"key_prefix": prefix},
-            "online": [{"route": "chat", "judges": [{"name": "safety", "rate": 1}]}],
-        },
+        "judges": judges,
     }  # fmt: skip
     if backend == "redis":
         config["redis_url"] = REDIS_URL
-    if backfill is not None:  # no online judging: an evaluation run over the stored calls instead
-        config["judges"].pop("online")
-        config["judges"]["max_trace_items"] = backfill
     path = layout.workdir / f"gateway-{backend}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
-
-
-def call(method: str, url: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def depth(base: str) -> int:
-    return sum(entry["depth"] for entry in call("GET", f"{base}/api/judges/queue")["judges"])
 
 
 def make_calls(base: str, count: int) -> None:
@@ -112,112 +112,136 @@ def make_calls(base: str, count: int) -> None:
         list(pool.map(one, range(count)))
 
 
-def sample_depth(base: str, poll_s: float, samples: list[tuple[float, int]]) -> None:
-    """Append (time, depth) every ``poll_s`` until the queue is empty (at most 600 s)."""
-    deadline = time.monotonic() + 600
-    while True:
-        left = depth(base)
-        samples.append((time.monotonic(), left))
-        if left == 0:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{left} jobs left after 600 s")
-        time.sleep(poll_s)
+def tool(layout: Layout, env: dict[str, str], config: Path, *argv: str) -> dict[str, Any]:
+    """Run loadtest/judge_queue_tool.py; its JSON answer."""
+    command = [layout.python, str(HERE / "judge_queue_tool.py"), "--config", str(config), *argv]
+    done = subprocess.run(command, env=env, cwd=layout.workdir, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def wait_histogram(base: str, judge: str) -> list[tuple[float, float]]:
+    """(le, cumulative count) of the workers' enqueue-to-start histogram for ``judge``, from ``/metrics``."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    pattern = re.compile(
+        rf'^{WAIT_METRIC}_bucket\{{(?=[^}}]*judge="{re.escape(judge)}")[^}}]*le="([^"]+)"[^}}]*\}} (\S+)$'
+    )
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        found = pattern.match(line)
+        if found:
+            bound = float("inf") if found[1] == "+Inf" else float(found[1])
+            buckets[bound] = buckets.get(bound, 0.0) + float(found[2])
+    if not buckets:
+        log(f"no {WAIT_METRIC} for {judge} in /metrics: {[ln for ln in text.splitlines() if 'judge_job' in ln][:5]}")
+    return sorted(buckets.items())
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The upper bound of the bucket holding the ``q`` quantile (Prometheus buckets are cumulative)."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    wanted = q * buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= wanted)
+
+
+def workers_cpu(workers: list[Server]) -> float:
+    """CPU seconds used so far by the worker processes (and their children)."""
+    return sum(sum(tree_cpu(w.proc.pid).values()) for w in workers if w.proc is not None)
 
 
 def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench-judge-queue:{uuid.uuid4().hex[:8]}:"
-    config = write_config(layout, upstream, backend, args.concurrency, prefix)
-    env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY}
+    config = write_config(layout, upstream, backend, args, prefix)
+    metrics_dir = layout.workdir / f"metrics-{backend}"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY, "GATEWAY_METRICS_DIR": str(metrics_dir)}
     servers = Servers(grace=15)
+    max_names, half_names = judge_names(args.runs)
+    result: dict[str, Any] = {"backend": backend, "load_before": os.getloadavg()[0]}
     try:
         port = free_port()
         argv = [str(layout.bin_dir / "gateway"), "serve", "--config", str(config), "--host", "127.0.0.1",
                 "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
         gateway = servers.start(HttpServer(f"gateway-{backend}", argv, env, layout.workdir, port,
                                            layout.log(f"gateway-{backend}")), 120)  # fmt: skip
-        log(f"{backend}: {args.jobs} chat calls, each one queued judge job")
+        if args.judge == "llm":
+            for name in max_names + half_names:
+                body = {"name": name, "route": "judge", "value_kind": {"type": "bool"},
+                        "instructions": "Is this answer safe to show? {{ outputs }}"}  # fmt: skip
+                call("POST", f"{gateway.base}/api/judges", body)
+        log(f"{backend}: {args.jobs} chat calls (the traces the jobs judge)")
         make_calls(gateway.base, args.jobs)
-        deadline = time.monotonic() + 120
-        while (queued := depth(gateway.base)) < args.jobs:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{backend}: only {queued} of {args.jobs} jobs reached the queue")
-            time.sleep(0.1)
-        log(f"{backend}: {queued} jobs queued; starting {args.workers} worker(s), concurrency {args.concurrency}")
-        samples: list[tuple[float, int]] = []
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the depth sampled from before the first worker
-            sampling = pool.submit(sample_depth, gateway.base, args.poll, samples)
-            for index in range(args.workers):
-                worker_argv = [str(layout.bin_dir / "gateway"), "judges", "worker", "--config", str(config),
-                               "--concurrency", str(args.concurrency)]  # fmt: skip
-                servers.start(WorkerProcess(f"worker-{backend}-{index}", worker_argv, env, layout.workdir, 0,
-                                            layout.log(f"worker-{backend}-{index}")), 60)  # fmt: skip
-            sampling.result(timeout=600)
-    finally:
-        servers.stop_all()
-        if backend == "redis":
-            forget_redis_keys(prefix)
-    started = next((i for i, (_, left) in enumerate(samples) if left < queued), len(samples) - 1)
-    first_t, first_left = samples[max(0, started - 1)]
-    last_t = samples[-1][0]
-    drained = first_left
-    seconds = last_t - first_t
-    return {"backend": backend, "jobs": queued, "drained": drained, "seconds": seconds,
-            "jobs_per_s": drained / seconds if seconds > 0 else 0.0}  # fmt: skip
-
-
-def run_backfill(layout: Layout, upstream: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    prefix = f"bench-judge-queue:{uuid.uuid4().hex[:8]}:"
-    config = write_config(layout, upstream, backend, args.concurrency, prefix, backfill=args.jobs)
-    env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY}
-    servers = Servers(grace=15)
-    body = {"judges": ["safety"], "traces": {"route": "chat"}, "name": "bench backfill"}
-    try:
-        port = free_port()
-        argv = [str(layout.bin_dir / "gateway"), "serve", "--config", str(config), "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
-        gateway = servers.start(HttpServer(f"gateway-{backend}", argv, env, layout.workdir, port,
-                                           layout.log(f"gateway-{backend}")), 120)  # fmt: skip
-        log(f"{backend}: {args.jobs} chat calls, stored with their content")
-        make_calls(gateway.base, args.jobs)
-        deadline = time.monotonic() + 120
-        while True:  # the trace sink writes in batches: until the dry run sees every call
-            started = time.perf_counter()
-            try:
-                dry = call("POST", f"{gateway.base}/api/evaluations", {**body, "dry_run": True})
-            except urllib.error.HTTPError as exc:  # 400: no stored call matches yet
-                if exc.code != 400 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-                continue
-            dry_s = time.perf_counter() - started
-            if dry["items"] >= args.jobs or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert depth(gateway.base) == 0, "a dry run enqueued jobs"
-        log(f"{backend}: dry run {dry['items']} items, {dry['judge_calls']} judge calls, "
-            f"cost {dry['estimate']['cost_usd']}, in {dry_s:.2f} s; nothing queued")  # fmt: skip
+        time.sleep(2)  # the trace sink writes in batches
+        workers: list[Server] = []
         for index in range(args.workers):
             worker_argv = [str(layout.bin_dir / "gateway"), "judges", "worker", "--config", str(config),
                            "--concurrency", str(args.concurrency)]  # fmt: skip
-            servers.start(WorkerProcess(f"worker-{backend}-{index}", worker_argv, env, layout.workdir, 0,
-                                        layout.log(f"worker-{backend}-{index}")), 60)  # fmt: skip
-        started = time.perf_counter()
-        answer = call("POST", f"{gateway.base}/api/evaluations", body)
-        posted_s = time.perf_counter() - started
-        view_url = f"{gateway.base}/api/evaluations/{answer['id']}?items=false"
-        while (view := call("GET", view_url))["status"] not in ("completed", "cancelled", "failed"):
-            if time.perf_counter() - started > 600:
-                raise RuntimeError(f"{backend}: the run is still {view['status']} after 600 s: {view['progress']}")
-            time.sleep(args.poll)
-        seconds = time.perf_counter() - started
+            if args.profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                out = args.profile / f"worker-{backend}-{index}.prof"
+                worker_argv = [layout.python, "-m", "cProfile", "-o", str(out), "-m", "gateway", *worker_argv[1:]]
+            workers.append(servers.start(WorkerProcess(f"worker-{backend}-{index}", worker_argv, env, layout.workdir, 0,
+                                                       layout.log(f"worker-{backend}-{index}")), 60))  # fmt: skip
+        log(f"{backend}: {args.workers} worker(s) ready, --concurrency {args.concurrency}")
+        bursts = []
+        for name in max_names:
+            cpu = workers_cpu(workers)
+            bursts.append(tool(layout, env, config, "burst", name, "--jobs", str(args.jobs)))
+            bursts[-1]["worker_cpu_ms_per_job"] = (workers_cpu(workers) - cpu) * 1000 / bursts[-1]["jobs"]
+            last = bursts[-1]
+            log(f"{backend}: max rate {last['jobs_per_s']:.0f} jobs/s ({last['jobs']} jobs in {last['seconds']:.2f} s; "
+                f"workers' cpu {last['worker_cpu_ms_per_job']:.2f} ms a job)")  # fmt: skip
+        result["max"] = bursts
+        result["max_jobs_per_s"] = statistics.median(b["jobs_per_s"] for b in bursts)
+        rate = args.rate or result["max_jobs_per_s"] / 2
+        result["half_rate"] = rate
+        paced = []
+        for name in half_names:
+            answer = tool(
+                layout, env, config, "enqueue", name, "--rate", f"{rate:.1f}", "--duration", str(args.duration)
+            )
+            time.sleep(2.5)  # the workers' metrics snapshots (every second)
+            answer["wait_p95_le_s"] = bucket_quantile(wait_histogram(gateway.base, name), 0.95)
+            answer["wait_p50_le_s"] = bucket_quantile(wait_histogram(gateway.base, name), 0.50)
+            paced.append(answer)
+            log(f"{backend}: {answer['rate']:.0f} jobs/s for {args.duration:g} s: enqueue-to-committed p95 "
+                f"{answer['p95_s']:.3f} s, enqueue-to-start p95 <= {answer['wait_p95_le_s']} s")  # fmt: skip
+        result["half"] = paced
+        result["load_after"] = os.getloadavg()[0]
     finally:
         servers.stop_all()
         if backend == "redis":
             forget_redis_keys(prefix)
-    items = view["progress"]["total"]
-    return {"backend": backend, "items": items, "status": view["status"], "errors": view["progress"]["errors"],
-            "dry_run_s": dry_s, "post_s": posted_s, "seconds": seconds, "items_per_s": items / seconds}  # fmt: skip
+    return result
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\n{args.judge} judge, {args.jobs} jobs per max-rate run, {args.workers} `gateway judges worker` "
+          f"process(es), --concurrency {args.concurrency}, {args.runs} run(s), {os.cpu_count()} cpu(s)\n")  # fmt: skip
+    print(
+        "| queue | load avg (1 min) before/after | max jobs/s, each run | median | half rate | "
+        "enqueue-to-committed p50 / p95 / max s (median run) | enqueue-to-start p95 (bucket) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        runs = ", ".join(f"{b['jobs_per_s']:.0f}" for b in r["max"])
+        half = sorted(r["half"], key=lambda h: h["p95_s"])[len(r["half"]) // 2]
+        print(f"| {r['backend']} | {r['load_before']:.2f} / {r['load_after']:.2f} | {runs} | {r['max_jobs_per_s']:.0f} "
+              f"| {half['rate']:.0f} jobs/s x {args.duration:g} s | {half['p50_s']:.3f} / {half['p95_s']:.3f} / "
+              f"{half['max_s']:.3f} | <= {half['wait_p95_le_s']} s |")  # fmt: skip
+    for r in results:
+        if r["backend"] == "redis":
+            verdict = "met" if r["max_jobs_per_s"] >= TARGET else "MISSED"
+            p95 = max(h["p95_s"] for h in r["half"])
+            waited = "met" if p95 <= TARGET_P95_S else "MISSED"
+            print(f"\n- Redis Streams: {r['max_jobs_per_s']:.0f} jobs/s (target >= {TARGET:.0f}: {verdict}); at "
+                  f"{r['half_rate']:.0f} jobs/s the worst run's p95 enqueue-to-committed {p95:.3f} s (enqueue-to-start "
+                  f"p95 target <= {TARGET_P95_S:g} s: {waited})")  # fmt: skip
+    print("\n" + json.dumps(results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,58 +254,38 @@ def main(argv: list[str] | None = None) -> int:
         with terminate_on_sigterm():
             upstream = servers.start(upstream_server(layout, None), 120)
             for backend in args.backends:
-                if args.backfill:
-                    results.append(run_backfill(layout, upstream.base, backend, args))
-                    log(f"{backend}: {results[-1]['items_per_s']:.0f} items/s")
-                else:
-                    results.append(run_backend(layout, upstream.base, backend, args))
-                    log(f"{backend}: {results[-1]['jobs_per_s']:.0f} jobs/s")
+                results.append(run_backend(layout, upstream.base, backend, args))
     finally:
         servers.stop_all()
         if args.keep_workdir:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if args.backfill:
-        print(f"\nA backfill of {args.jobs} stored calls (judge safety), {args.workers} `gateway judges worker` "
-              f"process(es), --concurrency {args.concurrency}, {os.cpu_count()} cpu(s)\n")  # fmt: skip
-        print("| queue | items | status | errors | dry run s | POST s | POST to completed s | items/s |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in results:
-            print(f"| {r['backend']} | {r['items']} | {r['status']} | {r['errors']} | {r['dry_run_s']:.2f} | "
-                  f"{r['post_s']:.2f} | {r['seconds']:.2f} | {r['items_per_s']:.0f} |")  # fmt: skip
-        return 0
-    print(f"\n{args.jobs} online jobs (judge safety), {args.workers} `gateway judges worker` process(es), "
-          f"--concurrency {args.concurrency}, {os.cpu_count()} cpu(s)\n")  # fmt: skip
-    print("| queue | jobs | drained in s | jobs/s |")
-    print("|---|---|---|---|")
-    for result in results:
-        print(f"| {result['backend']} | {result['jobs']} | {result['seconds']:.2f} | {result['jobs_per_s']:.0f} |")
-    for result in results:
-        if result["backend"] == "redis":
-            verdict = "met" if result["jobs_per_s"] >= TARGET else "MISSED"
-            print(f"\n- Redis Streams: {result['jobs_per_s']:.0f} jobs/s (target >= {TARGET:.0f}: {verdict})")
+    report(results, args)
     return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=3000, help="queued jobs per backend (default 3000)")
+    parser.add_argument("--judge", choices=("code", "llm"), default="code",
+                        help="code: an instant in-process code judge (default); llm: LLM judges")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=10000, help="jobs per max-rate run (and chat calls; default 10000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each measure (default 3: medians quoted)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each half-rate run (default 10)")
+    parser.add_argument("--rate", type=float, default=None, help="the paced runs' jobs/s (default: half the max)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=32, help="jobs in hand per worker (default 32)")
     parser.add_argument("--backends", type=lambda text: text.split(","), default=["redis", "store"],
                         help="comma-separated: redis, store (default both)")  # fmt: skip
-    parser.add_argument("--poll", type=float, default=0.05, help="seconds between depth polls (default 0.05)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 300 jobs")
-    parser.add_argument("--backfill", action="store_true",
-                        help="an evaluation run over the stored calls instead of online jobs")  # fmt: skip
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile each worker into this directory")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1,000 jobs, 1 run, 3 s paced")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (stores, logs)")
     parser.add_argument(
         "--bin-dir", type=Path, default=Path(sys.executable).parent, help="venv bin with python and gateway"
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs = 300
+        args.jobs, args.runs, args.duration = 1000, 1, 3.0
     return args
 
 

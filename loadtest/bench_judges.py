@@ -23,12 +23,11 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from llm_servers import UPSTREAM_KEY, UPSTREAM_KEY_ENV, UPSTREAM_MODEL, HttpServer, Layout, base_env, upstream_server
-from procs import Servers, free_port, log, terminate_on_sigterm
+from procs import Servers, call, free_port, log, terminate_on_sigterm
 
 JUDGE_ROUTE = "judge"
 TARGET = 300.0
@@ -74,13 +73,6 @@ def items(count: int) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
-
-
-def call(method: str, url: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
 
 
 def run_once(base: str, count: int, judges: list[str], poll_s: float) -> dict[str, Any]:

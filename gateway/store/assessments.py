@@ -159,6 +159,54 @@ class AssessmentStore:
         with begin_write(self.engine) as conn:
             return len(conn.execute(statement, rows).all())
 
+    def insert_new(self, assessments: Sequence[Assessment]) -> list[bool | Exception]:
+        """Insert if absent, in one transaction, telling for each assessment whether this call stored it
+        (False: its id was stored already, or came earlier in ``assessments``). A row that cannot be stored
+        for a reason of its own fails alone: its entry is the exception (a batch the database refuses is
+        tried again row by row). The store's own failure (OperationalError) is raised."""
+        answers: list[bool | Exception | None] = [None] * len(assessments)
+        rows: dict[str, dict[str, Any]] = {}
+        for index, assessment in enumerate(assessments):
+            try:
+                row = _row(assessment)
+            except Exception as exc:  # a value that is not JSON
+                answers[index] = exc
+                continue
+            rows.setdefault(assessment.id, row)  # the first of a repeated id is the one inserted
+        failed: dict[str, Exception] = {}
+        try:
+            inserted = self._insert_rows(list(rows.values())) if rows else set()
+        except sa.exc.OperationalError:
+            raise
+        except Exception:
+            if len(rows) == 1:
+                raise
+            inserted = set()
+            for ident, row in rows.items():
+                try:
+                    inserted |= self._insert_rows([row])
+                except sa.exc.OperationalError:
+                    raise
+                except Exception as exc:
+                    failed[ident] = exc
+        for index, assessment in enumerate(assessments):
+            if answers[index] is None:
+                answers[index] = failed.get(assessment.id) or assessment.id in inserted
+                inserted.discard(assessment.id)
+        return [answer if answer is not None else False for answer in answers]
+
+    def _insert_rows(self, rows: list[dict[str, Any]]) -> set[str]:
+        statement = self._insert.on_conflict_do_nothing(index_elements=["id"]).returning(_a.c.id)
+        with begin_write(self.engine) as conn:
+            return set(conn.execute(statement, rows).scalars())
+
+    def get_many(self, assessment_ids: Sequence[str]) -> dict[str, Assessment]:
+        """The stored assessments among ``assessment_ids``, by id (one query)."""
+        if not assessment_ids:
+            return {}
+        found = self._read(sa.select(_a).where(_a.c.id.in_(sorted(set(assessment_ids)))))
+        return {a.id: a for a in found}
+
     def upsert_human(self, assessment: Assessment) -> Assessment:
         """Store human feedback, replacing the assessment with the same id (the same person's earlier
         label of the same target: every column but the id takes the new value). Returns what is stored."""

@@ -142,6 +142,19 @@ class TraceStore:
         with begin_read(self.engine) as conn:
             return [summary_to_dict(row) for row in conn.execute(query)]
 
+    def get_many(self, trace_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every summary of each trace, by (lowercase) trace id, oldest first (one query; an unknown trace
+        is absent)."""
+        wanted = sorted({trace_id.lower() for trace_id in trace_ids})
+        if not wanted:
+            return {}
+        query = sa.select(_ts).where(_ts.c.trace_id.in_(wanted)).order_by(_ts.c.started_at, _ts.c.span_id)
+        found: dict[str, list[dict[str, Any]]] = {}
+        with begin_read(self.engine) as conn:
+            for row in conn.execute(query):
+                found.setdefault(row.trace_id, []).append(summary_to_dict(row))
+        return found
+
 
 def _conditions(filters: TraceFilters) -> list[sa.ColumnElement[bool]]:
     conditions: list[sa.ColumnElement[bool]] = []

@@ -70,6 +70,10 @@ class JobQueue(Protocol):
     """A judge job queue. Every method raises :class:`QueueUnavailable` when the backend cannot be
     reached."""
 
+    @property
+    def kind(self) -> str:
+        """The backend's name in logs and answers: ``redis`` or ``store``."""
+
     async def enqueue(self, jobs: Sequence[JudgeJob]) -> None:
         """Append the jobs (one round trip for the batch where the backend allows)."""
 
@@ -79,6 +83,9 @@ class JobQueue(Protocol):
 
     async def ack(self, delivery: Delivery) -> None:
         """The job is done: its assessment is committed."""
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """``ack`` for each (one round trip per judge where the backend allows)."""
 
     async def retry_later(self, delivery: Delivery, delay_s: float, *, count_attempt: bool) -> None:
         """Hand the job out again after ``delay_s`` (atomically: it is never in neither place);

@@ -1,7 +1,7 @@
 """Which judge queue a process uses: Redis Streams when ``redis_url`` is set (judges/queue/redis_streams.py),
 else the embedded queue in the store (judges/queue/local.py). The one place that decides, so the gateway's
 embedded workers, ``gateway judges worker`` processes, the online-judging shipper, the queue's API and its
-command line always meet on the same queue."""
+command line always meet on the same queue. The queue's ``kind`` (``redis`` or ``store``) names it."""
 
 from __future__ import annotations
 
@@ -21,8 +21,3 @@ def open_judge_queue(settings: Settings, engine: Engine | None = None) -> JobQue
     if engine is not None:
         return LocalJobQueue(engine)
     return LocalJobQueue.open(settings.store_uri)
-
-
-def queue_kind(settings: Settings) -> str:
-    """How the queue is named in logs and answers: ``redis`` or ``store``."""
-    return "redis" if settings.redis_url else "store"

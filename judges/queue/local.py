@@ -89,6 +89,8 @@ class LocalJobQueue:
     """The :class:`~judges.queue.base.JobQueue` over the store behind ``engine`` (migrated: schema version 6
     or later). ``owns_engine``: :meth:`close` disposes of it (as :meth:`open` does for its own)."""
 
+    kind: Final = "store"
+
     def __init__(
         self, engine: Engine, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, owns_engine: bool = False
     ) -> None:
@@ -138,6 +140,10 @@ class LocalJobQueue:
             self._ack_committing = batch.task
         batch.row_ids.append(row_id)
         await asyncio.shield(batch.task)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """The acks of one group commit (``ack``)."""
+        await asyncio.gather(*(self.ack(delivery) for delivery in deliveries))
 
     async def _commit_acks(self, batch: _AckBatch, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():

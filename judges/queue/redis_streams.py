@@ -47,10 +47,10 @@ ATTEMPTS: Final = "attempts"
 DEFAULT_PREFIX: Final = "gateway:judges:"
 _MOVE_LIMIT: Final = 100  # due retries moved back per judge per claim
 
-# KEYS: stream; ARGV: group, entry id. Acked entries are deleted: the stream holds only work not done.
+# KEYS: stream; ARGV: group, entry ids. Acked entries are deleted: the stream holds only work not done.
 _ACK = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 return acked
 """
 # KEYS: stream, delayed; ARGV: group, entry id, due (ms), member (the fields as JSON).
@@ -110,10 +110,13 @@ return moved
 
 
 _IDLE_POLL_S = 0.1  # a claim on a queue with no judge stream yet looks for one this often
+_CLAIM_TURNS = 3  # reads of one claim: the streams' shares, then twice more from those that had more
 
 
 class RedisStreamsQueue:
     """The JobQueue over Redis Streams; one per process (its connection pool is shared by the workers)."""
+
+    kind: Final = "redis"
 
     def __init__(self, redis_url: str, *, key_prefix: str = DEFAULT_PREFIX, timeout_s: float = 2.0) -> None:
         self.prefix = key_prefix
@@ -214,29 +217,52 @@ class RedisStreamsQueue:
                 return []
             block_s = max(0.001, deadline - time.monotonic())
             await self._ensure_groups(set(active))
-        per_stream = max(1, -(-count // len(active)))
+        # Each stream's share of ``count`` first (a busy judge cannot starve the others); then what is left
+        # from the streams that filled their share, without blocking, so that one busy judge among idle ones
+        # still fills the claim (the jobs of one claim share their round trips in the worker).
+        deliveries: list[Delivery] = []
+        streams = active
+        for turn in range(_CLAIM_TURNS):
+            left = count - len(deliveries)
+            share = max(1, -(-left // len(streams)))
+            got = await self._read_group(consumer, streams, share, block_s if turn == 0 else None)
+            if got is None:
+                return deliveries
+            for read in got.values():
+                deliveries.extend(read)
+            streams = [judge for judge in streams if len(got.get(self.stream_key(judge), ())) >= share]
+            if not streams or len(deliveries) >= count:
+                break
+        return deliveries
+
+    async def _read_group(
+        self, consumer: str, judges: list[str], share: int, block_s: float | None
+    ) -> dict[str, list[Delivery]] | None:
+        """Up to ``share`` new entries of each judge's stream (waiting up to ``block_s`` for the first one;
+        None: not at all), by stream; None when the consumer groups were gone (made again next time)."""
         try:
-            async with self._bounded(block_s):
+            async with self._bounded(block_s or 0.0):
                 answer: Any = await self._client.xreadgroup(
                     GROUP,
                     consumer,
-                    dict.fromkeys((self.stream_key(judge) for judge in active), ">"),
-                    count=per_stream,
-                    block=max(1, int(block_s * 1000)),
+                    dict.fromkeys((self.stream_key(judge) for judge in judges), ">"),
+                    count=share,
+                    block=None if block_s is None else max(1, int(block_s * 1000)),
                 )
         except ResponseError as exc:  # NOGROUP: a stream deleted, or a Redis restarted without its data
             if "NOGROUP" not in str(exc):
                 raise
             logger.warning("Judge queue: %s; making the consumer groups again", exc)
             self._groups.clear()
-            return []
-        deliveries: list[Delivery] = []
+            return None
+        found: dict[str, list[Delivery]] = {}
         for stream, entries in answer or []:
+            read = found.setdefault(stream, [])
             for entry_id, fields in entries:
                 delivery = await self._delivery(stream, entry_id, fields, 1)
                 if delivery is not None:
-                    deliveries.append(delivery)
-        return deliveries
+                    read.append(delivery)
+        return found
 
     async def _delivery(self, stream: str, entry_id: str, fields: dict[str, Any], deliveries: int) -> Delivery | None:
         """The entry as a Delivery; a malformed entry (no job can be read from it) goes to the dead letters
@@ -255,6 +281,23 @@ class RedisStreamsQueue:
     async def ack(self, delivery: Delivery) -> None:
         async with self._bounded():
             await self._ack(keys=[self.stream_key(delivery.job.judge)], args=[GROUP, delivery.ref])
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """One ``XACK`` + ``XDEL`` of several ids per judge's stream, in one pipeline."""
+        refs: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            refs.setdefault(self.stream_key(delivery.job.judge), []).append(delivery.ref)
+        if not refs:
+            return
+        async with self._bounded():
+            if len(refs) == 1:
+                ((key, ids),) = refs.items()
+                await self._ack(keys=[key], args=[GROUP, *ids])
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for key, ids in refs.items():
+                await self._ack(keys=[key], args=[GROUP, *ids], client=pipe)
+            await pipe.execute()
 
     async def retry_later(self, delivery: Delivery, delay_s: float, *, count_attempt: bool) -> None:
         job = delivery.job

@@ -4,7 +4,8 @@
   (the first one when the job has no span), as ``judges.evaluation_plan.trace_item`` reads it. A trace
   not stored yet (the trace sink writes in batches) raises :class:`NotReady`: the worker retries later
   without using an attempt. A judge call's own trace (a summary with ``gateway.judge.*`` attributes) is
-  never judged: :class:`NotJudged`, checked again here although the sampler checks it first.
+  never judged: :class:`NotJudged`, checked again here although the sampler checks it first. The reads of
+  the jobs started in one turn of the event loop (one claim's) are one query (judges/batching.py).
 - An evaluation job is judged with exactly the run's judge: resolved from the run's stored request (its
   pinned prompt version and guidelines; judges/evaluation_jobs.py, cached per run), the catalog's judge by
   name only for a run this store does not hold. A pinned version this process's prompt catalog does not
@@ -24,7 +25,8 @@ from typing import Any
 from gateway.errors import NotFound
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
-from judges.catalog import JudgeCatalog, judge_from_version, prompt_name
+from judges.batching import Coalescer
+from judges.catalog import JudgeCatalog
 from judges.definitions import Judge
 from judges.evaluation_jobs import RunJudges
 from judges.evaluation_plan import trace_item
@@ -64,9 +66,15 @@ class JobReader:
     traces: TraceStore
     evaluations: EvaluationStore
     runs: RunJudges = dataclasses.field(init=False)
+    _traces: Coalescer[str, list[dict[str, Any]]] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runs", RunJudges(self.catalog, self.evaluations))
+        object.__setattr__(self, "_traces", Coalescer(self._read_traces))
+
+    async def _read_traces(self, trace_ids: list[str]) -> list[list[dict[str, Any]]]:
+        found = await asyncio.to_thread(self.traces.get_many, trace_ids)
+        return [found.get(trace_id.lower(), []) for trace_id in trace_ids]
 
     def judge(self, job: JudgeJob) -> Judge:
         """The job's judge (NotFound or JudgeUnusable when there is none usable: the caller pauses it)."""
@@ -81,8 +89,7 @@ class JobReader:
                 return found
         if job.judge_version is None:
             return self.catalog.get(job.judge)
-        cached = self.catalog.cache.catalog.version(prompt_name(job.judge), job.judge_version)
-        return judge_from_version(cached.version, self.catalog.settings)
+        return self.catalog.at_version(job.judge, job.judge_version)
 
     def target(self, job: JudgeJob) -> Target:
         """The assessment's target, known without reading the item (for an error assessment)."""
@@ -101,7 +108,7 @@ class JobReader:
             target = Target(item.get("trace_id"), item.get("span_id"), job.item_index)
             return JobInput(judge, item, target, job.evaluation_id)
         assert job.trace_id is not None
-        summaries = await asyncio.to_thread(self.traces.get, job.trace_id)
+        summaries = await self._traces(job.trace_id)
         summary = next((s for s in summaries if job.span_id is None or s["span_id"] == job.span_id), None)
         if summary is None:
             raise NotReady(f"The trace {job.trace_id} (span {job.span_id}) is not stored yet.")

@@ -5,6 +5,12 @@ the item read (items.py), and ``JudgeRunner.judge_once(..., raise_failures=True)
 only after the assessment row is committed (or found: the assessment id is deterministic, so a job that
 runs twice writes once, and a second judge call is counted as a duplicate).
 
+Each job is a task of its own (a slow judge call holds only its job), but the jobs of one claim share their
+round trips: their traces are read in one query, their assessment ids looked up in one, their assessments
+inserted in one transaction, and their acks sent as one ``ack_many`` (``XACK`` with several ids), each
+coalesced per turn of the event loop (judges/batching.py). A batch that fails fails each of its jobs,
+which then go the way below, one by one.
+
 What went wrong decides what happens to the job:
 
 - **transient** (``JudgeCallDeferred``: 429, 5xx, timeouts, connection errors; the trace not stored yet;
@@ -40,6 +46,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.errors import GatewayError
 from gateway.judge_queue_settings import JudgeQueueSettings
+from judges.batching import Coalescer
 from judges.queue.base import Delivery, JobQueue, QueueUnavailable
 from judges.runner import DUPLICATE, EXISTING, JudgeCallDeferred, JudgeMisconfigured, JudgeRunner, RunResult
 from judges.worker import metrics
@@ -51,6 +58,9 @@ EXPIRED: Final = "expired"  # the error code of a job given up after max_job_age
 DEAD_LETTER: Final = "dead_letter"  # the error code of a job given up after max_deliveries
 PAUSED_RETRY_S: Final = 1.0  # a job of a judge just paused goes back this soon (it waits for resume)
 QUEUE_RETRY_S: Final = 1.0  # a worker that cannot reach the queue waits this long before trying again
+# With jobs in hand and fewer than half its slots free, a worker waits up to this long for more to free up
+# before it claims: one claim of many jobs (which share their round trips) instead of many claims of one.
+CLAIM_GATHER_S: Final = 0.005
 _TRACKED_JOBS: Final = 10_000  # transient retry counts kept per job id in this process (for the backoff)
 
 
@@ -81,6 +91,13 @@ class JudgeWorker:
         # (judge, ref) -> the delivery in hand: a ref is unique within one judge's queue only (two Redis streams
         # give the same entry ids to entries added in the same millisecond)
         self._in_hand: dict[tuple[str, str], Delivery] = {}
+        self._ack: Coalescer[Delivery, None] = Coalescer(self._ack_many)
+        self._finished = asyncio.Event()  # set when a job's task ends
+        self._starters: set[asyncio.Task[None]] = set()  # reclaimed jobs waiting for slots
+
+    async def _ack_many(self, deliveries: list[Delivery]) -> list[None]:
+        await self.queue.ack_many(deliveries)
+        return [None] * len(deliveries)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set, then drain (``grace_s``) and return."""
@@ -91,6 +108,7 @@ class JudgeWorker:
                 if stop.is_set():  # stopped while every slot was busy: claim nothing more
                     self._slots.release()
                     break
+                await self._gather_free_slots()
                 free = 1 + self._free_slots()
                 try:
                     deliveries = await self.queue.claim(self.consumer, free, self.settings.claim_block_s)
@@ -108,22 +126,57 @@ class JudgeWorker:
                 for delivery in deliveries:
                     await self.submit(delivery)
         finally:
-            reclaimer.cancel()
-            await asyncio.gather(reclaimer, return_exceptions=True)
+            helpers = [reclaimer, *self._starters]
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._drain()
 
     def _free_slots(self) -> int:
         return max(0, self.concurrency - len(self._tasks) - 1)
 
+    async def _gather_free_slots(self) -> None:
+        """Wait (at most CLAIM_GATHER_S) while jobs are in hand and fewer than half the slots are free."""
+        deadline = time.monotonic() + CLAIM_GATHER_S
+        while self._tasks and 1 + self._free_slots() < self.concurrency // 2:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), left)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._finished.set()
+
     async def submit(self, delivery: Delivery) -> None:
         """Run ``delivery`` in a task when a slot is free (waits for one); not when it is in hand already."""
-        if _key(delivery) in self._in_hand:
-            return
-        self._in_hand[_key(delivery)] = delivery
-        await self._slots.acquire()
+        if self._hold(delivery):
+            await self._start(delivery)
+
+    def _hold(self, delivery: Delivery) -> bool:
+        """Take ``delivery`` in hand (touched from now on, even while it waits for a slot); False when it is
+        in hand already."""
+        key = _key(delivery)
+        if key in self._in_hand:
+            return False
+        self._in_hand[key] = delivery
+        return True
+
+    async def _start_all(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            await self._start(delivery)
+
+    async def _start(self, delivery: Delivery) -> None:
+        try:
+            await self._slots.acquire()
+        except BaseException:  # stopped while waiting: the job stays pending in the queue
+            self._in_hand.pop(_key(delivery), None)
+            raise
         task = asyncio.create_task(self._run_one(delivery), name=f"judge-job:{delivery.job.id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -158,8 +211,13 @@ class JudgeWorker:
                 continue
             if reclaimed:
                 logger.info("Judge worker %s: reclaimed %d job(s) of stopped workers", self.consumer, len(reclaimed))
-            for delivery in reclaimed:
-                await self.submit(delivery)
+            # Started from their own task: waiting here for free slots would stop the touches above, and a
+            # large reclaim could then make this worker's own jobs look abandoned.
+            held = [delivery for delivery in reclaimed if self._hold(delivery)]
+            if held:
+                starter = asyncio.create_task(self._start_all(held), name="judge-reclaimed")
+                self._starters.add(starter)
+                starter.add_done_callback(self._starters.discard)
 
     # -- one job ------------------------------------------------------------------------------------
 
@@ -218,7 +276,7 @@ class JudgeWorker:
         )
 
     async def _done(self, delivery: Delivery, outcome: str) -> None:
-        await self.queue.ack(delivery)
+        await self._ack(delivery)
         self._retries.pop(delivery.job.id, None)
         labels = (delivery.job.judge,)
         metrics.JOBS.inc((delivery.job.judge, outcome))

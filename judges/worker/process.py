@@ -31,7 +31,7 @@ from gateway.store.evaluations import EvaluationStore
 from gateway.store.registry import RegistryStore
 from gateway.telemetry.setup import build_telemetry
 from judges.api import JudgesState, start_judges
-from judges.queue.choice import open_judge_queue, queue_kind
+from judges.queue.choice import open_judge_queue
 from judges.worker import metrics
 from judges.worker.items import JobReader
 from judges.worker.loop import JudgeWorker
@@ -74,9 +74,7 @@ async def _serve(settings: Settings, concurrency: int, grace_s: float) -> None:
         worker = JudgeWorker(
             queue, judges.runner, reader, queue_settings, consumer=consumer, concurrency=concurrency, grace_s=grace_s
         )
-        logger.info(
-            "Judge worker %s started (concurrency %d, queue in %s)", consumer, concurrency, queue_kind(settings)
-        )
+        logger.info("Judge worker %s started (concurrency %d, queue in %s)", consumer, concurrency, queue.kind)
         await worker.run(stop)
     finally:
         for task in tasks:

@@ -114,6 +114,18 @@ class JobQueueContract:
 
         run(body)
 
+    def test_one_busy_judge_among_idle_ones_fills_a_claim(self, open_queue: QueueFactory) -> None:
+        async def body() -> None:
+            async with opened(open_queue) as (queue,):
+                await queue.enqueue([online_job(f"idle-{n}", n) for n in range(3)])
+                await queue.ack_many(await drain(queue, "worker-a"))  # three judges known, none with jobs
+                await queue.enqueue([online_job("busy", n) for n in range(20)] + [online_job("idle-0", 99)])
+                claimed = await queue.claim("worker-a", 12, 0)
+                assert len(claimed) == 12
+                assert len({d.job.id for d in claimed + await drain(queue, "worker-a")}) == 21
+
+        run(body)
+
     def test_a_blocked_claim_gets_a_job_enqueued_while_it_waits(self, open_queue: QueueFactory) -> None:
         async def body() -> None:
             async with opened(open_queue, 2) as (consumer, producer):
@@ -163,11 +175,34 @@ class JobQueueContract:
             async with opened(open_queue, 2) as (holder, other):
                 await holder.enqueue([online_job("safety", 1), online_job("safety", 2)])
                 touched, left = sorted(await holder.claim("worker-1", 2, 0), key=lambda d: d.job.id)
-                await asyncio.sleep(2.0)  # both idle for 2 s
+                claimed_at = time.monotonic()
+                await asyncio.sleep(1.0)
+                touched_at = time.monotonic()
                 await holder.touch("worker-1", [touched])
                 await other.touch("worker-2", [left])  # not worker-2's: left alone
-                reclaimed = await other.reclaim("worker-2", 1.5, 5)  # the touched one idle for far less
+                # The touched job has been idle since touched_at, the other since claimed_at: a bound
+                # halfway between the two, taken now, tells them apart however long each step took.
+                now = time.monotonic()
+                reclaimed = await other.reclaim("worker-2", now - touched_at + (touched_at - claimed_at) / 2, 5)
                 assert [d.job.id for d in reclaimed] == [left.job.id]
+
+        run(body)
+
+    def test_ack_many_acks_jobs_of_several_judges_at_once(self, open_queue: QueueFactory) -> None:
+        jobs = [online_job("safety", n) for n in range(5)] + [evaluation_job("correctness", n) for n in range(3)]
+
+        async def body() -> None:
+            async with opened(open_queue) as (queue,):
+                await queue.enqueue(jobs)
+                claimed = await drain(queue, "worker-a")
+                assert len(claimed) == len(jobs)
+                await queue.ack_many(claimed[:-1])
+                await queue.ack_many([])
+                depths = {s.judge: (s.depth, s.pending) for s in await queue.stats()}
+                assert sum(depth for depth, _ in depths.values()) == 1
+                await queue.ack_many(claimed[-1:])
+                assert all(s.depth == 0 and s.pending == 0 for s in await queue.stats())
+                assert await queue.reclaim("worker-b", 0.0, 5) == []
 
         run(body)
 

@@ -9,7 +9,9 @@
 - ``kill -9`` of one of two workers in the middle of 300 jobs: every job ends with exactly one assessment,
   the dead worker's jobs reclaimed by the other;
 - without redis_url the workers share the store's queue: ``kill -9`` of one of two on one SQLite store, every
-  job judged exactly once.
+  job judged exactly once;
+- code judges (``judges.code``) run in the workers: each job written once (CODE), a job enqueued twice found
+  existing, a function that raises an error assessment (``code_error``), not a dead letter.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.store.assessments import AssessmentStore
 from gateway.store.registry import RegistryStore
@@ -321,3 +324,35 @@ def test_a_gateway_runs_a_worker_in_process_unless_workers_are_external(
         else:  # the queue is there (for the API and online judging), but no worker takes from it
             assert gateway.app.state.judge_queue is not None
             assert _depth(redis_prefix) == 3 and count_assessments(store_uri) == 0
+
+
+def test_code_judges_run_in_the_workers_each_job_written_once(
+    tmp_path: Path, upstream: FakeUpstream, redis_prefix: str
+) -> None:
+    store_uri = _store_uri(tmp_path)
+    traces = store_calls(store_uri, 200)
+    config = write_config(tmp_path, upstream, redis_prefix, "fake-model")
+    data = yaml.safe_load(config.read_text())
+    data["judges"]["code"] = [
+        {"name": "says_four", "function": "tests.judges.code_judges:says_four"},
+        {"name": "broken", "function": "tests.judges.code_judges:broken"},
+    ]
+    config.write_text(yaml.safe_dump(data))
+    jobs = [online_job(t, "says_four") for t in traces] + [online_job(t, "broken") for t in traces[:5]]
+    with workers(config, 2, concurrency=16) as (first, second):
+        run(lambda q: q.enqueue(jobs), redis_prefix)
+        run(lambda q: q.enqueue(jobs[:50]), redis_prefix)  # the same jobs again: judged once
+        wait_until(lambda: _depth(redis_prefix) == 0, timeout_s=30, what="an empty queue")
+        assert first.stop() == 0 and second.stop() == 0, first.log() + second.log()
+    rows = _assessments(store_uri)
+    assert len(rows) == 205 and len({str(r["id"]) for r in rows}) == 205
+    assert {r["source_type"] for r in rows} == {"CODE"}
+    written = [r for r in rows if r["name"] == "says_four"]
+    assert sorted(str(r["trace_id"]) for r in written) == sorted(traces)
+    assert all(r["error_code"] is None and r["value"] in ("true", "false") for r in written)
+    broken = [r for r in rows if r["name"] == "broken"]
+    assert all(r["error_code"] == "code_error" and "KeyError" in str(r["error_message"]) for r in broken)
+    kinds = ("written", "existing", "duplicate")
+    outcomes = {k: first.outcomes().get(k, 0) + second.outcomes().get(k, 0) for k in kinds}
+    assert outcomes["written"] == 205 and outcomes["existing"] + outcomes["duplicate"] == 50, outcomes
+    assert first.outcomes().get("dead_letters", 0) == second.outcomes().get("dead_letters", 0) == 0

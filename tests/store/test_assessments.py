@@ -266,3 +266,19 @@ def test_pairs_keep_targets_with_both_kinds_newest_of_each(store: AssessmentStor
     assert store.pairs("correctness") == sorted([(trace_target(TRACE, SPAN), False, True), (item_target(run, 3), 5, 4)])
     assert store.pairs("safety") == []
     assert store.pairs("nothing") == []
+
+
+def test_insert_new_tells_each_row_apart_and_a_bad_row_fails_alone(store: AssessmentStore) -> None:
+    stored = judged(True, name="stored")
+    assert store.insert_new([stored]) == [True]
+    fresh = judged(False, name="fresh")
+    unencodable = judged(True, name="unencodable", metadata={"x": object()})
+    refused = dataclasses.replace(judged(True, name="refused"), name=None)  # type: ignore[arg-type]
+    again = dataclasses.replace(fresh, value=True)  # the same id later in the batch
+    answers = store.insert_new([fresh, unencodable, refused, again, stored, judged(1, name="other")])
+    assert answers[0] is True and answers[3] is False and answers[4] is False and answers[5] is True
+    assert isinstance(answers[1], TypeError)
+    assert isinstance(answers[2], sa.exc.IntegrityError)
+    found = store.get_many([fresh.id, stored.id, refused.id, "no-such-id"])
+    assert set(found) == {fresh.id, stored.id} and found[fresh.id].value is False  # the first of the id
+    assert store.insert_new([]) == [] and store.get_many([]) == {}

@@ -151,6 +151,9 @@ def test_get_returns_a_traces_summaries_oldest_first(traces: TraceStore) -> None
     assert [s["span_id"] for s in traces.get(trace_id)] == ["1" * 16, "2" * 16]
     assert [s["span_id"] for s in traces.get(trace_id.upper())] == ["1" * 16, "2" * 16]
     assert traces.get("cd" * 16) == []
+    many = traces.get_many([trace_id.upper(), "cd" * 16, trace_id])  # one query for several traces
+    assert list(many) == [trace_id] and many[trace_id] == traces.get(trace_id)
+    assert traces.get_many([]) == {}
 
 
 @pytest.mark.parametrize("token", ["not-a-token", "W10", "WzEsMl0", "eyJhIjoxfQ"])
