@@ -32,7 +32,8 @@ serve: $(VENV)/.serve-installed
 	$(BIN)/gateway serve --model models:/iris@champion
 
 ## demo-mlflow: an MLflow server (SQLite store, web UI) with the demo model registered in it, the gateway serving
-## models:/iris@champion from it with its traces sent to it, a few scoring and chat calls through the fake upstream;
+## models:/iris@champion from it with its traces sent to it, a few scoring and chat calls through the fake upstream,
+## each chat call graded by the safety judge with its verdict logged to MLflow as feedback (judges.export.mlflow);
 ## prints the MLflow UI's address and runs until Ctrl-C. The full mlflow release goes in its own $(MLFLOW_DEMO_VENV).
 ## Flags via DEMO_MLFLOW_ARGS, e.g. --mlflow-port 0 --gateway-port 0 (free ports), --exit-after
 DEMO_MLFLOW_ARGS ?=
@@ -45,7 +46,7 @@ demo-mlflow: $(VENV)/.serve-installed $(MLFLOW_DEMO_VENV)/.installed
 	$(BIN)/python loadtest/demo_mlflow.py --mlflow-python $(MLFLOW_DEMO_VENV)/bin/python $(DEMO_MLFLOW_ARGS)
 
 ## demo-mlflow-screenshots: the demo on free ports, stopped after its calls, with the MLflow UI's trace list and one
-## chat trace saved as docs/img/mlflow-traces.png and docs/img/mlflow-trace.png (headless /usr/bin/chromium)
+## chat trace with its feedback saved as docs/img/mlflow-traces.png and docs/img/mlflow-trace.png (headless chromium)
 demo-mlflow-screenshots: $(VENV)/.serve-installed $(MLFLOW_DEMO_VENV)/.installed
 	$(BIN)/python loadtest/demo_mlflow.py --mlflow-python $(MLFLOW_DEMO_VENV)/bin/python --mlflow-port 0 \
 		--gateway-port 0 --exit-after --screenshot docs/img/mlflow-traces.png --trace-screenshot docs/img/mlflow-trace.png

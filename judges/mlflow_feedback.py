@@ -5,7 +5,8 @@ where a trace's id is ``tr-`` and the OTel trace id in hex. Each assessment a ju
 call (``JudgeRunner`` hands it over with :meth:`MlflowFeedbackExporter.submit`) is posted to
 ``POST /api/3.0/mlflow/traces/tr-<trace id>/assessments``, the request ``mlflow.log_feedback`` makes:
 the judge's name, its value (or, for an error assessment, MLflow's ``error`` with the error code and
-message), its rationale, source ``LLM_JUDGE`` with the judge's prompt and version as ``source_id``, on
+message), its rationale, source ``LLM_JUDGE`` with the judge's prompt and version as ``source_id`` (``CODE``
+and the function for a code judge), on
 the judged span, with the gateway's assessment id, route, judge model and judge call's trace in its
 metadata.
 
@@ -86,7 +87,11 @@ def feedback_body(assessment: Assessment) -> dict[str, Any]:
     body: dict[str, Any] = {
         "assessment_name": assessment.name,
         "trace_id": mlflow_trace_id(assessment.trace_id),
-        "source": {"source_type": LLM_JUDGE, "source_id": assessment.source_id or assessment.name},
+        # MLflow's source types are ours: LLM_JUDGE, or CODE for a code judge (judges.code)
+        "source": {
+            "source_type": assessment.source_type or LLM_JUDGE,
+            "source_id": assessment.source_id or assessment.name,
+        },
         "feedback": feedback,
         "metadata": metadata,
     }

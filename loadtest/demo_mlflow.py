@@ -6,10 +6,15 @@
    a run in the experiment ``gateway-demo`` holds it, ``iris`` version 1 points at it, alias ``champion``;
 3. starts the fake OpenAI-compatible upstream (loadtest/fake_upstream.py) and ``gateway serve --model
    models:/iris@champion`` with ``registry.kind: mlflow`` against that server, one LLM route ``demo-chat`` on the
-   fake upstream with content capture on, and its spans exported to MLflow's OTLP endpoint
-   (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=<mlflow>/v1/traces``, header ``x-mlflow-experiment-id``);
-4. makes a few scoring and chat calls through the gateway, waits until MLflow holds their traces, prints them and
-   the MLflow UI's address; with ``--screenshot PATH`` takes the UI's trace view with headless Chromium;
+   fake upstream with content capture on, its spans exported to MLflow's OTLP endpoint
+   (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=<mlflow>/v1/traces``, header ``x-mlflow-experiment-id``), and the built-in
+   ``safety`` judge grading every chat call on live traffic (``judges.online``; its own calls go to the same route,
+   where the fake upstream's judge mode answers them) with each verdict logged to MLflow as feedback on the graded
+   call's trace (``judges.export.mlflow``);
+4. makes a few scoring and chat calls through the gateway, waits until MLflow holds their traces (and the judge
+   calls' own traces) and the chat calls' feedback, prints them and the MLflow UI's address; with ``--screenshot
+   PATH`` takes the UI's trace list with headless Chromium, and with ``--trace-screenshot PATH`` one chat call
+   opened with its assessments pane;
 5. leaves everything running until Ctrl-C (or exits at once with ``--exit-after``), then stops every server.
 
 Every wait is bounded; every server is a subprocess in its own process group, stopped with SIGTERM then SIGKILL.
@@ -45,6 +50,8 @@ EXPERIMENT = "gateway-demo"
 MODEL = "iris"
 ALIAS = "champion"
 ROUTE = "demo-chat"
+CHAT_SPAN = "POST /v1/chat/completions"
+JUDGE = "safety"
 UPSTREAM_MODEL = "fake-model"
 QUESTIONS = (
     "What is the capital of France?",
@@ -113,9 +120,10 @@ def _client(mlflow_python: str, *args: str, timeout: float) -> Any:
 
 
 def mlflow_server(mlflow_python: str, workdir: Path, port: int) -> HttpServer:
-    mlflow_bin = Path(mlflow_python).parent / "mlflow"
+    # ``python -m mlflow``, not the venv's ``mlflow`` script: a venv moved to another directory keeps scripts whose
+    # first line names the old one.
     argv = [
-        str(mlflow_bin), "server",
+        mlflow_python, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
         "--artifacts-destination", str(workdir / "mlflow-artifacts"),
         "--serve-artifacts",
@@ -145,6 +153,13 @@ def gateway_config(upstream: str, mlflow: str) -> dict[str, Any]:
             "routes": [
                 {"name": ROUTE, "timeout_s": 30, "targets": [{"base_url": f"{upstream}/v1", "model": UPSTREAM_MODEL}]}
             ],
+        },
+        # The built-in safety judge grades every chat call (its own calls go to the same route, where the fake
+        # upstream's judge mode answers them), and each verdict is logged to MLflow as feedback on the call's trace.
+        "judges": {
+            "route": ROUTE,
+            "online": [{"route": ROUTE, "judges": [{"name": JUDGE, "rate": 1}]}],
+            "export": {"mlflow": {"tracking_uri": mlflow}},
         },
     }
 
@@ -179,9 +194,10 @@ def running(server: HttpServer, timeout: float) -> Iterator[HttpServer]:
         server.stop(STOP_GRACE_S)
 
 
-def make_calls(gateway: str) -> int:
-    """A few scoring and chat calls through the gateway; returns how many were made."""
-    calls = 0
+def make_calls(gateway: str) -> tuple[int, int]:
+    """A few scoring and chat calls through the gateway; returns how many calls were made, and how many were chat
+    calls (each graded by the online judge)."""
+    calls = chats = 0
     scoring: list[tuple[str, dict[str, Any]]] = [
         ("/invocations", {"dataframe_split": {"columns": list(IRIS_COLUMNS), "data": [list(r) for r in IRIS_ROWS]}}),
         (
@@ -203,6 +219,7 @@ def make_calls(gateway: str) -> int:
             answer = response.json()
             say(f"chat {question!r} -> {answer['choices'][0]['message']['content']!r} ({answer['usage']})")
             calls += 1
+            chats += 1
         stream_body = {
             "model": ROUTE,
             "stream": True,
@@ -214,7 +231,8 @@ def make_calls(gateway: str) -> int:
             events = sum(1 for line in response.iter_lines() if line.startswith("data:"))
         say(f"chat (streamed): {events} events")
         calls += 1
-    return calls
+        chats += 1
+    return calls, chats
 
 
 def take_screenshots(args: argparse.Namespace, mlflow_python: str, mlflow: str, experiment_id: str, found: Any) -> None:
@@ -222,9 +240,10 @@ def take_screenshots(args: argparse.Namespace, mlflow_python: str, mlflow: str, 
         if path:
             Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
     shot_args = ["screenshot", "--url", mlflow, "--experiment-id", experiment_id,
-                 "--out", str(Path(args.screenshot).absolute()), "--min-rows", str(len(found))]  # fmt: skip
-    # The first chat call (MLflow lists the newest first): a question and its answer, with token usage.
-    chat = next((t for t in reversed(found) if t["name"] and "chat" in t["name"] and t["tokens"]), None)
+                 "--out", str(Path(args.screenshot).absolute()), "--min-rows", str(len(found)),
+                 "--feedback", JUDGE]  # fmt: skip
+    # The first chat call: a question, its answer, token usage and the judge's feedback.
+    chat = next((t for t in found if t["name"] == CHAT_SPAN and QUESTIONS[0] in (t["request"] or "")), None)
     if args.trace_screenshot and chat is not None:
         shot_args += ["--trace-id", chat["trace_id"], "--trace-out", str(Path(args.trace_screenshot).absolute())]
     shots = _client(mlflow_python, *shot_args, timeout=300)
@@ -278,17 +297,26 @@ def run(args: argparse.Namespace) -> int:
         upstream = stack.enter_context(running(upstream_server(workdir, free_port()), args.startup_timeout))
         gateway_proc = gateway_server(workdir, gateway_port, upstream.base, mlflow.base, experiment_id)
         gateway = stack.enter_context(running(gateway_proc, args.startup_timeout))
-        calls = make_calls(gateway.base)
+        calls, chats = make_calls(gateway.base)
+        # Each chat call is graded by the judge, whose own call (on the same route) is a trace too; the verdict
+        # reaches MLflow as feedback on the chat call's trace once MLflow holds that trace.
+        expected = calls + chats
         found = _client(
             mlflow_python, "traces", "--tracking-uri", mlflow.base, "--experiment-id", experiment_id,
-            "--min", str(calls), "--timeout", str(args.trace_timeout), timeout=args.trace_timeout + 120,
+            "--min", str(expected), "--min-feedback", str(chats), "--timeout", str(args.trace_timeout),
+            timeout=args.trace_timeout + 120,
         )  # fmt: skip
         say(f"MLflow holds {len(found)} traces from the gateway:")
         for trace in found:
-            say(f"  {trace['trace_id']}  {trace['name']}  {trace['state']}  tokens={trace['tokens']}")
-        complete = sum(1 for t in found if t["name"] is not None) >= calls
+            feedback = f"  feedback={trace['feedback']}" if trace["feedback"] else ""
+            say(f"  {trace['trace_id']}  {trace['name']}  {trace['state']}  tokens={trace['tokens']}{feedback}")
+        judged = sum(1 for t in found if t["feedback"])
+        complete = sum(1 for t in found if t["name"] is not None) >= expected and judged >= chats
         if not complete:
-            say(f"expected {calls} traces within {args.trace_timeout:.0f} s; see {gateway.log_path}")
+            say(
+                f"expected {expected} traces ({calls} calls, {chats} judge calls) and {chats} with the {JUDGE!r} "
+                f"judge's feedback within {args.trace_timeout:.0f} s, got {judged}; see {gateway.log_path}"
+            )
         if args.screenshot:
             take_screenshots(args, mlflow_python, mlflow.base, experiment_id, found)
         print_addresses(mlflow.base, gateway.base, experiment_id, workdir)
@@ -319,7 +347,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--trace-screenshot", metavar="PATH", help="with --screenshot: one chat trace opened, as a PNG")
     parser.add_argument("--exit-after", action="store_true", help="stop the servers after the calls (and screenshots)")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="seconds each server may take to start")
-    parser.add_argument("--trace-timeout", type=float, default=60.0, help="seconds to wait for the traces in MLflow")
+    parser.add_argument(
+        "--trace-timeout", type=float, default=60.0, help="seconds to wait for the traces and feedback in MLflow"
+    )
     return parser.parse_args(argv)
 
 

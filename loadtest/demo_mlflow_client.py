@@ -5,9 +5,11 @@ Subcommands, each printing one JSON document on stdout (MLflow's own messages go
 
 - ``register``: log the gateway's demo iris package as a run's artifacts in an experiment, register it as a
   model version (``mlflow.register_model("runs:/<run>/model", name)``) and point an alias at it;
-- ``traces``: wait (bounded) until the experiment holds at least N traces with their root span, list them;
-- ``screenshot``: the MLflow UI's trace list of the experiment, and optionally one trace opened, taken with
-  headless Chromium (Debian's ``chromium`` and ``chromedriver``) driven by selenium.
+- ``traces``: wait (bounded) until the experiment holds at least N traces with their root span (and, with
+  ``--min-feedback``, M of them carrying feedback: the gateway's judges' verdicts), list them;
+- ``screenshot``: the MLflow UI's trace list of the experiment, and optionally one trace opened (with
+  ``--feedback NAME``: its assessments pane open, that feedback unfolded), taken with headless Chromium
+  (Debian's ``chromium`` and ``chromedriver``) driven by selenium.
 
 Run by loadtest/demo_mlflow.py; imports nothing from ``gateway`` or the rest of loadtest/.
 """
@@ -55,6 +57,9 @@ def _trace_summary(trace: Any) -> dict[str, Any]:
         "state": str(info.state),
         "duration_ms": info.execution_duration,
         "tokens": (info.token_usage or {}).get("total_tokens"),
+        "request": info.request_preview,
+        # The feedback logged on the trace (the gateway's judges.export.mlflow): judge name -> value.
+        "feedback": {a.name: a.value for a in info.assessments if a.feedback is not None},
     }
 
 
@@ -66,8 +71,10 @@ def traces(args: argparse.Namespace) -> None:
     while True:
         found = [_trace_summary(t) for t in mlflow.search_traces(locations=[args.experiment_id], return_type="list")]
         # A trace is listed from its first exported span on; its root (the gateway's SERVER span) ends last and
-        # may come in a later export batch: wait for the roots.
-        if sum(1 for t in found if t["name"] is not None) >= args.min or time.monotonic() > deadline:
+        # may come in a later export batch: wait for the roots, and for the judges' feedback on them.
+        rooted = sum(1 for t in found if t["name"] is not None)
+        judged = sum(1 for t in found if t["feedback"])
+        if (rooted >= args.min and judged >= args.min_feedback) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     _emit(found)
@@ -121,6 +128,58 @@ def _wait(driver: Any, what: str, condition: Any, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def _component(driver: Any, component_id: str) -> Any:
+    """The displayed element of MLflow's UI with this ``data-component-id``, or None."""
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.CSS_SELECTOR, f"[data-component-id='{component_id}']")
+    return next((e for e in found if e.is_displayed()), None)
+
+
+def _arrange_list(driver: Any) -> None:
+    """Room for the judges' feedback column: the sidebar folded, the tags column hidden."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    toggle = _component(driver, "mlflow_header.toggle_sidebar_button")
+    if toggle is not None:
+        toggle.click()
+    display = _component(driver, "mlflow.traces-v4.display.trigger")
+    if display is None:
+        return
+    display.click()
+    time.sleep(0.5)
+    _click_all(driver, "//*[@role='menuitem' and normalize-space()='Columns']")
+    time.sleep(0.5)
+    tags = _component(driver, "mlflow.traces-v4.column-selector.item.tags")
+    if tags is not None and tags.get_attribute("aria-checked") == "true":
+        tags.click()
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    time.sleep(0.3)
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    time.sleep(1.0)
+
+
+def _open_assessments(driver: Any, args: argparse.Namespace) -> None:
+    """Open the trace view's assessments pane and unfold each feedback (its rationale and source)."""
+    from selenium.webdriver.common.by import By
+
+    pane = "[data-testid='assessments-pane']"
+    if not driver.find_elements(By.CSS_SELECTOR, pane):
+        toggle = _component(driver, "shared.model-trace-explorer.assessments-pane-toggle")
+        if toggle is None:
+            raise SystemExit("demo_mlflow_client: the MLflow UI's trace view has no assessments button")
+        toggle.click()
+    _wait(
+        driver,
+        "the assessments pane with feedback",
+        lambda: any(args.feedback in e.text for e in driver.find_elements(By.CSS_SELECTOR, pane)),
+        args.timeout,
+    )
+    _click_all(driver, "//*[@data-component-id='shared.model-trace-explorer.toggle-assessment-expanded']")
+    time.sleep(1.0)
+
+
 def screenshot(args: argparse.Namespace) -> None:
     from selenium.webdriver.common.by import By
 
@@ -141,7 +200,19 @@ def screenshot(args: argparse.Namespace) -> None:
             lambda: len(driver.find_elements(By.CSS_SELECTOR, "[role=row]")) >= args.min_rows + 1,
             args.timeout,
         )
+        if args.feedback:
+            # MLflow adds a column per assessment name found in the listed traces.
+            _wait(
+                driver,
+                f"the {args.feedback!r} feedback column",
+                lambda: any(
+                    e.text.strip() == args.feedback
+                    for e in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")
+                ),
+                args.timeout,
+            )
         _settle(driver)
+        _arrange_list(driver)
         driver.save_screenshot(args.out)
         shots = {"traces": args.out}
         if args.trace_id and args.trace_out:
@@ -153,6 +224,8 @@ def screenshot(args: argparse.Namespace) -> None:
                 args.timeout,
             )
             _settle(driver)
+            if args.feedback:
+                _open_assessments(driver, args)
             driver.save_screenshot(args.trace_out)
             shots["trace"] = args.trace_out
         _emit(shots)
@@ -176,6 +249,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     tr.add_argument("--tracking-uri", required=True)
     tr.add_argument("--experiment-id", required=True)
     tr.add_argument("--min", type=int, default=1, help="wait until at least this many traces are stored")
+    tr.add_argument("--min-feedback", type=int, default=0, help="... and at least this many carry feedback")
     tr.add_argument("--timeout", type=float, default=60.0, help="seconds to wait at most (default 60)")
     tr.set_defaults(run=traces)
 
@@ -186,7 +260,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     shot.add_argument("--min-rows", type=int, default=1, help="wait until the list shows this many traces")
     shot.add_argument("--trace-id", help="a trace to open ...")
     shot.add_argument("--trace-out", help="... and the PNG of it opened")
-    shot.add_argument("--width", type=int, default=1400)
+    shot.add_argument("--feedback", help="a feedback name (a judge's): wait for its column, show it on the trace")
+    shot.add_argument("--width", type=int, default=1500)
     shot.add_argument("--height", type=int, default=900)
     shot.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each view (default 60)")
     shot.add_argument("--chromium", default="/usr/bin/chromium")

@@ -16,6 +16,8 @@ import pytest
 from gateway.app import create_app
 from gateway.config import ConfigError, load_settings, settings_from_dict, settings_to_dict
 from gateway.judge_export_settings import JudgeExportSettings, MlflowFeedbackSettings
+from gateway.store.assessments import CODE, LLM_JUDGE, Assessment
+from judges.mlflow_feedback import feedback_body
 from tests.judges.worker_procs import FAST_QUEUE
 from tests.llm.conftest import (
     PROVIDER_KEY,
@@ -135,3 +137,19 @@ def test_mlflow_unreachable_judging_goes_on_and_each_loss_is_counted_and_logged_
     assert len(assessed) == 2 and all(a and a[0]["name"] == "safety" and a[0]["value"] is True for a in assessed)
     warnings = [r for r in caplog.records if r.name == "judges.mlflow" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage(), [r.getMessage() for r in warnings]
+
+
+def test_a_code_judges_feedback_has_mlflows_code_source() -> None:
+    """MLflow's source types are ours: a code judge's verdict is ``CODE`` with its function as the source id, an
+    LLM judge's ``LLM_JUDGE`` with its prompt and version."""
+    common = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "B7AD6B7169203331", "name": "no_secret"}
+    code = feedback_body(
+        Assessment(id="a1", source_type=CODE, source_id="loadtest.code_judge:says_no_secret", value=True, **common)
+    )["assessment"]
+    llm = feedback_body(Assessment(id="a2", source_type=LLM_JUDGE, source_id="judges.safety/1", value=False, **common))[
+        "assessment"
+    ]
+    assert code["source"] == {"source_type": "CODE", "source_id": "loadtest.code_judge:says_no_secret"}
+    assert llm["source"] == {"source_type": "LLM_JUDGE", "source_id": "judges.safety/1"}
+    assert code["trace_id"] == llm["trace_id"] == "tr-0af7651916cd43dd8448eb211c80319c"
+    assert code["span_id"] == "b7ad6b7169203331" and code["feedback"] == {"value": True}

@@ -1,7 +1,7 @@
 """``make demo-mlflow`` (loadtest/demo_mlflow.py): its command line, its message without the MLflow venv, and, where
 that venv exists (``make demo-mlflow`` made .venv-mlflow-demo), one whole run on free ports that stops after its
-calls: a real ``mlflow server``, the model registered with MLflow's client, the gateway serving it from MLflow and
-every call's trace stored in MLflow."""
+calls: a real ``mlflow server``, the model registered with MLflow's client, the gateway serving it from MLflow,
+every call's trace stored in MLflow, and the online judge's verdict on each chat call logged there as feedback."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def test_without_the_mlflow_venv_it_says_how_to_make_it(tmp_path: Path) -> None:
     not (DEMO_VENV_PYTHON.parent / "mlflow").exists(),
     reason="no .venv-mlflow-demo (the full mlflow release): `make demo-mlflow` makes it",
 )
-def test_a_whole_run_serves_from_mlflow_and_every_call_becomes_an_mlflow_trace(tmp_path: Path) -> None:
+def test_a_whole_run_serves_from_mlflow_and_every_call_becomes_an_mlflow_trace_with_its_feedback(
+    tmp_path: Path,
+) -> None:
     result = _run(
         "--mlflow-python", str(DEMO_VENV_PYTHON), "--workdir", str(tmp_path / "demo"),
         "--mlflow-port", "0", "--gateway-port", "0", "--exit-after",
@@ -49,6 +51,9 @@ def test_a_whole_run_serves_from_mlflow_and_every_call_becomes_an_mlflow_trace(t
     assert result.returncode == 0, result.stderr[-4000:]
     log = result.stderr[-4000:]
     assert "POST /invocations: labels [0, 1, 2] (version 1)" in result.stderr, log
-    assert "MLflow holds 6 traces from the gateway:" in result.stderr, log
+    # 6 calls (2 scoring, 4 chat) and the safety judge's own call for each chat call.
+    assert "MLflow holds 10 traces from the gateway:" in result.stderr, log
     assert result.stderr.count("POST /v1/chat/completions  OK") == 4, log
+    assert result.stderr.count("gateway.complete chat  OK") == 4, log
+    assert result.stderr.count("feedback={'safety': True}") == 4, log
     assert "/#/experiments/1/traces" in result.stdout, result.stdout
