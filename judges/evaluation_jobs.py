@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from gateway.store.evaluation_runs import STOPPED, run_status
 from gateway.store.evaluations import EvaluationStore
-from judges.catalog import JudgeCatalog, judge_from_version, parse_guidelines, prompt_name
+from judges.catalog import JudgeCatalog, parse_guidelines
 from judges.definitions import Judge
 from judges.queue.jobs import EVALUATION, JudgeJob
 
@@ -54,15 +54,11 @@ def item_jobs(
 
 def stored_judge(catalog: JudgeCatalog, spec: Mapping[str, Any]) -> Judge:
     """A judge of a run as its stored request names it (judges/evaluation_plan.py's ``judge_to_dict``): at
-    its pinned prompt version (the catalog's current one when none was kept), with the run's guidelines.
-    NotFound when this process's catalog does not hold that version."""
+    its pinned prompt version (the catalog's current one when none was kept; a code judge at its configured
+    version), with the run's guidelines. NotFound when this process's catalog does not hold that version."""
     name = str(spec["name"])
     version = spec.get("prompt_version")
-    if version is None:
-        judge = catalog.get(name)
-    else:
-        cached = catalog.cache.catalog.version(prompt_name(name), int(version))
-        judge = judge_from_version(cached.version, catalog.settings)
+    judge = catalog.get(name) if version is None else catalog.at_version(name, int(version))
     if judge.uses_guidelines:
         judge = judge.with_guidelines(parse_guidelines(spec.get("guidelines"), "guidelines"))
     return judge

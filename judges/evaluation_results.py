@@ -2,8 +2,8 @@
 computed from the stored rows (items and assessments), so every worker answers the same and the figures
 always equal what a query of the assessments says.
 
-Aggregates count the judges' verdicts (source ``LLM_JUDGE``; human labels are shown with their item, and
-compared with the judges by ``GET /api/judges/{name}/agreement``). Per judge:
+Aggregates count the judges' verdicts (source ``LLM_JUDGE``, or ``CODE`` for a code judge; human labels are
+shown with their item, and compared with the judges by ``GET /api/judges/{name}/agreement``). Per judge:
 
 - ``count``: verdicts with a value; ``errors``: error assessments (a missing field, a failed call, an
   answer that could not be parsed);
@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from gateway.store.assessments import LLM_JUDGE, Assessment
+from gateway.store.assessments import JUDGE_SOURCES, Assessment
 
 _ITEM_COLUMNS: Final = ("inputs", "outputs", "expectations", "trace_id", "span_id", "prompt_name", "prompt_version",
                         "model", "status", "error_message")  # fmt: skip
@@ -57,7 +57,7 @@ def aggregates(
     judge_names: Sequence[str], items: Sequence[Mapping[str, Any]], assessments: Sequence[Assessment]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Per judge over the whole run, and per (prompt name, prompt version, model) of the items."""
-    verdicts = [a for a in assessments if a.source_type == LLM_JUDGE]
+    verdicts = [a for a in assessments if a.source_type in JUDGE_SOURCES]
     overall = {name: judge_aggregate(a for a in verdicts if a.name == name) for name in judge_names}
     group_of = {item["item_index"]: _group(item) for item in items}
     sizes = Counter(group_of.values())

@@ -40,6 +40,7 @@ ONLINE: Final = "online"  # the "evaluation id" of an assessment made outside an
 LLM_JUDGE: Final = "LLM_JUDGE"
 HUMAN: Final = "HUMAN"
 CODE: Final = "CODE"
+JUDGE_SOURCES: Final = (LLM_JUDGE, CODE)  # a judge's verdict (an evaluation run's items wait for these)
 SOURCE_TYPES: Final = (LLM_JUDGE, HUMAN, CODE)
 
 # Longest text each bounded column takes: longer text is cut there (a judge's free-text label, a model

@@ -23,7 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.store.assessments import LLM_JUDGE, Assessment, now_ms
+from gateway.store.assessments import JUDGE_SOURCES, Assessment, now_ms
 from gateway.store.engine import begin_read, begin_write
 from gateway.store.schema import assessments, evaluation_items, evaluations
 
@@ -151,7 +151,7 @@ def item_states(engine: Engine, evaluation_id: str) -> list[tuple[int, str, bool
 def judged_pairs(engine: Engine, evaluation_id: str) -> set[tuple[int, str]]:
     """``(item_index, judge name)`` of the judges' verdicts already stored for the run (a resumed run skips them)."""
     query = sa.select(_a.c.item_index, _a.c.name).where(
-        _a.c.evaluation_id == evaluation_id, _a.c.source_type == LLM_JUDGE, _a.c.item_index.is_not(None)
+        _a.c.evaluation_id == evaluation_id, _a.c.source_type.in_(JUDGE_SOURCES), _a.c.item_index.is_not(None)
     )
     with begin_read(engine) as conn:
         return {(row.item_index, row.name) for row in conn.execute(query)}
@@ -170,7 +170,7 @@ def settle_items(engine: Engine, evaluation_id: str, judge_names: Sequence[str])
         .where(
             _a.c.evaluation_id == evaluation_id,
             _it.c.status == "queued",
-            _a.c.source_type == LLM_JUDGE,
+            _a.c.source_type.in_(JUDGE_SOURCES),
             _a.c.name.in_(names),
         )
         .group_by(_a.c.item_index)
@@ -178,7 +178,7 @@ def settle_items(engine: Engine, evaluation_id: str, judge_names: Sequence[str])
     )
     failures = sa.select(_a.c.item_index, _a.c.name, _a.c.error_code, _a.c.error_message).where(
         _a.c.evaluation_id == evaluation_id,
-        _a.c.source_type == LLM_JUDGE,
+        _a.c.source_type.in_(JUDGE_SOURCES),
         _a.c.name.in_(names),
         _a.c.error_code.is_not(None),
         _a.c.item_index.in_(complete.scalar_subquery()),

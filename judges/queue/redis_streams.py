@@ -175,7 +175,13 @@ class RedisStreamsQueue:
             pipe = self._client.pipeline(transaction=False)
             for job in jobs:
                 pipe.xadd(self.stream_key(job.judge), job.to_fields())  # type: ignore[arg-type]
-            await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+        failed = {job.judge for job, result in zip(jobs, results, strict=True) if isinstance(result, Exception)}
+        if failed:  # a judge's key that is not a stream (WRONGTYPE): that judge is paused, the others' jobs went
+            lost = sum(1 for job in jobs if job.judge in failed)
+            logger.error("Judge queue: %d job(s) of %s not queued: %s", lost, ", ".join(sorted(failed)),
+                         next(r for r in results if isinstance(r, Exception)))  # fmt: skip
+            await self._pause_wrong_types(failed)
 
     async def _ensure_groups(self, judges: set[str]) -> None:
         """The stream and consumer group of each judge (made once per process; ``BUSYGROUP`` is fine)."""
@@ -186,12 +192,15 @@ class RedisStreamsQueue:
         pipe.sadd(self.judges_key, *new)
         for judge in new:
             pipe.xgroup_create(self.stream_key(judge), GROUP, id="0", mkstream=True)
-        for result in await pipe.execute(raise_on_error=False):
-            if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+        results = await pipe.execute(raise_on_error=False)
+        for judge, result in zip(new, results[1:], strict=True):
+            if isinstance(result, ResponseError) and "WRONGTYPE" in str(result):
+                continue  # not a stream: the read or the append over it pauses that judge (_pause_wrong_types)
+            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
                 raise result
-            if isinstance(result, Exception) and not isinstance(result, ResponseError):
-                raise result
-        self._groups.update(new)
+            self._groups.add(judge)
+        if isinstance(results[0], Exception):
+            raise results[0]
 
     async def _active_judges(self) -> tuple[list[str], dict[str, str]]:
         pipe = self._client.pipeline(transaction=False)
@@ -200,7 +209,48 @@ class RedisStreamsQueue:
         judges, paused = await pipe.execute()
         return sorted(j for j in judges if j not in paused), dict(paused)
 
+    async def _pause_wrong_types(self, judges: set[str]) -> None:
+        """Pause each of ``judges`` whose stream or retry key holds another kind of value (someone wrote
+        it by hand, or another program shares the prefix): Redis refuses a read over all the judges' streams
+        (WRONGTYPE) while one of them is not a stream, so that judge stops and says why; the others go on."""
+        ordered = sorted(judges)
+        async with self._bounded():
+            pipe = self._client.pipeline(transaction=False)
+            for judge in ordered:
+                pipe.type(self.stream_key(judge))
+                pipe.type(self.delayed_key(judge))
+            kinds = await pipe.execute()
+        for index, judge in enumerate(ordered):
+            stream_kind, delayed_kind = kinds[2 * index], kinds[2 * index + 1]
+            if stream_kind in ("stream", "none") and delayed_kind in ("zset", "none"):
+                continue
+            key, kind, wanted = (
+                (self.stream_key(judge), stream_kind, "stream")
+                if stream_kind not in ("stream", "none")
+                else (self.delayed_key(judge), delayed_kind, "sorted set")
+            )
+            reason = (
+                f"The Redis key {key!r} holds a {kind}, not a {wanted}: delete or rename it, then resume the judge."
+            )
+            logger.error("Judge queue: judge %r paused: %s", judge, reason)
+            await self.pause(judge, reason)
+            self._groups.discard(judge)
+
     async def claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        try:
+            return await self._claim(consumer, count, block_s)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            active, _ = await self._active_judges_bounded()
+            await self._pause_wrong_types(set(active))
+            return []
+
+    async def _active_judges_bounded(self) -> tuple[list[str], dict[str, str]]:
+        async with self._bounded():
+            return await self._active_judges()
+
+    async def _claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         async with self._bounded():
             active, _ = await self._active_judges()
             if active:

@@ -181,3 +181,7 @@ def test_an_evaluation_run_with_a_code_judge(gw: JudgeGateway) -> None:
     assert code == [(0, "matches", None, "missing_field"), (0, "says_four", True, None),
                     (1, "matches", None, "missing_field"), (1, "says_four", False, None),
                     (2, "matches", None, "missing_field"), (2, "says_four", False, None)]  # fmt: skip
+    # A code judge's verdicts settle the items and count in the run's aggregates, as an LLM judge's do.
+    assert view["progress"] == {"done": 3, "errors": 3, "pending": 0, "total": 3}  # done with errors: matches
+    assert view["aggregates"]["says_four"]["count"] == 3 and view["aggregates"]["says_four"]["pass_rate"] == 1 / 3
+    assert view["aggregates"]["matches"]["errors"] == 3

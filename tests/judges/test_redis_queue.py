@@ -222,6 +222,31 @@ def test_a_redis_that_lost_its_data_gets_its_groups_back(prefix: str) -> None:
     run(work, prefix)
 
 
+def test_a_judge_key_that_is_not_a_stream_pauses_that_judge_only(prefix: str) -> None:
+    """A judge's stream key overwritten with a string (by hand, or another program on the prefix): Redis refuses
+    a read over all the streams (WRONGTYPE); that judge is paused with the key and its type named, and the other
+    judges' jobs are claimed; an enqueue for it leaves the others' jobs queued."""
+
+    async def work(queue: RedisStreamsQueue) -> None:
+        await queue.enqueue([online_job("5" * 32, "safety"), online_job("6" * 32, "correctness")])
+        await queue._client.delete(queue.stream_key("safety"))
+        await queue._client.set(queue.stream_key("safety"), "not a stream")
+        assert await queue.claim("c1", 10, 0.05) == []  # WRONGTYPE: the culprit is found and paused
+        paused = await queue.paused()
+        assert list(paused) == ["safety"]
+        assert queue.stream_key("safety") in paused["safety"] and "holds a string, not a stream" in paused["safety"]
+        (claimed,) = await queue.claim("c1", 10, 0.1)
+        assert claimed.job.judge == "correctness"
+        await queue.ack(claimed)
+        await queue.resume("safety")
+        await queue.enqueue([online_job("7" * 32, "safety"), online_job("8" * 32, "correctness")])
+        assert "safety" in await queue.paused()  # paused again, the other judge's job queued
+        (other,) = await queue.claim("c1", 10, 0.1)
+        assert other.job.trace_id == "8" * 32
+
+    run(work, prefix)
+
+
 def test_touched_jobs_in_hand_are_not_reclaimed_and_keep_their_delivery_count(prefix: str) -> None:
     async def work(queue: RedisStreamsQueue) -> None:
         await queue.enqueue([online_job("5" * 32)])
