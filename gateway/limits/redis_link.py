@@ -5,16 +5,16 @@ Why not redis-py's client for these: each of its commands costs 60-70 us of CPU 
 observability layers, packing each argument, its parser) where the round trip itself is ~10 us; a limited call
 made two of them (its check, its settlement), which is most of what the Redis-backed check added to a proxied
 call (docs/benchmarks.md, "Gateway keys"). Here a command is written at once (RESP packed by ``hiredis``) and its
-reply read by one reader task that parses with ``hiredis`` and answers the commands' futures in order, so
-concurrent calls share the connection (pipelined) and a settlement need not wait for its reply at all.
+reply read by an asyncio protocol that parses with ``hiredis`` as bytes come and answers the commands' futures in
+order, so concurrent calls share the connection (pipelined) and a settlement need not wait for its reply at all.
 
 The connection is opened (and authenticated, the database selected, TLS) by redis-py's own connection class for
-the client's URL; only its socket's streams are used after that. Anything wrong with it (closed, a reply later than
-``timeout_s``) drops it: every command waiting fails with ``redis.ConnectionError`` (``TimeoutError`` for the
-late one) and the next command opens a new one. A script Redis does not hold yet (``NOSCRIPT``: a restarted or
-flushed Redis) is sent whole once and then by its digest again; the scripts it is given are loaded on every
-connection it opens, so their first use goes by digest too (a settlement then reaches Redis before the worker's
-next check).
+the client's URL, and the scripts loaded; its socket is then read by this module's protocol, not redis-py's.
+Anything wrong with it (closed, a reply later than ``timeout_s``) drops it: every command waiting fails with
+``redis.ConnectionError`` (``TimeoutError`` for the late one) and the next command opens a new one. A script
+Redis does not hold (``NOSCRIPT``: a flushed script cache) is sent whole once and then by its digest again; the
+scripts the link is given are loaded on every connection it opens, so their first use goes by digest too (a
+settlement then reaches Redis before the worker's next check).
 """
 
 from __future__ import annotations
@@ -49,19 +49,16 @@ class ScriptLink:
         self._client = client
         self._scripts = scripts  # loaded on every connection it opens
         self._timeout_s = timeout_s
-        self._writer: asyncio.StreamWriter | None = None
-        self._connection: Any = None  # redis-py's connection whose socket this is
+        self._replies: _Replies | None = None  # the open connection's
         self._opening: asyncio.Future[None] | None = None
-        self._reading: asyncio.Task[None] | None = None
-        self._pending: deque[asyncio.Future[Any]] = deque()
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None
+        return self._replies is not None
 
     async def run(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """The script's answer; ``redis.ResponseError`` for an error it raised."""
-        if self._writer is None:
+        if self._replies is None:
             await self._open()
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -78,7 +75,7 @@ class ScriptLink:
     def send(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any]:
         """Send the script without waiting for its answer (on an open link the write is done when this returns,
         so a later command of this worker reaches Redis after it): the future has the answer, or the error."""
-        if self._writer is None:
+        if self._replies is None:
             return asyncio.ensure_future(self.run(script, keys, args))
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -102,14 +99,13 @@ class ScriptLink:
         return answer
 
     def _send(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], whole: bool = False) -> Any:
-        writer = self._writer
-        if writer is None:
+        replies = self._replies
+        if replies is None:
             raise redis.ConnectionError("The connection to Redis was closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieved)
+        future: asyncio.Future[Any] = replies.loop.create_future()
         command = ("EVAL", script.source) if whole else ("EVALSHA", script.sha)
-        writer.write(hiredis.pack_command((*command, len(keys), *keys, *args)))  # type: ignore[arg-type]
-        self._pending.append(future)
+        replies.transport.write(hiredis.pack_command((*command, len(keys), *keys, *args)))  # type: ignore[arg-type]
+        replies.pending.append(future)
         return future
 
     async def _open(self) -> None:
@@ -131,56 +127,68 @@ class ScriptLink:
         for script in self._scripts:  # so that even a script's first use goes by its digest, in order
             await connection.send_command("SCRIPT", "LOAD", script.source)
             await connection.read_response()
-        reader, writer = connection._reader, connection._writer
-        if reader is None or writer is None:  # redis-py keeps a connected socket's streams there
-            raise redis.ConnectionError("redis-py's connection has no streams after connecting")
-        self._connection, self._writer = connection, writer
-        self._reading = asyncio.get_running_loop().create_task(self._read(reader))
+        writer = connection._writer  # redis-py keeps a connected socket's streams there
+        if writer is None:
+            raise redis.ConnectionError("redis-py's connection has no stream after connecting")
+        # Every reply asked for has been read: from now on the socket's bytes go to _Replies, not to redis-py.
+        transport: asyncio.Transport = writer.transport
+        replies = _Replies(self, transport, connection)
+        transport.set_protocol(replies)
+        self._replies = replies
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader(replyError=redis.ResponseError, protocolError=redis.ConnectionError)
-        pending = self._pending
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    raise redis.ConnectionError("Redis closed the connection")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
-                    future = pending.popleft()
-                    if future.done():  # its caller stopped waiting
-                        continue
-                    if isinstance(reply, redis.ResponseError):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the link is unusable: every waiting command hears why
-            self._drop(exc if isinstance(exc, redis.RedisError | OSError) else redis.ConnectionError(str(exc)))
-
-    def _drop(self, exc: BaseException) -> None:
-        """Close the connection; the commands waiting on it fail with ``exc``."""
-        writer, self._writer = self._writer, None
-        reading, self._reading = self._reading, None
-        self._connection = None
-        if reading is not None and reading is not asyncio.current_task():
-            reading.cancel()
-        if writer is not None:
-            writer.close()
-        pending = self._pending
+    def _drop(self, exc: BaseException, replies: _Replies | None = None) -> None:
+        """Close the connection (``replies``': only if it is still this link's); the commands waiting on it fail
+        with ``exc``."""
+        current = self._replies
+        if current is None or (replies is not None and replies is not current):
+            return
+        self._replies = None
+        current.connection._close()  # redis-py's own: closes the socket, and it is not "unclosed" when collected
+        pending = current.pending
         while pending:
             future = pending.popleft()
             if not future.done():
                 future.set_exception(
                     exc if isinstance(exc, TimeoutError) else redis.ConnectionError(f"Redis connection lost: {exc}")
                 )
+                future.exception()  # retrieved: a settlement nobody waits for must not be logged
 
     async def close(self) -> None:
-        reading = self._reading
         self._drop(redis.ConnectionError("closed"))
-        if reading is not None:
-            await asyncio.gather(reading, return_exceptions=True)
+
+
+class _Replies(asyncio.Protocol):
+    """An open link's socket: its replies parsed as they come, each answering the oldest command waiting."""
+
+    def __init__(self, link: ScriptLink, transport: asyncio.Transport, connection: Any) -> None:
+        self.link = link
+        self.transport = transport
+        self.connection = connection  # kept: the redis-py object the socket came from
+        self.loop = asyncio.get_running_loop()
+        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.parser = hiredis.Reader(replyError=redis.ResponseError, protocolError=redis.ConnectionError)
+
+    def data_received(self, data: bytes) -> None:
+        parser, pending = self.parser, self.pending
+        parser.feed(data)
+        try:
+            while (reply := parser.gets()) is not False:
+                future = pending.popleft()
+                if future.done():  # its caller stopped waiting
+                    continue
+                if isinstance(reply, redis.ResponseError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (redis.ConnectionError, IndexError) as exc:  # not Redis's protocol, or a reply nobody asked for
+            self.link._drop(exc, self)
+
+    def eof_received(self) -> bool:
+        self.link._drop(redis.ConnectionError("Redis closed the connection"), self)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link._drop(exc or redis.ConnectionError("Redis closed the connection"), self)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

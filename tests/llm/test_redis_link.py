@@ -97,7 +97,7 @@ def test_a_lost_connection_is_replaced() -> None:
             assert await link.run(ECHO, [], ["before"]) == [b"before", 0]
             ids = [entry["id"] for entry in await admin.client_list() if entry["name"] == name]
             assert len(ids) == 1 and link.connected
-            assert await admin.execute_command("CLIENT", "KILL", "ID", ids[0]) == 1
+            assert await admin.client_kill_filter(_id=ids[0]) == 1
             for _ in range(200):  # the reader sees the end of the connection
                 if not link.connected:
                     break
