@@ -15,8 +15,10 @@ store, and need Redis on 127.0.0.1:6379 for the Redis figures (skipped, and said
    p50 of each and the difference, and the server's CPU per call (/proc). Target: the Redis-backed check adds
    <= 0.3 ms p50. ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/before main``) runs that
    code's server beside this one's in the same run, all cells interleaved: a before/after on one machine.
-3. ``POST /invocations`` of the iris demo, 1-row body (``make bench``'s iris cell) with ``wrk -t1`` at 1 and 64
-   connections: auth off vs auth on (a stored key sent on every request), interleaved. Target: within 5%.
+3. ``POST /invocations`` of the iris demo, 1-row body (``make bench``'s iris cell) with ``wrk -t1`` (a second
+   process) at 1 and 64 connections: auth off vs auth on (a stored key sent on every request), both servers up
+   for the whole run and their cells alternated (off-on, then on-off), medians of ``--repeat`` passes and the
+   ratio per pass. Target: within 5%.
 """
 
 from __future__ import annotations
@@ -276,7 +278,11 @@ def _wrk(url: str, body: Path, conns: int, duration: float, headers: list[str]) 
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     if raw["status"]:
         raise RuntimeError(f"{raw['status']} answers were not 2xx ({url}, {headers})")
-    return {"rps": raw["requests"] / (raw["duration_us"] / 1e6), "p50_ms": raw["p50"] / 1e3}
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50"] / 1e3,
+        "requests": raw["requests"],
+    }
 
 
 def invocations(bin_dir: Path, work: Path, duration: float, repeat: int, conns: list[int]) -> dict[str, Any]:
@@ -297,20 +303,39 @@ def invocations(bin_dir: Path, work: Path, duration: float, repeat: int, conns: 
                [f"Authorization: Bearer {secret}"]),
     }  # fmt: skip
     runs: dict[str, dict[int, list[dict[str, float]]]] = {mode: {c: [] for c in conns} for mode in modes}
-    for _ in range(repeat):
-        for mode, (mode_env, headers) in modes.items():
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[str, int]] = {}
+        for mode, (mode_env, _) in modes.items():  # both servers up for the whole run: cells side by side in time
             port = _free_port()
             argv = [gateway, "serve", "--port", str(port), "--workers", "1", "--model", "models:/iris@champion"]
-            with _process(argv, mode_env, f"http://127.0.0.1:{port}/health", work / f"gateway-{mode}.log"):
-                url = f"http://127.0.0.1:{port}/invocations"
-                _wrk(url, body, 16, 1.0, headers)  # warm-up
-                for count in conns:
-                    runs[mode][count].append(_wrk(url, body, count, duration, headers))
+            log = work / f"gateway-{mode}.log"
+            proc = stack.enter_context(_process(argv, mode_env, f"http://127.0.0.1:{port}/health", log))
+            servers[mode] = (f"http://127.0.0.1:{port}/invocations", proc.pid)
+            _wrk(servers[mode][0], body, 16, 1.0, modes[mode][1])  # warm-up
+        for index in range(repeat):
+            order = list(modes) if index % 2 == 0 else list(reversed(modes))  # off-on, then on-off: no drift bias
+            for count in conns:
+                for mode in order:
+                    url, pid = servers[mode]
+                    used = _cpu_s(pid)
+                    cell = _wrk(url, body, count, duration, modes[mode][1])
+                    cell["server_cpu_us"] = (_cpu_s(pid) - used) / cell["requests"] * 1e6
+                    runs[mode][count].append(cell)
     result: dict[str, Any] = {}
     for count in conns:
-        off = statistics.median(r["rps"] for r in runs["off"][count])
-        on = statistics.median(r["rps"] for r in runs["on"][count])
-        result[f"{count}_conns"] = {"off_rps": off, "on_rps": on, "on_vs_off": on / off}
+        off = [r["rps"] for r in runs["off"][count]]
+        on = [r["rps"] for r in runs["on"][count]]
+        result[f"{count}_conns"] = {
+            "off_rps": statistics.median(off),
+            "on_rps": statistics.median(on),
+            "on_vs_off": statistics.median(on) / statistics.median(off),
+            "on_vs_off_per_pass": [b / a for a, b in zip(off, on, strict=True)],
+            "off_p50_ms": statistics.median(r["p50_ms"] for r in runs["off"][count]),
+            "on_p50_ms": statistics.median(r["p50_ms"] for r in runs["on"][count]),
+            # the server's CPU per request (/proc): what auth adds, less shaken by other load than req/s
+            "off_server_cpu_us": statistics.median(r["server_cpu_us"] for r in runs["off"][count]),
+            "on_server_cpu_us": statistics.median(r["server_cpu_us"] for r in runs["on"][count]),
+        }
     return result
 
 
