@@ -16,8 +16,8 @@ to the key's spend.
 A call of a limited key on a limited route is checked against the key first, then the route, in one step (one
 script with Redis): a call the key's limits refuse takes nothing of the route's, and one the route refuses takes
 nothing of the key's (a refused call counts in no window). The headers then show, per family (requests, tokens),
-the tighter of the two. With Redis, a call's settlement is one script too, sent when the call ends without waiting
-for its answer.
+the tighter of the two. With Redis, a call's settlement is one script too, written when the call ends, with no
+answer asked for.
 
 Redis unreachable (or slower than ``limits.redis_timeout_s``): ``limits.redis_failure`` decides, ``open`` (the
 call goes through unlimited, counted in ``gateway_rate_limit_redis_failures_total`` and logged once per outage) or
@@ -136,7 +136,7 @@ class KeyLimiter:
             self.redis = None
         self._paused_until = 0.0
         self._failing = False
-        self._settling: set[asyncio.Future[Any]] = set()  # settlements sent to Redis, not answered yet
+        self._settling: set[asyncio.Future[Any]] = set()  # settlements waiting for the link to open
         # Call ids, unique across workers and replicas (Redis logs them): a random prefix and a counter.
         self._call_prefix = secrets.token_hex(6)
         self._calls = 0
@@ -206,8 +206,9 @@ class KeyLimiter:
         return Admission(self, tickets, headers)
 
     def settle(self, tickets: list[Ticket], tokens_used: int | None, cost_usd: float | None) -> None:
-        """Correct the call's reservations and add its cost. With Redis, one script sent at once (before any later
-        call of this worker is checked) whose answer nobody waits for: a failure is noted when it comes."""
+        """Correct the call's reservations and add its cost. With Redis, one script written at once (before any
+        later call of this worker is checked) with no answer asked for (gateway/limits/redis_link.py); on a closed
+        link, in a task that opens it, whose failure is noted."""
         if self.redis is None:
             for ticket in tickets:
                 self.local.settle(ticket, tokens_used, cost_usd)

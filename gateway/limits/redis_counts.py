@@ -53,13 +53,18 @@ local function reset(key)
   if #newest > 0 then return tonumber(newest[2]) + window - now end
   return 0
 end
-local function answer(upto, last)
+local function answer(upto, last, admitted)
   local out = {}
   for i = 1, upto do
     local c = checked[i]
     local r_reset, t_reset = 0, 0
-    if c.rpm > 0 then r_reset = reset(KEYS[c.k + 1]) end
-    if c.tpm > 0 then t_reset = reset(KEYS[c.k + 2]) end
+    if admitted then  -- the newest entry is this call's: the window is empty a window from now
+      if c.rpm > 0 then r_reset = window end
+      if c.tpm > 0 then t_reset = window end
+    else
+      if c.rpm > 0 then r_reset = reset(KEYS[c.k + 1]) end
+      if c.tpm > 0 then t_reset = reset(KEYS[c.k + 2]) end
+    end
     for _, v in ipairs({c.refused, c.used_r, r_reset, c.used_t, t_reset, c.retry, c.spent}) do out[#out + 1] = v end
   end
   if last then
@@ -136,7 +141,7 @@ for s = 1, subjects do
     redis.call('PEXPIRE', KEYS[c.k + 3], window)
   end
 end
-return answer(subjects)
+return answer(subjects, nil, true)
 """
 
 # A call's end, every subject's in one step. KEYS, 3 per subject: token log, token sum, spend. ARGV: the real

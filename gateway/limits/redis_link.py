@@ -6,15 +6,18 @@ observability layers, packing each argument, its parser) where the round trip it
 made two of them (its check, its settlement), which is most of what the Redis-backed check added to a proxied
 call (docs/benchmarks.md, "Gateway keys"). Here a command is written at once (RESP packed by ``hiredis``) and its
 reply read by an asyncio protocol that parses with ``hiredis`` as bytes come and answers the commands' futures in
-order, so concurrent calls share the connection (pipelined) and a settlement need not wait for its reply at all.
+order, so concurrent calls share the connection (pipelined). A settlement is sent with ``CLIENT REPLY SKIP``:
+Redis runs it in order and answers nothing, so no reply wakes the worker between calls (its failures show as the
+link's: a lost connection, a check that times out).
 
 The connection is opened (and authenticated, the database selected, TLS) by redis-py's own connection class for
 the client's URL, and the scripts loaded; its socket is then read by this module's protocol, not redis-py's.
 Anything wrong with it (closed, a reply later than ``timeout_s``) drops it: every command waiting fails with
-``redis.ConnectionError`` (``TimeoutError`` for the late one) and the next command opens a new one. A script
-Redis does not hold (``NOSCRIPT``: a flushed script cache) is sent whole once and then by its digest again; the
-scripts the link is given are loaded on every connection it opens, so their first use goes by digest too (a
-settlement then reaches Redis before the worker's next check).
+``redis.ConnectionError`` (``TimeoutError`` for the late one) and the next command opens a new one. The scripts
+the link is given are loaded on every connection it opens (so their first use goes by digest, and a settlement
+reaches Redis before the worker's next check); a check that finds them gone (``NOSCRIPT``: SCRIPT FLUSH) opens a
+new connection, which loads them again, and is sent whole. A settlement sent between the flush and that check is
+lost (its reservation stays counted until it leaves the window; its cost is not added to the key's spend).
 """
 
 from __future__ import annotations
@@ -67,36 +70,26 @@ class ScriptLink:
                 except redis.ResponseError as exc:
                     if not str(exc).startswith("NOSCRIPT"):
                         raise
+                    # Redis lost its scripts (SCRIPT FLUSH): a new connection loads them all again (``send``'s
+                    # scripts get no answer to say so), and this one goes whole.
+                    self._drop(redis.ConnectionError("Redis lost the limiter's scripts"))
+                    await self._open()
                     return await self._send(script, keys, args, whole=True)
         except TimeoutError:
             self._drop(TimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
             raise
 
-    def send(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any]:
-        """Send the script without waiting for its answer (on an open link the write is done when this returns,
-        so a later command of this worker reaches Redis after it): the future has the answer, or the error."""
-        if self._replies is None:
+    def send(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        """Send the script and ask Redis for no answer (``CLIENT REPLY SKIP``): on an open link the write is done
+        when this returns, so a later command of this worker reaches Redis after it, and no reply wakes this
+        worker up (None). On a closed link the script is run as ``run`` does, in a task (its future)."""
+        replies = self._replies
+        if replies is None:
             return asyncio.ensure_future(self.run(script, keys, args))
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(first: asyncio.Future[Any], whole: bool = False) -> None:
-            if answer.done():
-                return
-            exc = None if first.cancelled() else first.exception()
-            if first.cancelled():
-                answer.cancel()
-            elif exc is None:
-                answer.set_result(first.result())
-            elif not whole and isinstance(exc, redis.ResponseError) and str(exc).startswith("NOSCRIPT"):
-                try:
-                    self._send(script, keys, args, whole=True).add_done_callback(lambda again: done(again, True))
-                except redis.ConnectionError as lost:
-                    answer.set_exception(lost)
-            else:
-                answer.set_exception(exc)
-
-        self._send(script, keys, args).add_done_callback(done)
-        return answer
+        replies.transport.write(
+            _SKIP + hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))  # type: ignore[arg-type]
+        )
+        return None
 
     def _send(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], whole: bool = False) -> Any:
         replies = self._replies
@@ -189,6 +182,9 @@ class _Replies(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.link._drop(exc or redis.ConnectionError("Redis closed the connection"), self)
+
+
+_SKIP = hiredis.pack_command(("CLIENT", "REPLY", "SKIP"))  # type: ignore[arg-type]  # no reply to the next command (nor to this one)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -21,6 +21,7 @@ from tests.conftest import REDIS_URL, require_service
 from tests.judges.worker_procs import StalledServer
 
 ECHO = Script("return {ARGV[1], #KEYS}")
+INCR = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 
 
 @pytest.fixture(autouse=True)
@@ -36,13 +37,17 @@ def _fresh() -> Script:
 def test_concurrent_scripts_share_the_connection_and_each_gets_its_answer() -> None:
     async def body() -> None:
         client = aioredis.Redis.from_url(REDIS_URL)
-        link = ScriptLink(client, 2.0, (ECHO,))
+        link = ScriptLink(client, 2.0, (ECHO, INCR))
+        counter = "limits-link-test:" + secrets.token_hex(4)
         try:
             answers = await asyncio.gather(*(link.run(ECHO, ["a", "b"], [f"call-{i}"]) for i in range(200)))
             assert answers == [[f"call-{i}".encode(), 2] for i in range(200)]
-            sent = [link.send(ECHO, [], [f"sent-{i}"]) for i in range(50)]
-            assert await asyncio.gather(*sent) == [[f"sent-{i}".encode(), 0] for i in range(50)]
+            for step in range(1, 51):  # no answer asked for; each reaches Redis before the next command
+                assert link.send(INCR, [counter], [step]) is None
+            assert await link.run(ECHO, [], ["last"]) == [b"last", 0]
+            assert await client.get(counter) == str(sum(range(1, 51))).encode()
         finally:
+            await client.delete(counter)
             await link.close()
             await client.aclose()
 
@@ -54,12 +59,26 @@ def test_a_script_redis_does_not_hold_is_sent_whole_then_by_its_digest() -> None
         client = aioredis.Redis.from_url(REDIS_URL)
         link = ScriptLink(client, 2.0)
         try:
-            first, second = _fresh(), _fresh()
-            assert await client.script_exists(first.sha, second.sha) == [False, False]
+            first = _fresh()
+            assert await client.script_exists(first.sha) == [False]
             assert await link.run(first, [], []) == first.source.split("'")[1].encode()
-            assert await link.send(second, [], []) == second.source.split("'")[1].encode()  # not awaited by send
-            assert await client.script_exists(first.sha, second.sha) == [True, True]
+            assert await client.script_exists(first.sha) == [True]
             assert await link.run(first, [], []) == first.source.split("'")[1].encode()
+        finally:
+            await link.close()
+            await client.aclose()
+
+    asyncio.run(body())
+
+
+def test_send_on_a_closed_link_opens_it_and_answers() -> None:
+    async def body() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        link = ScriptLink(client, 2.0, (ECHO,))
+        try:
+            sent = link.send(ECHO, [], ["first"])
+            assert sent is not None and await sent == [b"first", 0]
+            assert link.connected and link.send(ECHO, [], ["then"]) is None
         finally:
             await link.close()
             await client.aclose()
@@ -76,8 +95,6 @@ def test_an_error_reply_is_raised_and_the_link_goes_on() -> None:
         try:
             with pytest.raises(redis.ResponseError, match="no such thing"):
                 await link.run(failing, [], [])
-            with pytest.raises(redis.ResponseError, match="no such thing"):
-                await link.send(failing, [], [])
             assert await link.run(ECHO, [], ["after"]) == [b"after", 0]
         finally:
             await link.close()
