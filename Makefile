@@ -118,7 +118,8 @@ bench-judges: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_judges.py $(BENCH_JUDGES_ARGS)
 
 ## bench-keys: what gateway keys cost: the key check and local limit check per request (in process), the Redis-backed
-## check on a proxied call at 1 connection, /invocations with auth on vs off; ~3 min; flags via BENCH_KEYS_ARGS (--quick)
+## check on a proxied call at 1 connection, /invocations with auth on vs off; ~3 min; flags via BENCH_KEYS_ARGS (--quick;
+## --baseline DIR: another checkout's server measured beside this one's in part 2)
 BENCH_KEYS_ARGS ?=
 bench-keys: $(VENV)/.dev-installed
 	$(BIN)/python loadtest/bench_keys.py $(BENCH_KEYS_ARGS)

@@ -84,13 +84,16 @@ class GatewayKeys:
 
     ``enabled`` is False without ``auth.keys``: every route is open and nothing is checked."""
 
-    __slots__ = ("_bootstrap", "_keys", "_open", "enabled", "loaded")
+    __slots__ = ("_bootstrap", "_keys", "_open", "_verified", "enabled", "loaded")
 
     def __init__(self, settings: AuthSettings) -> None:
         self._bootstrap = _by_digest(bootstrap_key(digest) for digest in settings.key_hashes)
         # raw sha256 digest -> (the same, the key): what a request's key is looked up and compared with
         self._keys: Mapping[bytes, tuple[bytes, GatewayKey]] = self._bootstrap
         self._open = settings.open_scopes
+        # Authorization headers that passed the digest comparison against the current map -> their key, so that a
+        # client's next request skips the sha256 (a kept map is what a new one replaces: update() starts it empty).
+        self._verified: dict[bytes, GatewayKey] = {}
         self.enabled = bool(self._bootstrap)
         self.loaded = False  # True once update() brought the store's keys
 
@@ -99,6 +102,7 @@ class GatewayKeys:
         keys = _by_digest(stored)
         keys.update(self._bootstrap)
         self._keys = keys  # one assignment: a request sees the old map or the new one, never a mix
+        self._verified = {}
         self.loaded = True
 
     def stored(self) -> list[GatewayKey]:
@@ -138,6 +142,21 @@ class GatewayKeys:
                 "Missing gateway key: send the header 'Authorization: Bearer <key>'.", reason="missing_api_key"
             )
         raw = authorization.encode("latin-1") if isinstance(authorization, str) else authorization
+        verified = self._verified
+        key = verified.get(raw)  # by the whole header (a per-process randomized hash): only ones that passed below
+        if key is None:
+            key = self._digest_lookup(raw)
+            if len(verified) >= _VERIFIED_MAX:
+                verified.clear()
+            verified[raw] = key
+        if key.expires_at_ms is not None and time.time() * 1000 >= key.expires_at_ms:
+            expired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at_ms / 1000))
+            raise Unauthenticated(f"The gateway key {key.label} expired at {expired}.", reason="invalid_api_key")
+        return key
+
+    def _digest_lookup(self, raw: bytes) -> GatewayKey:
+        """The key of a Bearer header's secret: its sha256 looked up and compared in constant time; Unauthenticated
+        for a malformed header, an unknown or a revoked key."""
         scheme, _, secret = raw.partition(b" ")
         secret = secret.strip()
         if scheme.lower() != b"bearer" or not secret:
@@ -149,10 +168,10 @@ class GatewayKeys:
         key = found[1]
         if key.revoked:
             raise Unauthenticated(f"The gateway key {key.label} was revoked.", reason="invalid_api_key")
-        if key.expires_at_ms is not None and time.time() * 1000 >= key.expires_at_ms:
-            expired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at_ms / 1000))
-            raise Unauthenticated(f"The gateway key {key.label} expired at {expired}.", reason="invalid_api_key")
         return key
+
+
+_VERIFIED_MAX = 10_000  # distinct verified headers kept per worker (then it starts over)
 
 
 def _by_digest(keys: Iterable[GatewayKey]) -> dict[bytes, tuple[bytes, GatewayKey]]:

@@ -9,18 +9,23 @@ store, and need Redis on 127.0.0.1:6379 for the Redis figures (skipped, and said
    the key check alone (``GatewayKeys.authorize_key``: sha256 of the key, the dict lookup, the comparison, scope
    and expiry) and the key check plus the local limit check (``KeyLimiter.admit`` with rpm, tpm and a budget, and
    the call's ``settle``). Target: <= 20 us per request together. Then ``admit`` against Redis at one connection:
-   p50 and p99 of its round trip (the one Lua script).
+   p50 and p99 of its round trip (the one Lua script), and the CPU of a check and its settlement.
 2. A proxied chat completion at one connection (one keep-alive connection, calls one after another), through
    ``gateway serve`` on Redis with an unlimited key and with a key holding rpm, tpm and a budget, interleaved:
-   p50 of each and the difference. Target: the Redis-backed check adds <= 0.3 ms p50.
-3. ``POST /invocations`` of the iris demo, 1-row body (``make bench``'s iris cell) with ``wrk -t1`` at 1 and 64
-   connections: auth off vs auth on (a stored key sent on every request), interleaved. Target: within 5%.
+   p50 of each and the difference, and the server's CPU per call (/proc). Target: the Redis-backed check adds
+   <= 0.3 ms p50. ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/before main``) runs that
+   code's server beside this one's in the same run, all cells interleaved: a before/after on one machine.
+3. ``POST /invocations`` of the iris demo, 1-row body (``make bench``'s iris cell) with ``wrk -t1`` (a second
+   process) at 1 and 64 connections: auth off vs auth on (a stored key sent on every request), both servers up
+   for the whole run and their cells alternated (off-on, then on-off), medians of ``--repeat`` passes and the
+   ratio per pass. Target: within 5%.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -113,21 +118,26 @@ def in_process(requests: int, repeat: int) -> dict[str, Any]:
     }
     if _redis_up():
 
-        async def redis_round_trips() -> list[float]:
+        async def redis_round_trips() -> tuple[list[float], float]:
             limiter = KeyLimiter(LimitsSettings(), REDIS_URL)
             _, key, _ = _keys_and_key()
             times = []
-            for _ in range(min(requests, 5000)):
+            count = min(requests, 5000)
+            used = time.process_time()
+            for _ in range(count):
                 start = time.perf_counter()
                 admission = await limiter.admit(key, None, body)
                 times.append(time.perf_counter() - start)
                 admission.settle(_Usage(), 0.0001)
+                await asyncio.sleep(0)  # the settlement's answer is read before the next check, as between calls
+            cpu_us = (time.process_time() - used) / count * 1e6
             await limiter.close()
-            return sorted(times)
+            return sorted(times), cpu_us
 
-        times = asyncio.run(redis_round_trips())
+        times, cpu_us = asyncio.run(redis_round_trips())
         result["redis_admit_p50_ms"] = times[len(times) // 2] * 1e3
         result["redis_admit_p99_ms"] = times[int(len(times) * 0.99)] * 1e3
+        result["redis_admit_and_settle_cpu_us"] = cpu_us
     return result
 
 
@@ -184,10 +194,21 @@ def _make_key(bin_dir: Path, env: dict[str, str], name: str, *limits: str) -> st
     return secret
 
 
-def proxied_calls(bin_dir: Path, work: Path, calls: int, repeat: int) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """A process's user + system CPU seconds so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proxied_calls(bin_dir: Path, work: Path, calls: int, repeat: int, baseline: Path | None = None) -> dict[str, Any]:
+    """Part 2: p50 of a proxied call with an unlimited and a limited key, interleaved; with ``baseline`` (another
+    checkout of the gateway), its ``gateway serve`` runs beside this one's and its cells are interleaved too."""
     if not _redis_up():
         return {"skipped": "Redis is not reachable at 127.0.0.1:6379"}
-    upstream_port, port = _free_port(), _free_port()
+    upstream_port = _free_port()
     config = work / "llm.json"
     config.write_text(json.dumps({"routes": [{"name": "bench", "targets": [
         {"base_url": f"http://127.0.0.1:{upstream_port}/v1", "model": "fake-model",
@@ -196,32 +217,55 @@ def proxied_calls(bin_dir: Path, work: Path, calls: int, repeat: int) -> dict[st
         work, GATEWAY_REDIS_URL=REDIS_URL, GATEWAY_LLM=config.read_text(),
         GATEWAY_AUTH=json.dumps({"keys": [hashlib.sha256(ADMIN.encode()).hexdigest()]}),
     )  # fmt: skip
-    plain = _make_key(bin_dir, env, f"plain-{port}")
-    limited = _make_key(bin_dir, env, f"limited-{port}", "--rpm", "100000000", "--tpm", "1000000000",
+    plain = _make_key(bin_dir, env, f"plain-{upstream_port}")
+    limited = _make_key(bin_dir, env, f"limited-{upstream_port}", "--rpm", "100000000", "--tpm", "1000000000",
                         "--budget-usd", "1000000")  # fmt: skip
     python = str(bin_dir / "python")
     upstream = [python, str(HERE / "fake_upstream.py"), "--port", str(upstream_port)]
-    gateway = [str(bin_dir / "gateway"), "serve", "--port", str(port), "--workers", "1"]
-    p50: dict[str, list[float]] = {"plain": [], "limited": []}
-    with (
-        _process(upstream, env, f"http://127.0.0.1:{upstream_port}/v1/models", work / "upstream.log"),
-        _process(gateway, env, f"http://127.0.0.1:{port}/ping", work / "gateway-llm.log"),
-    ):
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    builds = {"current": env}
+    if baseline is not None:
+        builds = {"baseline": {**env, "PYTHONPATH": str(baseline) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                  **builds}  # fmt: skip
+    p50: dict[str, dict[str, list[float]]] = {build: {"plain": [], "limited": []} for build in builds}
+    cpu: dict[str, dict[str, list[float]]] = {build: {"plain": [], "limited": []} for build in builds}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_process(upstream, env, f"http://127.0.0.1:{upstream_port}/v1/models", work / "up.log"))
+        servers: dict[str, tuple[str, int]] = {}
+        for build, build_env in builds.items():
+            port = _free_port()
+            gateway = [str(bin_dir / "gateway"), "serve", "--port", str(port), "--workers", "1"]
+            proc = stack.enter_context(
+                _process(gateway, build_env, f"http://127.0.0.1:{port}/ping", work / f"gateway-{build}.log")
+            )
+            servers[build] = (f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid)
         for _ in range(repeat):
-            for name, secret in (("plain", plain), ("limited", limited)):
-                with httpx.Client(headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
-                    for _ in range(min(200, calls)):  # warm-up
-                        client.post(url, json=CHAT)
-                    times = []
-                    for _ in range(calls):
-                        start = time.perf_counter()
-                        answer = client.post(url, json=CHAT)
-                        times.append(time.perf_counter() - start)
-                        assert answer.status_code == 200, answer.text
-                p50[name].append(statistics.median(times) * 1e3)
-    plain_ms, limited_ms = statistics.median(p50["plain"]), statistics.median(p50["limited"])
-    return {"plain_p50_ms": plain_ms, "limited_p50_ms": limited_ms, "added_p50_ms": limited_ms - plain_ms, "runs": p50}
+            for build, (url, pid) in servers.items():
+                for name, secret in (("plain", plain), ("limited", limited)):
+                    with httpx.Client(headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
+                        for _ in range(min(200, calls)):  # warm-up
+                            client.post(url, json=CHAT)
+                        times = []
+                        used = _cpu_s(pid)
+                        for _ in range(calls):
+                            start = time.perf_counter()
+                            answer = client.post(url, json=CHAT)
+                            times.append(time.perf_counter() - start)
+                            assert answer.status_code == 200, answer.text
+                        cpu[build][name].append((_cpu_s(pid) - used) / calls * 1e6)
+                    p50[build][name].append(statistics.median(times) * 1e3)
+    result: dict[str, Any] = {}
+    for build in builds:
+        plain_ms, limited_ms = statistics.median(p50[build]["plain"]), statistics.median(p50[build]["limited"])
+        added = [lim - pl for pl, lim in zip(p50[build]["plain"], p50[build]["limited"], strict=True)]
+        result[build] = {
+            "plain_p50_ms": plain_ms,
+            "limited_p50_ms": limited_ms,
+            "added_p50_ms": limited_ms - plain_ms,
+            "added_p50_ms_per_pass": added,
+            "gateway_cpu_us_per_call": {name: statistics.median(values) for name, values in cpu[build].items()},
+            "runs": p50[build],
+        }
+    return result if baseline is not None else result["current"]
 
 
 def _wrk(url: str, body: Path, conns: int, duration: float, headers: list[str]) -> dict[str, float]:
@@ -234,7 +278,11 @@ def _wrk(url: str, body: Path, conns: int, duration: float, headers: list[str]) 
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     if raw["status"]:
         raise RuntimeError(f"{raw['status']} answers were not 2xx ({url}, {headers})")
-    return {"rps": raw["requests"] / (raw["duration_us"] / 1e6), "p50_ms": raw["p50"] / 1e3}
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50"] / 1e3,
+        "requests": raw["requests"],
+    }
 
 
 def invocations(bin_dir: Path, work: Path, duration: float, repeat: int, conns: list[int]) -> dict[str, Any]:
@@ -255,20 +303,39 @@ def invocations(bin_dir: Path, work: Path, duration: float, repeat: int, conns: 
                [f"Authorization: Bearer {secret}"]),
     }  # fmt: skip
     runs: dict[str, dict[int, list[dict[str, float]]]] = {mode: {c: [] for c in conns} for mode in modes}
-    for _ in range(repeat):
-        for mode, (mode_env, headers) in modes.items():
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[str, int]] = {}
+        for mode, (mode_env, _) in modes.items():  # both servers up for the whole run: cells side by side in time
             port = _free_port()
             argv = [gateway, "serve", "--port", str(port), "--workers", "1", "--model", "models:/iris@champion"]
-            with _process(argv, mode_env, f"http://127.0.0.1:{port}/health", work / f"gateway-{mode}.log"):
-                url = f"http://127.0.0.1:{port}/invocations"
-                _wrk(url, body, 16, 1.0, headers)  # warm-up
-                for count in conns:
-                    runs[mode][count].append(_wrk(url, body, count, duration, headers))
+            log = work / f"gateway-{mode}.log"
+            proc = stack.enter_context(_process(argv, mode_env, f"http://127.0.0.1:{port}/health", log))
+            servers[mode] = (f"http://127.0.0.1:{port}/invocations", proc.pid)
+            _wrk(servers[mode][0], body, 16, 1.0, modes[mode][1])  # warm-up
+        for index in range(repeat):
+            order = list(modes) if index % 2 == 0 else list(reversed(modes))  # off-on, then on-off: no drift bias
+            for count in conns:
+                for mode in order:
+                    url, pid = servers[mode]
+                    used = _cpu_s(pid)
+                    cell = _wrk(url, body, count, duration, modes[mode][1])
+                    cell["server_cpu_us"] = (_cpu_s(pid) - used) / cell["requests"] * 1e6
+                    runs[mode][count].append(cell)
     result: dict[str, Any] = {}
     for count in conns:
-        off = statistics.median(r["rps"] for r in runs["off"][count])
-        on = statistics.median(r["rps"] for r in runs["on"][count])
-        result[f"{count}_conns"] = {"off_rps": off, "on_rps": on, "on_vs_off": on / off}
+        off = [r["rps"] for r in runs["off"][count]]
+        on = [r["rps"] for r in runs["on"][count]]
+        result[f"{count}_conns"] = {
+            "off_rps": statistics.median(off),
+            "on_rps": statistics.median(on),
+            "on_vs_off": statistics.median(on) / statistics.median(off),
+            "on_vs_off_per_pass": [b / a for a, b in zip(off, on, strict=True)],
+            "off_p50_ms": statistics.median(r["p50_ms"] for r in runs["off"][count]),
+            "on_p50_ms": statistics.median(r["p50_ms"] for r in runs["on"][count]),
+            # the server's CPU per request (/proc): what auth adds, less shaken by other load than req/s
+            "off_server_cpu_us": statistics.median(r["server_cpu_us"] for r in runs["off"][count]),
+            "on_server_cpu_us": statistics.median(r["server_cpu_us"] for r in runs["on"][count]),
+        }
     return result
 
 
@@ -282,11 +349,15 @@ def main() -> int:
     parser.add_argument("--conns", default="1,64")
     parser.add_argument("--bin-dir", type=Path, default=Path(sys.executable).parent)
     parser.add_argument("--only", choices=["1", "2", "3"], action="append", help="run only these parts")
+    parser.add_argument(
+        "--baseline", type=Path, help="part 2: another checkout of the gateway (e.g. git worktree of main) to measure "
+        "in the same run, its server beside this one's, cells interleaved",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.requests, args.calls, args.duration = 1, 5000, 300, 1.0
     parts = set(args.only or ["1", "2", "3"])
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
     if "1" in parts:
         report["in_process"] = in_process(args.requests, args.repeat)
         print(json.dumps({"in_process": report["in_process"]}), file=sys.stderr)
@@ -294,11 +365,14 @@ def main() -> int:
         work = Path(scratch)
         if "2" in parts:
             (work / "llm").mkdir()
-            report["proxied_call_1_conn"] = proxied_calls(args.bin_dir, work / "llm", args.calls, args.repeat)
+            report["proxied_call_1_conn"] = proxied_calls(
+                args.bin_dir, work / "llm", args.calls, args.repeat, args.baseline
+            )
         if "3" in parts:
             (work / "inv").mkdir()
             conns = [int(c) for c in args.conns.split(",")]
             report["invocations_auth"] = invocations(args.bin_dir, work / "inv", args.duration, args.repeat, conns)
+    report["load_average_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
     return 0
 

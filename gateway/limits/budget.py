@@ -42,6 +42,7 @@ class _KeySpend:
     recorded: float = 0.0  # the store's sum over calls started in [period_start, cutoff)
     cutoff: int = 0
     own: list[tuple[int, float]] = field(default_factory=list)  # (call start ms, cost) of this worker's calls
+    own_usd: float = 0.0  # their sum (a call's check reads it: no sum over the calls since the last sync)
 
 
 class LocalSpend:
@@ -58,10 +59,12 @@ class LocalSpend:
 
     def spent(self, key_id: str, period_start: int) -> float:
         entry = self._entry(key_id, period_start)
-        return entry.recorded + sum(cost for _, cost in entry.own)
+        return entry.recorded + entry.own_usd
 
     def add(self, key_id: str, period_start: int, started_ms: int, cost: float) -> None:
-        self._entry(key_id, period_start).own.append((started_ms, cost))
+        entry = self._entry(key_id, period_start)
+        entry.own.append((started_ms, cost))
+        entry.own_usd += cost
 
     def record(self, key_id: str, period_start: int, recorded: float, cutoff: int) -> None:
         """The store's sum over this key's calls started in ``[period_start, cutoff)``: own calls before the
@@ -70,3 +73,4 @@ class LocalSpend:
         entry.recorded = recorded
         entry.cutoff = cutoff
         entry.own = [(started, cost) for started, cost in entry.own if started >= cutoff]
+        entry.own_usd = sum(cost for _, cost in entry.own)

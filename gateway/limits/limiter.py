@@ -13,9 +13,11 @@ with Redis, gateway/limits/redis_counts.py; this process's windows without, gate
 (input and output tokens; kept when a stream reported none; given back when no answer came) and its cost is added
 to the key's spend.
 
-A call of a limited key on a limited route is checked against the key first, then the route: a call the key's
-limits refuse takes nothing of the route's, and one the route refuses gives the key's reservation back (a
-refused call counts in no window). The headers then show, per family (requests, tokens), the tighter of the two.
+A call of a limited key on a limited route is checked against the key first, then the route, in one step (one
+script with Redis): a call the key's limits refuse takes nothing of the route's, and one the route refuses takes
+nothing of the key's (a refused call counts in no window). The headers then show, per family (requests, tokens),
+the tighter of the two. With Redis, a call's settlement is one script too, written when the call ends, with no
+answer asked for.
 
 Redis unreachable (or slower than ``limits.redis_timeout_s``): ``limits.redis_failure`` decides, ``open`` (the
 call goes through unlimited, counted in ``gateway_rate_limit_redis_failures_total`` and logged once per outage) or
@@ -62,26 +64,18 @@ _REDIS_PAUSE_S = 1.0  # after a Redis failure, this long without trying
 ROUTE_SUBJECT = "route:"  # a route's own limits are counted under "route:<name>" (a key's under its id)
 
 
-class _Counts(Protocol):
-    async def admit(self, ticket: Ticket) -> Verdict: ...
-    async def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None: ...
-    async def refund(self, ticket: Ticket) -> None: ...
-
-
-class _Local:
-    """LocalCounts behind the same awaitable interface as RedisCounts."""
-
-    def __init__(self, counts: LocalCounts) -> None:
-        self.counts = counts
-
-    async def admit(self, ticket: Ticket) -> Verdict:
-        return self.counts.admit(ticket)
-
-    async def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None:
-        self.counts.settle(ticket, tokens_used, cost_usd)
-
-    async def refund(self, ticket: Ticket) -> None:
-        self.counts.refund(ticket)
+def _admit_local(counts: LocalCounts, tickets: list[Ticket]) -> list[Verdict]:
+    """Like RedisCounts.admit, in this process: the tickets in order until one refuses, whose call then gives back
+    what the earlier ones reserved (a refused call counts in no window)."""
+    verdicts: list[Verdict] = []
+    for ticket in tickets:
+        verdict = counts.admit(ticket)
+        verdicts.append(verdict)
+        if verdict.refused is not None:
+            for earlier in tickets[: len(verdicts) - 1]:
+                counts.refund(earlier)
+            break
+    return verdicts
 
 
 class Usage(Protocol):
@@ -116,8 +110,7 @@ class Admission:
             tokens = None
         else:
             tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        for ticket in self.tickets:
-            self._limiter.settle(ticket, tokens, cost_usd)
+        self._limiter.settle(self.tickets, tokens, cost_usd)
 
     def add_headers(self, error: GatewayError) -> None:
         """The rate-limit headers on an error answered after the call was admitted (an upstream failure)."""
@@ -135,17 +128,15 @@ class KeyLimiter:
         self.settings = settings
         self.local = LocalCounts()
         self._client: aioredis.Redis | None = None
-        self._counts: _Counts = _Local(self.local)
         if redis_url:
             timeout = settings.redis_timeout_s
             self._client = aioredis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            self.redis: RedisCounts | None = RedisCounts(self._client)
-            self._counts = self.redis
+            self.redis: RedisCounts | None = RedisCounts(self._client, timeout)
         else:
             self.redis = None
         self._paused_until = 0.0
         self._failing = False
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Future[Any]] = set()  # settlements waiting for the link to open
         # Call ids, unique across workers and replicas (Redis logs them): a random prefix and a counter.
         self._call_prefix = secrets.token_hex(6)
         self._calls = 0
@@ -159,7 +150,9 @@ class KeyLimiter:
 
     async def close(self) -> None:
         if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+            await asyncio.wait(self._settling, timeout=self.settings.redis_timeout_s)
+        if self.redis is not None:
+            await self.redis.close()
         if self._client is not None:
             await self._client.aclose()
 
@@ -191,50 +184,51 @@ class KeyLimiter:
                 ROUTE_SUBJECT + route.name, call_id, route.rpm or 0, route.tpm or 0,
                 self.reservation(data) if route.tpm else 0, None, 0, 0, int(now_ms),
             ))  # fmt: skip
-        if self.redis is not None and time.monotonic() < self._paused_until:
+        if self.redis is None:
+            verdicts = _admit_local(self.local, tickets)
+        elif time.monotonic() < self._paused_until:
             return self._redis_unavailable(tickets, None)
-        headers: dict[str, str] = {}
-        for index, ticket in enumerate(tickets):
+        else:
             try:
-                verdict = await self._counts.admit(ticket)
+                verdicts = await self.redis.admit(tickets)
             except (TimeoutError, redis.RedisError, OSError) as exc:
                 return self._redis_unavailable(tickets, exc)
-            if index == 0:
-                headers = _headers(ticket, verdict)
-            else:
-                _tighter(headers, _headers(ticket, verdict))
-            if verdict.refused is not None:
-                await self._refund(tickets[:index])
-                REFUSED.inc(("tokens" if verdict.refused == TOO_LARGE else verdict.refused,))
-                raise _refusal(key, ticket, verdict, headers)
+        headers = _headers(tickets[0], verdicts[0])
+        for ticket, verdict in zip(tickets[1:], verdicts[1:], strict=False):
+            _tighter(headers, _headers(ticket, verdict))
+        verdict = verdicts[-1]
+        if verdict.refused is not None:
+            REFUSED.inc(("tokens" if verdict.refused == TOO_LARGE else verdict.refused,))
+            raise _refusal(key, tickets[len(verdicts) - 1], verdict, headers)
         if self._failing:
             self._failing = False
             logger.info("Redis answers the rate-limit checks again")
         return Admission(self, tickets, headers)
 
-    async def _refund(self, tickets: list[Ticket]) -> None:
-        """Give back what ``tickets`` reserved (a later limit refused their call)."""
-        for ticket in tickets:
-            try:
-                await self._counts.refund(ticket)
-            except (TimeoutError, redis.RedisError, OSError) as exc:  # kept until it leaves the window
-                self._note_failure(exc)
-
-    def settle(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None:
-        """Correct the call's reservation and add its cost (in a task with Redis: the caller does not wait)."""
+    def settle(self, tickets: list[Ticket], tokens_used: int | None, cost_usd: float | None) -> None:
+        """Correct the call's reservations and add its cost. With Redis, one script written at once (before any
+        later call of this worker is checked) with no answer asked for (gateway/limits/redis_link.py); on a closed
+        link, in a task that opens it, whose failure is noted."""
         if self.redis is None:
-            self.local.settle(ticket, tokens_used, cost_usd)
+            for ticket in tickets:
+                self.local.settle(ticket, tokens_used, cost_usd)
             return
-        task = asyncio.get_running_loop().create_task(self._settle_redis(ticket, tokens_used, cost_usd))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def _settle_redis(self, ticket: Ticket, tokens_used: int | None, cost_usd: float | None) -> None:
-        assert self.redis is not None
         try:
-            await self.redis.settle(ticket, tokens_used, cost_usd)
-        except (TimeoutError, redis.RedisError, OSError) as exc:
+            sent = self.redis.settle(tickets, tokens_used, cost_usd)
+        except (redis.RedisError, OSError) as exc:
             self._note_failure(exc)
+            return
+        if sent is not None:
+            self._settling.add(sent)
+            sent.add_done_callback(self._settled)
+
+    def _settled(self, sent: asyncio.Future[Any]) -> None:
+        self._settling.discard(sent)
+        exc = None if sent.cancelled() else sent.exception()
+        if isinstance(exc, TimeoutError | redis.RedisError | OSError):
+            self._note_failure(exc)
+        elif exc is not None:
+            logger.error("Could not settle a limited call in Redis", exc_info=exc)
 
     def _redis_unavailable(self, tickets: list[Ticket], exc: BaseException | None) -> Admission:
         if exc is not None:
