@@ -21,7 +21,7 @@ from collections import Counter
 from gateway.error_text import first_line
 from judges.online import metrics
 from judges.online.buffer import JobBuffer
-from judges.queue.base import JobQueue, QueueUnavailable
+from judges.queue.base import JobQueue, JobsRefused, QueueUnavailable
 from judges.queue.jobs import JudgeJob
 
 logger = logging.getLogger("judges.online")
@@ -84,6 +84,14 @@ class JobShipper:
                     self._note_outage(error)
                     await asyncio.sleep(self.retry_delay_s)
                     continue
+            except JobsRefused as exc:  # a judge's storage refused its jobs (its judge paused): only those are lost
+                logger.exception("The judge queue refused %d of %d online job(s)", len(exc.jobs), len(batch))
+                self._note_recovered()
+                refused = {id(job) for job in exc.jobs}
+                for judge, count in Counter(job.judge for job in batch if id(job) not in refused).items():
+                    metrics.JOBS_ENQUEUED.inc((judge,), count)
+                metrics.JOBS_DROPPED.inc((metrics.QUEUE_ERROR,), len(exc.jobs))
+                return False
             except Exception:  # a queue bug: the jobs are lost, the shipper goes on
                 logger.exception("The judge queue raised while enqueueing %d online job(s); dropping them", len(batch))
                 reason = metrics.QUEUE_ERROR

@@ -27,6 +27,15 @@ class QueueUnavailable(Exception):
     retries; never raised for a job's own content."""
 
 
+class JobsRefused(Exception):
+    """Some jobs of an enqueue were refused for their judge (on Redis, a key of that judge that is not a
+    stream): those in ``jobs`` were not queued, the others were; the judge is paused, with why."""
+
+    def __init__(self, jobs: Sequence[JudgeJob], message: str) -> None:
+        super().__init__(message)
+        self.jobs = list(jobs)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delivery:
     """A job handed to a consumer: ``ref`` is the backend's handle (a stream entry id, a row id),
@@ -75,7 +84,8 @@ class JobQueue(Protocol):
         """The backend's name in logs and answers: ``redis`` or ``store``."""
 
     async def enqueue(self, jobs: Sequence[JudgeJob]) -> None:
-        """Append the jobs (one round trip for the batch where the backend allows)."""
+        """Append the jobs (one round trip for the batch where the backend allows); :class:`JobsRefused`
+        names those a judge's broken storage refused (the others are queued)."""
 
     async def claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
         """Up to ``count`` jobs for ``consumer`` from the judges that are not paused, waiting up to

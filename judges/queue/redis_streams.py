@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from judges.queue.base import Delivery, JudgeQueueStats, QueueUnavailable
+from judges.queue.base import Delivery, JobsRefused, JudgeQueueStats, QueueUnavailable
 from judges.queue.jobs import JudgeJob
 
 logger = logging.getLogger("judges.queue.redis")
@@ -178,10 +178,10 @@ class RedisStreamsQueue:
             results = await pipe.execute(raise_on_error=False)
         failed = {job.judge for job, result in zip(jobs, results, strict=True) if isinstance(result, Exception)}
         if failed:  # a judge's key that is not a stream (WRONGTYPE): that judge is paused, the others' jobs went
-            lost = sum(1 for job in jobs if job.judge in failed)
-            logger.error("Judge queue: %d job(s) of %s not queued: %s", lost, ", ".join(sorted(failed)),
-                         next(r for r in results if isinstance(r, Exception)))  # fmt: skip
+            refused = [job for job in jobs if job.judge in failed]
+            error = next(result for result in results if isinstance(result, Exception))
             await self._pause_wrong_types(failed)
+            raise JobsRefused(refused, f"{len(refused)} job(s) of {', '.join(sorted(failed))} not queued: {error}")
 
     async def _ensure_groups(self, judges: set[str]) -> None:
         """The stream and consumer group of each judge (made once per process; ``BUSYGROUP`` is fine)."""

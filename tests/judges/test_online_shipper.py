@@ -208,7 +208,7 @@ def test_a_queue_that_raises_something_else_loses_the_batch_and_goes_on(
             await client.set(queue.stream_key("broken"), "not a stream")
             assert await shipper.ship(_jobs(3, "broken")) is False
             assert await shipper.ship(_jobs(2, "fine")) is True
-            # (stats, not a claim: a claim reads every judge's stream, and answers WRONGTYPE too)
+            # (stats, not a claim: a claim would find the broken key and pause its judge)
             assert {s.judge: s.depth for s in await queue.stats()} == {"broken": 0, "fine": 2}
         finally:
             await client.aclose()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from judges.queue.base import QueueUnavailable
+from judges.queue.base import JobsRefused, QueueUnavailable
 from judges.queue.redis_streams import GROUP, RedisStreamsQueue
 from tests.conftest import REDIS_URL
 from tests.judges.queue_contract import JobQueueContract, QueueFactory
@@ -239,7 +239,9 @@ def test_a_judge_key_that_is_not_a_stream_pauses_that_judge_only(prefix: str) ->
         assert claimed.job.judge == "correctness"
         await queue.ack(claimed)
         await queue.resume("safety")
-        await queue.enqueue([online_job("7" * 32, "safety"), online_job("8" * 32, "correctness")])
+        with pytest.raises(JobsRefused) as refused:
+            await queue.enqueue([online_job("7" * 32, "safety"), online_job("8" * 32, "correctness")])
+        assert [job.trace_id for job in refused.value.jobs] == ["7" * 32] and "WRONGTYPE" in str(refused.value)
         assert "safety" in await queue.paused()  # paused again, the other judge's job queued
         (other,) = await queue.claim("c1", 10, 0.1)
         assert other.job.trace_id == "8" * 32
