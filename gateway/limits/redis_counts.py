@@ -204,8 +204,7 @@ class RedisCounts:
         keys: list[str] = []
         args: list[str | int] = [_WINDOW_MS, tickets[0].call_id]
         for ticket in tickets:
-            base = f"gw:rl:{{{ticket.key_id}}}"
-            keys += (f"{base}:req", f"{base}:tok", f"{base}:tok:n", spend_key(ticket.key_id, ticket.period_start))
+            keys += (*_keys(ticket.key_id), spend_key(ticket.key_id, ticket.period_start))
             budget = repr(float(ticket.budget_usd)) if ticket.budget_usd is not None else "-1"
             args += (ticket.rpm, ticket.tpm, ticket.reserved, budget)
         answer = await self.link.run(self._admit, keys, args)
