@@ -201,11 +201,13 @@ def redis_prefix() -> Iterator[str]:
 
 class TcpProxy:
     """A loopback TCP proxy to Redis that a test can cut (every connection dropped, new ones closed at
-    once, as a Redis restart looks to its clients) and restore; ``url`` is the Redis URL through it."""
+    once, as a Redis restart looks to its clients) and restore, or stall (Redis's replies held back, the
+    connections left open, as a stalled Redis looks to its clients); ``url`` is the Redis URL through it."""
 
     def __init__(self, target_port: int = 6379) -> None:
         self.target_port = target_port
         self.open = True
+        self.stalled = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
@@ -226,9 +228,11 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await source.read(65536):
+                    while replies and self.stalled:
+                        await asyncio.sleep(0.01)
                     sink.write(data)
                     await sink.drain()
             except (OSError, asyncio.IncompleteReadError):
@@ -236,7 +240,7 @@ class TcpProxy:
             finally:
                 sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers.difference_update((writer, up_writer))
 
     def cut(self) -> None:
@@ -249,6 +253,10 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._loop.call_soon_threadsafe(lambda: setattr(self, "open", True))
+
+    def stall(self, stalled: bool = True) -> None:
+        """Hold Redis's replies back (``stalled``) or let them through again, every connection's."""
+        self._loop.call_soon_threadsafe(lambda: setattr(self, "stalled", stalled))
 
     def close(self) -> None:
         """Drop every connection and stop, all on the proxy's own loop (``Server.close`` is not thread-safe:

@@ -18,7 +18,7 @@ from gateway.limit_settings import LimitsSettings
 from gateway.limits.limiter import KeyLimiter
 from gateway.limits.redis_link import Script, ScriptLink
 from tests.conftest import REDIS_URL, require_service
-from tests.judges.worker_procs import StalledServer
+from tests.judges.worker_procs import StalledServer, TcpProxy
 
 ECHO = Script("return {ARGV[1], #KEYS}")
 INCR = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
@@ -152,3 +152,39 @@ def test_a_stalled_redis_costs_a_check_its_timeout_then_the_failure_mode_applies
 
     with StalledServer() as stalled:
         asyncio.run(body(stalled))
+
+
+def test_a_late_reply_fails_every_command_waiting_and_the_next_opens_a_new_connection() -> None:
+    """The link's watchdog (one timer, not one per command): the oldest command still unanswered after the
+    timeout drops the connection, and every command waiting on it fails with TimeoutError."""
+    proxy = TcpProxy()
+    name = "limits-late-" + secrets.token_hex(4)
+
+    async def body() -> None:
+        client = aioredis.Redis.from_url(proxy.url, client_name=name)
+        admin = aioredis.Redis.from_url(REDIS_URL)
+        link = ScriptLink(client, 0.3, (ECHO,))
+        try:
+            assert await link.run(ECHO, [], ["open"]) == [b"open", 0]
+            proxy.stall()
+            await asyncio.sleep(0.05)
+            first = asyncio.ensure_future(link.run(ECHO, [], ["first"]))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(link.run(ECHO, [], ["second"]))
+            for waiting in (first, second):
+                with pytest.raises(TimeoutError, match="did not answer within 0.3 s"):
+                    await waiting
+            assert not link.connected
+            proxy.stall(False)
+            await asyncio.sleep(0.05)
+            assert await link.run(ECHO, [], ["after"]) == [b"after", 0]
+            assert len([entry for entry in await admin.client_list() if entry["name"] == name]) == 1
+        finally:
+            await link.close()
+            await client.aclose()
+            await admin.aclose()
+
+    try:
+        asyncio.run(body())
+    finally:
+        proxy.close()
