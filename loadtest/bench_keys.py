@@ -13,8 +13,9 @@ store, and need Redis on 127.0.0.1:6379 for the Redis figures (skipped, and said
 2. A proxied chat completion at one connection (one keep-alive connection, calls one after another), through
    ``gateway serve`` on Redis with an unlimited key and with a key holding rpm, tpm and a budget, interleaved:
    p50 of each and the difference, and the server's CPU per call (/proc). Target: the Redis-backed check adds
-   <= 0.3 ms p50. ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/before main``) runs that
-   code's server beside this one's in the same run, all cells interleaved: a before/after on one machine.
+   <= 0.3 ms p50. ``--block N`` alternates the two keys every N calls instead of every pass. ``--baseline DIR``
+   (another checkout, e.g. ``git worktree add /tmp/before main``) runs that code's server beside this one's in
+   the same run, all cells interleaved: a before/after on one machine.
 3. ``POST /invocations`` of the iris demo, 1-row body (``make bench``'s iris cell) with ``wrk -t1`` (a second
    process) at 1 and 64 connections: auth off vs auth on (a stored key sent on every request), both servers up
    for the whole run and their cells alternated (off-on, then on-off), medians of ``--repeat`` passes and the
@@ -203,9 +204,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proxied_calls(bin_dir: Path, work: Path, calls: int, repeat: int, baseline: Path | None = None) -> dict[str, Any]:
-    """Part 2: p50 of a proxied call with an unlimited and a limited key, interleaved; with ``baseline`` (another
-    checkout of the gateway), its ``gateway serve`` runs beside this one's and its cells are interleaved too."""
+def proxied_calls(
+    bin_dir: Path, work: Path, calls: int, repeat: int, baseline: Path | None = None, block: int = 0
+) -> dict[str, Any]:
+    """Part 2: p50 of a proxied call with an unlimited and a limited key, interleaved: ``calls`` of one key, then
+    of the other, per pass; with ``block``, alternating every ``block`` calls instead (less drift between the two
+    keys' figures, on a host whose speed wanders). With ``baseline`` (another checkout of the gateway), its
+    ``gateway serve`` runs beside this one's and its cells are interleaved too."""
     if not _redis_up():
         return {"skipped": "Redis is not reachable at 127.0.0.1:6379"}
     upstream_port = _free_port()
@@ -240,19 +245,31 @@ def proxied_calls(bin_dir: Path, work: Path, calls: int, repeat: int, baseline: 
             servers[build] = (f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid)
         for _ in range(repeat):
             for build, (url, pid) in servers.items():
-                for name, secret in (("plain", plain), ("limited", limited)):
-                    with httpx.Client(headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
+                with contextlib.ExitStack() as open_clients:
+                    clients = {
+                        name: open_clients.enter_context(
+                            httpx.Client(headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+                        )
+                        for name, secret in (("plain", plain), ("limited", limited))
+                    }
+                    for client in clients.values():
                         for _ in range(min(200, calls)):  # warm-up
                             client.post(url, json=CHAT)
-                        times = []
-                        used = _cpu_s(pid)
-                        for _ in range(calls):
-                            start = time.perf_counter()
-                            answer = client.post(url, json=CHAT)
-                            times.append(time.perf_counter() - start)
-                            assert answer.status_code == 200, answer.text
-                        cpu[build][name].append((_cpu_s(pid) - used) / calls * 1e6)
-                    p50[build][name].append(statistics.median(times) * 1e3)
+                    times: dict[str, list[float]] = {name: [] for name in clients}
+                    used = dict.fromkeys(clients, 0.0)
+                    size = block or calls
+                    for _ in range(max(1, calls // size)):  # the keys' calls in blocks of ``size``, alternating
+                        for name, client in clients.items():
+                            before = _cpu_s(pid)
+                            for _ in range(size):
+                                start = time.perf_counter()
+                                answer = client.post(url, json=CHAT)
+                                times[name].append(time.perf_counter() - start)
+                                assert answer.status_code == 200, answer.text
+                            used[name] += _cpu_s(pid) - before
+                for name in clients:
+                    cpu[build][name].append(used[name] / len(times[name]) * 1e6)
+                    p50[build][name].append(statistics.median(times[name]) * 1e3)
     result: dict[str, Any] = {}
     for build in builds:
         plain_ms, limited_ms = statistics.median(p50[build]["plain"]), statistics.median(p50[build]["limited"])
@@ -345,6 +362,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--requests", type=int, default=50_000, help="in-process calls per pass")
     parser.add_argument("--calls", type=int, default=2000, help="proxied calls per pass (part 2)")
+    parser.add_argument(
+        "--block", type=int, default=0, help="part 2: alternate the two keys every BLOCK calls (default: whole passes)"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell (part 3)")
     parser.add_argument("--conns", default="1,64")
     parser.add_argument("--bin-dir", type=Path, default=Path(sys.executable).parent)
@@ -366,7 +386,7 @@ def main() -> int:
         if "2" in parts:
             (work / "llm").mkdir()
             report["proxied_call_1_conn"] = proxied_calls(
-                args.bin_dir, work / "llm", args.calls, args.repeat, args.baseline
+                args.bin_dir, work / "llm", args.calls, args.repeat, args.baseline, args.block
             )
         if "3" in parts:
             (work / "inv").mkdir()
