@@ -20,7 +20,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,16 +34,13 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 class WorkerProcess(Server):
     """A ``gateway judges worker``: ready once its log says it started."""
 
-    def wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if "started" in self.log_tail(50):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s:\n{self.log_tail()}")
+    ready_poll_s = 0.1
+
+    def ready(self) -> bool:
+        return "started" in self.log_tail(50)
+
+    def not_ready(self, timeout: float) -> str:
+        return f"{self.name} did not start within {timeout:.0f}s"
 
 
 def forget_redis_keys(prefix: str) -> None:
