@@ -15,39 +15,15 @@ through the in-process proxy to the fake upstream's judge mode, the gateway sett
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import urllib.error
-import uuid
-from pathlib import Path
 from typing import Any
 
-from bench_judge_queue import REDIS_URL, WorkerProcess, forget_redis_keys, make_calls
-from llm_servers import UPSTREAM_KEY, UPSTREAM_KEY_ENV, UPSTREAM_MODEL, HttpServer, Layout, base_env, upstream_server
-from procs import Servers, call, free_port, log, terminate_on_sigterm
-
-
-def write_config(layout: Layout, upstream: str, backend: str, args: argparse.Namespace, prefix: str) -> Path:
-    target = {"base_url": f"{upstream}/v1", "model": UPSTREAM_MODEL, "api_key_env": UPSTREAM_KEY_ENV}
-    config: dict[str, Any] = {
-        "store_uri": f"sqlite:///{layout.workdir / backend}.db",
-        "log_level": "info",
-        "llm": {"routes": [{"name": "chat", "capture_content": True, "targets": [target]},
-                           {"name": "judge", "timeout_s": 30, "targets": [target]}]},
-        "judges": {
-            "route": "judge", "workers": "external", "route_concurrency": args.concurrency,
-            "queue": {"key_prefix": prefix}, "max_trace_items": args.jobs,
-        },
-    }  # fmt: skip
-    if backend == "redis":
-        config["redis_url"] = REDIS_URL
-    path = layout.workdir / f"gateway-{backend}.yaml"
-    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    return path
+from judge_bench import add_queue_args, add_scratch_args, make_calls, queue_backend, scratch
+from llm_servers import Layout, upstream_server
+from procs import call, log
 
 
 def depth(base: str) -> int:
@@ -55,17 +31,10 @@ def depth(base: str) -> int:
 
 
 def run_backfill(layout: Layout, upstream: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    prefix = f"bench-backfill:{uuid.uuid4().hex[:8]}:"
-    config = write_config(layout, upstream, backend, args, prefix)
-    env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY}
-    servers = Servers(grace=15)
     body = {"judges": ["safety"], "traces": {"route": "chat"}, "name": "bench backfill"}
-    try:
-        port = free_port()
-        argv = [str(layout.bin_dir / "gateway"), "serve", "--config", str(config), "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
-        gateway = servers.start(HttpServer(f"gateway-{backend}", argv, env, layout.workdir, port,
-                                           layout.log(f"gateway-{backend}")), 120)  # fmt: skip
+    judges = {"route_concurrency": args.concurrency, "max_trace_items": args.jobs}
+    with queue_backend(layout, upstream, backend, "bench-backfill", judges) as queue:
+        gateway = queue.gateway
         log(f"{backend}: {args.jobs} chat calls, stored with their content")
         make_calls(gateway.base, args.jobs)
         deadline = time.monotonic() + 120
@@ -85,11 +54,7 @@ def run_backfill(layout: Layout, upstream: str, backend: str, args: argparse.Nam
         assert depth(gateway.base) == 0, "a dry run enqueued jobs"
         log(f"{backend}: dry run {dry['items']} items, {dry['judge_calls']} judge calls, "
             f"cost {dry['estimate']['cost_usd']}, in {dry_s:.2f} s; nothing queued")  # fmt: skip
-        for index in range(args.workers):
-            worker_argv = [str(layout.bin_dir / "gateway"), "judges", "worker", "--config", str(config),
-                           "--concurrency", str(args.concurrency)]  # fmt: skip
-            servers.start(WorkerProcess(f"worker-{backend}-{index}", worker_argv, env, layout.workdir, 0,
-                                        layout.log(f"worker-{backend}-{index}")), 60)  # fmt: skip
+        queue.start_workers(args.workers, args.concurrency)
         started = time.perf_counter()
         answer = call("POST", f"{gateway.base}/api/evaluations", body)
         posted_s = time.perf_counter() - started
@@ -99,10 +64,6 @@ def run_backfill(layout: Layout, upstream: str, backend: str, args: argparse.Nam
                 raise RuntimeError(f"{backend}: the run is still {view['status']} after 600 s: {view['progress']}")
             time.sleep(args.poll)
         seconds = time.perf_counter() - started
-    finally:
-        servers.stop_all()
-        if backend == "redis":
-            forget_redis_keys(prefix)
     items = view["progress"]["total"]
     return {"backend": backend, "items": items, "status": view["status"], "errors": view["progress"]["errors"],
             "dry_run_s": dry_s, "post_s": posted_s, "seconds": seconds, "items_per_s": items / seconds}  # fmt: skip
@@ -110,22 +71,12 @@ def run_backfill(layout: Layout, upstream: str, backend: str, args: argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
-    layout = Layout(workdir=workdir, bin_dir=args.bin_dir)
-    servers = Servers(grace=15)
     results = []
-    try:
-        with terminate_on_sigterm():
-            upstream = servers.start(upstream_server(layout, None), 120)
-            for backend in args.backends:
-                results.append(run_backfill(layout, upstream.base, backend, args))
-                log(f"{backend}: {results[-1]['items_per_s']:.0f} items/s")
-    finally:
-        servers.stop_all()
-        if args.keep_workdir:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch("bench-backfill-", args) as (layout, servers):
+        upstream = servers.start(upstream_server(layout, None), 120)
+        for backend in args.backends:
+            results.append(run_backfill(layout, upstream.base, backend, args))
+            log(f"{backend}: {results[-1]['items_per_s']:.0f} items/s")
     print(f"\nA backfill of {args.jobs} stored calls (judge safety), {args.workers} `gateway judges worker` "
           f"process(es), --concurrency {args.concurrency}, {os.cpu_count()} cpu(s)\n")  # fmt: skip
     print("| queue | items | status | errors | dry run s | POST s | POST to completed s | items/s |")
@@ -139,16 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10000, help="stored calls, the run's items (default 10000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--concurrency", type=int, default=32, help="jobs in hand per worker (default 32)")
-    parser.add_argument("--backends", type=lambda text: text.split(","), default=["redis", "store"],
-                        help="comma-separated: redis, store (default both)")  # fmt: skip
+    add_queue_args(parser)
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between polls of the run (default 0.2)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 calls")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (stores, logs)")
-    parser.add_argument(
-        "--bin-dir", type=Path, default=Path(sys.executable).parent, help="venv bin with python and gateway"
-    )
+    add_scratch_args(parser, "stores, logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs = 300

@@ -26,90 +26,40 @@ and p95 enqueue-to-start <= 5 s at half the measured maximum rate.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
-from llm_servers import UPSTREAM_KEY, UPSTREAM_KEY_ENV, UPSTREAM_MODEL, HttpServer, Layout, base_env, upstream_server
-from procs import Server, Servers, call, free_port, log, terminate_on_sigterm, tree_cpu
+from judge_bench import add_queue_args, add_scratch_args, make_calls, queue_backend, scratch
+from llm_servers import Layout, upstream_server
+from procs import Server, call, log, tree_cpu
 
 HERE = Path(__file__).resolve().parent
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET = 1000.0
 TARGET_P95_S = 5.0
 CODE_FUNCTION = "loadtest.code_judge:says_no_secret"
 WAIT_METRIC = "gateway_judge_job_wait_seconds"
 
 
-class WorkerProcess(Server):
-    """A ``gateway judges worker``: ready once its log says it started."""
-
-    def wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if "started" in self.log_tail(50):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s:\n{self.log_tail()}")
-
-
-def forget_redis_keys(prefix: str) -> None:
-    """Delete the bench queue's keys (its streams, groups, retries, dead letters, pauses) from Redis."""
-    import redis
-
-    with redis.Redis.from_url(REDIS_URL) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-
-
 def judge_names(runs: int) -> tuple[list[str], list[str]]:
     return [f"bench_max_{i}" for i in range(runs)], [f"bench_half_{i}" for i in range(runs)]
 
 
-def write_config(layout: Layout, upstream: str, backend: str, args: argparse.Namespace, prefix: str) -> Path:
-    target = {"base_url": f"{upstream}/v1", "model": UPSTREAM_MODEL, "api_key_env": UPSTREAM_KEY_ENV}
-    judges: dict[str, Any] = {
-        "route": "judge", "workers": "external", "route_concurrency": args.concurrency, "queue": {"key_prefix": prefix},
-    }  # fmt: skip
+def judges_section(args: argparse.Namespace) -> dict[str, Any]:
+    """What this bench adds to the judges section: the route's concurrency and, for ``--judge code``, the code
+    judges (one per run, the same function)."""
+    judges: dict[str, Any] = {"route_concurrency": args.concurrency}
     if args.judge == "code":
         names = [name for group in judge_names(args.runs) for name in group]
         judges["code"] = [{"name": name, "function": CODE_FUNCTION} for name in names]
-    config: dict[str, Any] = {
-        "store_uri": f"sqlite:///{layout.workdir / backend}.db",
-        "log_level": "info",
-        "llm": {"routes": [{"name": "chat", "capture_content": True, "targets": [target]},
-                           {"name": "judge", "timeout_s": 30, "targets": [target]}]},
-        "judges": judges,
-    }  # fmt: skip
-    if backend == "redis":
-        config["redis_url"] = REDIS_URL
-    path = layout.workdir / f"gateway-{backend}.yaml"
-    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    return path
-
-
-def make_calls(base: str, count: int) -> None:
-    def one(i: int) -> None:
-        call("POST", f"{base}/v1/chat/completions",
-             {"model": "chat", "messages": [{"role": "user", "content": f"Is {i} a safe number to say?"}]})  # fmt: skip
-
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(one, range(count)))
+    return judges
 
 
 def tool(layout: Layout, env: dict[str, str], config: Path, *argv: str) -> dict[str, Any]:
@@ -154,20 +104,13 @@ def workers_cpu(workers: list[Server]) -> float:
 
 
 def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    prefix = f"bench-judge-queue:{uuid.uuid4().hex[:8]}:"
-    config = write_config(layout, upstream, backend, args, prefix)
     metrics_dir = layout.workdir / f"metrics-{backend}"
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    env = {**base_env(layout), UPSTREAM_KEY_ENV: UPSTREAM_KEY, "GATEWAY_METRICS_DIR": str(metrics_dir)}
-    servers = Servers(grace=15)
     max_names, half_names = judge_names(args.runs)
     result: dict[str, Any] = {"backend": backend, "load_before": os.getloadavg()[0]}
-    try:
-        port = free_port()
-        argv = [str(layout.bin_dir / "gateway"), "serve", "--config", str(config), "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
-        gateway = servers.start(HttpServer(f"gateway-{backend}", argv, env, layout.workdir, port,
-                                           layout.log(f"gateway-{backend}")), 120)  # fmt: skip
+    with queue_backend(layout, upstream, backend, "bench-judge-queue", judges_section(args),
+                       {"GATEWAY_METRICS_DIR": str(metrics_dir)}) as queue:  # fmt: skip
+        gateway, config, env = queue.gateway, queue.config, queue.env
         if args.judge == "llm":
             for name in max_names + half_names:
                 body = {"name": name, "route": "judge", "value_kind": {"type": "bool"},
@@ -176,16 +119,7 @@ def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Name
         log(f"{backend}: {args.jobs} chat calls (the traces the jobs judge)")
         make_calls(gateway.base, args.jobs)
         time.sleep(2)  # the trace sink writes in batches
-        workers: list[Server] = []
-        for index in range(args.workers):
-            worker_argv = [str(layout.bin_dir / "gateway"), "judges", "worker", "--config", str(config),
-                           "--concurrency", str(args.concurrency)]  # fmt: skip
-            if args.profile is not None:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                out = args.profile / f"worker-{backend}-{index}.prof"
-                worker_argv = [layout.python, "-m", "cProfile", "-o", str(out), "-m", "gateway", *worker_argv[1:]]
-            workers.append(servers.start(WorkerProcess(f"worker-{backend}-{index}", worker_argv, env, layout.workdir, 0,
-                                                       layout.log(f"worker-{backend}-{index}")), 60))  # fmt: skip
+        workers = queue.start_workers(args.workers, args.concurrency, args.profile)
         log(f"{backend}: {args.workers} worker(s) ready, --concurrency {args.concurrency}")
         bursts = []
         for name in max_names:
@@ -212,10 +146,6 @@ def run_backend(layout: Layout, upstream: str, backend: str, args: argparse.Name
                 f"{answer['p95_s']:.3f} s, enqueue-to-start p95 <= {answer['wait_p95_le_s']} s")  # fmt: skip
         result["half"] = paced
         result["load_after"] = os.getloadavg()[0]
-    finally:
-        servers.stop_all()
-        if backend == "redis":
-            forget_redis_keys(prefix)
     return result
 
 
@@ -246,21 +176,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-judge-queue-"))
-    layout = Layout(workdir=workdir, bin_dir=args.bin_dir)
-    servers = Servers(grace=15)
     results = []
-    try:
-        with terminate_on_sigterm():
-            upstream = servers.start(upstream_server(layout, None), 120)
-            for backend in args.backends:
-                results.append(run_backend(layout, upstream.base, backend, args))
-    finally:
-        servers.stop_all()
-        if args.keep_workdir:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch("bench-judge-queue-", args) as (layout, servers):
+        upstream = servers.start(upstream_server(layout, None), 120)
+        for backend in args.backends:
+            results.append(run_backend(layout, upstream.base, backend, args))
     report(results, args)
     return 0
 
@@ -273,16 +193,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs of each measure (default 3: medians quoted)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each half-rate run (default 10)")
     parser.add_argument("--rate", type=float, default=None, help="the paced runs' jobs/s (default: half the max)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--concurrency", type=int, default=32, help="jobs in hand per worker (default 32)")
-    parser.add_argument("--backends", type=lambda text: text.split(","), default=["redis", "store"],
-                        help="comma-separated: redis, store (default both)")  # fmt: skip
+    add_queue_args(parser)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile each worker into this directory")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1,000 jobs, 1 run, 3 s paced")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (stores, logs)")
-    parser.add_argument(
-        "--bin-dir", type=Path, default=Path(sys.executable).parent, help="venv bin with python and gateway"
-    )
+    add_scratch_args(parser, "stores, logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.runs, args.duration = 1000, 1, 3.0

@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+from judge_bench import add_scratch_args, scratch
 from llm_servers import UPSTREAM_KEY, UPSTREAM_KEY_ENV, UPSTREAM_MODEL, HttpServer, Layout, base_env, upstream_server
-from procs import Servers, call, free_port, log, terminate_on_sigterm
+from procs import call, free_port, log
 
 JUDGE_ROUTE = "judge"
 TARGET = 300.0
@@ -99,31 +97,21 @@ def run_once(base: str, count: int, judges: list[str], poll_s: float) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-judges-"))
-    layout = Layout(workdir=workdir, bin_dir=args.bin_dir)
-    (workdir / "models").mkdir()
     spare = sorted(os.sched_getaffinity(0))
     gateway_cpus, aux_cpus = (spare[:1], spare[1:]) if len(spare) >= 2 and args.workers == 1 else (None, None)
-    servers = Servers(grace=15)
     runs: list[dict[str, Any]] = []
-    try:
-        with terminate_on_sigterm():
-            upstream = servers.start(upstream_server(layout, aux_cpus), 120)
-            gateway = servers.start(
-                gateway_judges_server(layout, upstream.base, args.workers, gateway_cpus, args.concurrency), 120
-            )
-            log(f"warm-up: {args.warmup} items")
-            run_once(gateway.base, args.warmup, args.judges, args.poll)
-            for repeat in range(args.repeat):
-                log(f"repeat {repeat + 1}/{args.repeat}: {args.items} items x {len(args.judges)} judge(s)")
-                runs.append(run_once(gateway.base, args.items, args.judges, args.poll))
-                log(f"  {runs[-1]['calls_per_s']:.0f} judge calls/s ({runs[-1]['status']})")
-    finally:
-        servers.stop_all()
-        if args.keep_workdir:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch("bench-judges-", args) as (layout, servers):
+        (layout.workdir / "models").mkdir()
+        upstream = servers.start(upstream_server(layout, aux_cpus), 120)
+        gateway = servers.start(
+            gateway_judges_server(layout, upstream.base, args.workers, gateway_cpus, args.concurrency), 120
+        )
+        log(f"warm-up: {args.warmup} items")
+        run_once(gateway.base, args.warmup, args.judges, args.poll)
+        for repeat in range(args.repeat):
+            log(f"repeat {repeat + 1}/{args.repeat}: {args.items} items x {len(args.judges)} judge(s)")
+            runs.append(run_once(gateway.base, args.items, args.judges, args.poll))
+            log(f"  {runs[-1]['calls_per_s']:.0f} judge calls/s ({runs[-1]['status']})")
     report(runs, args)
     ok = all(run["status"] == "completed" and run["judge_errors"] == 0 for run in runs)
     return 0 if ok else 1
@@ -153,10 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="judges.concurrency (default 16)")
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between polls (default 0.25)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 items, 1 repeat")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (store, logs)")
-    parser.add_argument(
-        "--bin-dir", type=Path, default=Path(sys.executable).parent, help="venv bin with python and gateway"
-    )
+    add_scratch_args(parser, "store, logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.items, args.repeat, args.warmup = 200, 1, 20

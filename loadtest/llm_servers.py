@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from procs import Server, free_port
+from procs import Server, answers, free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -37,23 +36,11 @@ class HttpServer(Server):
     ready_path: str = "/ping"
     ready_headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            request = urllib.request.Request(self.base + self.ready_path, headers=self.ready_headers)
-            try:
-                with urllib.request.urlopen(request, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"{self.name} not ready on {self.base}{self.ready_path} after {timeout:.0f}s:\n{self.log_tail()}"
-        )
+    def ready(self) -> bool:
+        return answers(urllib.request.Request(self.base + self.ready_path, headers=self.ready_headers))
+
+    def not_ready(self, timeout: float) -> str:
+        return f"{self.name} not ready on {self.base}{self.ready_path} after {timeout:.0f}s"
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -36,6 +36,15 @@ def call(method: str, url: str, body: Any = None, timeout: float = 60.0) -> Any:
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def answers(request: urllib.request.Request) -> bool:
+    """Whether ``request`` gets a 200 within 2 s (a refused or failed connection is a no)."""
+    try:
+        with urllib.request.urlopen(request, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def free_port() -> int:
@@ -141,6 +150,7 @@ class Server:
     log_path: Path
     cpus: Sequence[int] | None = None
     proc: subprocess.Popen[bytes] | None = None
+    ready_poll_s: ClassVar[float] = 0.2
 
     @property
     def base(self) -> str:
@@ -166,21 +176,25 @@ class Server:
         except OSError:
             return ""
 
+    def ready(self) -> bool:
+        """Whether the server is up: a 200 on ``GET /ping`` (subclasses ask what suits them)."""
+        return answers(urllib.request.Request(self.base + "/ping"))
+
+    def not_ready(self, timeout: float) -> str:
+        """What ``wait_ready`` says when ``timeout`` seconds passed without ``ready``."""
+        return f"{self.name} not ready on {self.base}/ping after {timeout:.0f}s"
+
     def wait_ready(self, timeout: float) -> None:
-        """Poll ``GET /ping`` until 200, the process dies, or ``timeout`` seconds pass."""
+        """Poll ``ready`` every ``ready_poll_s`` until it holds, the process dies, or ``timeout`` seconds pass."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base + "/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready on {self.base}/ping after {timeout:.0f}s:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(self.ready_poll_s)
+        raise RuntimeError(f"{self.not_ready(timeout)}:\n{self.log_tail()}")
 
     def stop(self, grace: float) -> None:
         """SIGTERM the process group, wait ``grace`` seconds, then SIGKILL group and stragglers."""

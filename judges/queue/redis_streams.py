@@ -13,10 +13,11 @@ Keys, under ``judges.queue.key_prefix`` (``P``, default ``gateway:judges:``):
 
 An entry stays in its stream until it is done: ``ack`` is ``XACK`` + ``XDEL`` (one Lua script), so a
 stream holds exactly the jobs not yet done and no ``MAXLEN`` trimming is used (trimming would drop
-un-acked work). Moves between places are Lua scripts, atomic in Redis, so a job is never in neither place
-nor in two: ``retry_later`` (``XACK`` + ``XDEL`` + ``ZADD``), ``dead_letter`` (``XACK`` + ``XDEL`` +
-``XADD`` to the dead letters), and the move of due retries back (``XADD`` + ``ZREM``, at each claim). Each
-acts only when its ``XACK`` acked the entry: a job that another consumer already finished is not put back.
+un-acked work). Moves between places are Lua scripts (redis_scripts.py), atomic in Redis, so a job is never
+in neither place nor in two: ``retry_later`` (``XACK`` + ``XDEL`` + ``ZADD``), ``dead_letter`` (``XACK`` +
+``XDEL`` + ``XADD`` to the dead letters), and the move of due retries back (``XADD`` + ``ZREM``, at each
+claim). Each acts only when its ``XACK`` acked the entry: a job that another consumer already finished is not
+put back.
 
 Every call is bounded (``socket_timeout`` and an ``asyncio.timeout``): a stalled or unreachable Redis
 raises :class:`QueueUnavailable` in about ``timeout_s``, it never hangs a worker or a shipper.
@@ -39,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from judges.queue.base import Delivery, JobsRefused, JudgeQueueStats, QueueUnavailable
 from judges.queue.jobs import JudgeJob
+from judges.queue.redis_scripts import ACK, DEAD_LETTER, MOVE_DUE, RETRY_LATER, TOUCH
 
 logger = logging.getLogger("judges.queue.redis")
 
@@ -46,68 +48,6 @@ GROUP: Final = "workers"
 ATTEMPTS: Final = "attempts"
 DEFAULT_PREFIX: Final = "gateway:judges:"
 _MOVE_LIMIT: Final = 100  # due retries moved back per judge per claim
-
-# KEYS: stream; ARGV: group, entry ids. Acked entries are deleted: the stream holds only work not done.
-_ACK = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
-redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
-return acked
-"""
-# KEYS: stream, delayed; ARGV: group, entry id, due (ms), member (the fields as JSON).
-_RETRY_LATER = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 1 then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-  redis.call('XDEL', KEYS[1], ARGV[2])
-end
-return acked
-"""
-# KEYS: stream, dead; ARGV: group, entry id, then field/value pairs of the dead letter.
-_DEAD_LETTER = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 1 then
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
-  redis.call('XDEL', KEYS[1], ARGV[2])
-end
-return acked
-"""
-# KEYS: delayed1, stream1, delayed2, stream2, ...; ARGV: now (ms), most per judge.
-# KEYS: the stream. ARGV: group, consumer, entry ids. The entries the consumer still holds get their idle time
-# reset (XCLAIM ... JUSTID leaves the delivery count alone); those another consumer holds now are left to it.
-_TOUCH = """
-local command = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-for i = 3, #ARGV do
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
-    command[#command + 1] = ARGV[i]
-  end
-end
-if #command == 5 then
-  return 0
-end
-command[#command + 1] = 'JUSTID'
-redis.call(unpack(command))
-return #command - 6
-"""
-
-_MOVE_DUE = """
-local moved = 0
-for i = 1, #KEYS, 2 do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-  for _, member in ipairs(due) do
-    local fields = cjson.decode(member)
-    local args = {}
-    for name, value in pairs(fields) do
-      args[#args + 1] = name
-      args[#args + 1] = tostring(value)
-    end
-    redis.call('XADD', KEYS[i + 1], '*', unpack(args))
-    redis.call('ZREM', KEYS[i], member)
-    moved = moved + 1
-  end
-end
-return moved
-"""
-
 
 _IDLE_POLL_S = 0.1  # a claim on a queue with no judge stream yet looks for one this often
 _CLAIM_TURNS = 3  # reads of one claim: the streams' shares, then twice more from those that had more
@@ -129,11 +69,11 @@ class RedisStreamsQueue:
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
         )
-        self._ack = self._client.register_script(_ACK)
-        self._retry_later = self._client.register_script(_RETRY_LATER)
-        self._dead_letter = self._client.register_script(_DEAD_LETTER)
-        self._move_due = self._client.register_script(_MOVE_DUE)
-        self._touch = self._client.register_script(_TOUCH)
+        self._ack = self._client.register_script(ACK)
+        self._retry_later = self._client.register_script(RETRY_LATER)
+        self._dead_letter = self._client.register_script(DEAD_LETTER)
+        self._move_due = self._client.register_script(MOVE_DUE)
+        self._touch = self._client.register_script(TOUCH)
         self._groups: set[str] = set()  # judges whose consumer group this process has made sure of
 
     # -- keys ---------------------------------------------------------------------------------------

@@ -36,44 +36,28 @@ from judges.evaluation_feed import ENQUEUED
 from judges.queue.local import LocalJobQueue
 from judges.queue.redis_streams import RedisStreamsQueue
 from tests.conftest import REDIS_URL
+from tests.judges.evaluation_servers import FINISHED, EvalGateway
 from tests.judges.worker_procs import redis_prefix, run, store_calls, workers, write_config
 from tests.llm.conftest import FakeUpstream, running_gateway, wait_until
 from tests.llm.conftest import upstream as upstream  # noqa: F401 (a fixture, used by name)
 
 redis_prefix = redis_prefix  # a fixture, used by name (through request.getfixturevalue)
 
-FINISHED = ("completed", "cancelled", "failed")
 GUIDELINES = "The answer names the capital city of the country asked about."
 
 
 @dataclass
-class QueueGateway:
-    client: httpx.Client
+class QueueGateway(EvalGateway):
+    """EvalGateway's post/view/wait, plus the worker processes' configuration and the queue's depth."""
+
     config: Path
-    store_uri: str
     prefix: str | None
-    assessments: AssessmentStore
-    evaluations: EvaluationStore
 
-    def post(self, body: dict[str, Any], status: int = 202) -> dict[str, Any]:
-        answer = self.client.post("/api/evaluations", json=body)
-        assert answer.status_code == status, answer.text
-        data: dict[str, Any] = answer.json()
-        return data
-
-    def view(self, evaluation_id: str) -> dict[str, Any]:
-        answer = self.client.get(f"/api/evaluations/{evaluation_id}", params={"items": "false"})
-        assert answer.status_code == 200, answer.text
-        data: dict[str, Any] = answer.json()
-        return data
-
-    def wait(self, evaluation_id: str, timeout_s: float = 120) -> dict[str, Any]:
-        view: dict[str, Any] = wait_until(
-            lambda: (v := self.view(evaluation_id))["status"] in FINISHED and v,
-            timeout_s=timeout_s,
-            what=f"evaluation {evaluation_id} to finish",
-        )
-        return view
+    def wait(
+        self, evaluation_id: str, *, statuses: tuple[str, ...] = FINISHED, timeout_s: float = 120
+    ) -> dict[str, Any]:
+        """EvalGateway.wait with room for a run spread over worker processes (120 s by default)."""
+        return super().wait(evaluation_id, statuses=statuses, timeout_s=timeout_s)
 
     def depth(self) -> int:
         """Jobs not yet acked in the gateway's judge queue, read through a queue of the test's own."""
@@ -116,8 +100,8 @@ def queue_gateway(
         engine = open_engine(data["store_uri"])
         try:
             with httpx.Client(base_url=gateway.base_url, timeout=60) as client:
-                yield QueueGateway(client, config, data["store_uri"], prefix, AssessmentStore(engine),
-                                   EvaluationStore(engine))  # fmt: skip
+                yield QueueGateway(gateway.base_url, client, data["store_uri"], AssessmentStore(engine),
+                                   EvaluationStore(engine), config, prefix)  # fmt: skip
         finally:
             engine.dispose()
 
@@ -141,7 +125,7 @@ def test_a_backfill_over_a_trace_filter_is_judged_by_external_workers(
         answer = gw.post({"judges": judges, "traces": {"route": "chat"}, "name": "backfill"})
         assert (answer["items"], answer["judge_calls"]) == (60, 120)
         time.sleep(0.5)  # no worker yet: the jobs wait on the queue, nothing is judged (a scenario, not a timing)
-        assert gw.view(answer["id"])["progress"]["pending"] == 60 and gw.depth() == 120
+        assert gw.view(answer["id"], items=False)["progress"]["pending"] == 60 and gw.depth() == 120
         with workers(gw.config, 2, concurrency=4) as pair:
             view = gw.wait(answer["id"])
             wait_until(lambda: gw.depth() == 0, timeout_s=20, what="an empty queue")
@@ -253,7 +237,9 @@ def test_a_cancel_drops_the_queued_jobs_without_a_judge_call(
         answer = gw.post({"judges": ["safety"], "items": items})
         evaluation_id = answer["id"]
         with workers(gw.config, 1, concurrency=2) as (worker,):
-            wait_until(lambda: gw.view(evaluation_id)["progress"]["done"] >= 1, timeout_s=30, what="an item done")
+            wait_until(
+                lambda: gw.view(evaluation_id, items=False)["progress"]["done"] >= 1, timeout_s=30, what="an item done"
+            )
             cancelled = gw.client.delete(f"/api/evaluations/{evaluation_id}")
             assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
             wait_until(lambda: gw.depth() == 0, timeout_s=30, what="the queued jobs acked")
@@ -262,11 +248,11 @@ def test_a_cancel_drops_the_queued_jobs_without_a_judge_call(
             # The jobs in work finish and are settled; the others were dropped.
             def settled() -> bool:
                 stored = gw.assessments.count(evaluation_id=evaluation_id)
-                return bool(stored == calls() == gw.view(evaluation_id)["progress"]["done"])
+                return bool(stored == calls() == gw.view(evaluation_id, items=False)["progress"]["done"])
 
             wait_until(settled, timeout_s=30, what="the jobs in work settled")
             assert worker.stop() == 0, worker.log()
-        view = gw.view(evaluation_id)
+        view = gw.view(evaluation_id, items=False)
         assert view["status"] == "cancelled"
         assert 1 <= view["progress"]["done"] < 40 and view["progress"]["pending"] == 40 - view["progress"]["done"]
     outcomes = worker.outcomes()
