@@ -317,6 +317,8 @@ class EvaluationService:
             raise
         except Exception as exc:
             logger.exception("Evaluation %s failed while queueing its items", run.id)
+            if self._runs.get(run.id) is not run:
+                return  # its lease was taken meanwhile: the run is its new owner's to feed (or fail)
             run.cancelled = True  # its queued jobs are dropped by the workers
             await asyncio.to_thread(finish_run, self.store.engine, run.id, "failed", error_message=first_line(exc))
         finally:
