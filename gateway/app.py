@@ -51,7 +51,7 @@ from gateway.telemetry.invocations import TRACER_NAME as INVOCATION_TRACER_NAME
 from gateway.telemetry.setup import Telemetry, build_telemetry, check_otel_environment
 from judges.api import start_judges
 from judges.evaluation_routes import EVALUATION_ROUTES
-from judges.evaluations import start_evaluations
+from judges.evaluations import DEFAULT_LEASE, RunLease, start_evaluations
 from judges.online.api import OnlineJudgesState
 from judges.online.service import prompt_alias_resolver, start_online_judging
 from judges.queue.choice import open_judge_queue
@@ -203,9 +203,12 @@ async def _send_error(exc: Exception, scope: Scope, receive: Receive, send: Send
         raise exc
 
 
-def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starlette:
+def create_app(
+    settings: Settings, *, resume_evaluations: bool = True, evaluation_lease: RunLease = DEFAULT_LEASE
+) -> Starlette:
     """The app for ``settings``; ``resume_evaluations`` False leaves the evaluation runs that a stopped process
-    left unfinished alone (``gateway eval run`` embedded runs its own and exits)."""
+    left unfinished alone (``gateway eval run`` embedded runs its own and exits); ``evaluation_lease``: the
+    timings of the evaluation runs' owner lease (judges/evaluations.py; tests shorten them)."""
     # An OTEL_* choice we cannot honour raises ConfigError here, before the server binds (exit 2 from the CLI).
     check_otel_environment()
 
@@ -293,9 +296,16 @@ def create_app(settings: Settings, *, resume_evaluations: bool = True) -> Starle
         )
         app.state.online_judges = OnlineJudgesState(online, settings.llm.routes)
         # Evaluation runs (judges/evaluations.py): their judge jobs go on the same judge queue; this process
-        # feeds and settles the runs it owns; runs a stopped process left unfinished are resumed in the background.
+        # feeds and settles the runs it owns (renewing their leases); runs whose owner stopped (their lease expired
+        # or released) are resumed in the background, at start and every few seconds.
         evaluations = app.state.evaluations = await start_evaluations(
-            settings, app.state.judges, llm_proxy, telemetry.traces, judge_queue, resume=resume_evaluations
+            settings,
+            app.state.judges,
+            llm_proxy,
+            telemetry.traces,
+            judge_queue,
+            resume=resume_evaluations,
+            lease=evaluation_lease,
         )
 
         # With judges.workers embedded (the default), this process's judge worker on the queue.

@@ -27,12 +27,18 @@ jobs already in work finish, and their items are settled for a while after (``2 
 + 5 s without news), then the items left ``queued`` go back to ``pending``. A run that fails while being fed
 ends ``failed`` the same way. A run polled without its items is read from its outline.
 
-A process that stops leaves its runs ``queued`` or ``running``: every gateway worker looks for them when it
-starts and takes each one it wins (gateway/store/evaluation_runs.py, a compare-and-set, so of several workers
-one resumes a run); the winner owns it from then on. A resumed run enqueues only its ``pending`` items
-(those whose jobs were never enqueued), skipping the (item, judge) pairs that already have a verdict, and
-settles the ``queued`` ones as their jobs, still on the durable queue, are done. A run whose owner stops is
-settled again only when a gateway process starts (the queue's jobs keep running meanwhile).
+Ownership is a lease (gateway/store/evaluation_runs.py): the run's owner (this service's random ``owner`` id)
+and heartbeat, set from the run's insert and renewed at each settle pass (one statement for all the process's
+runs). A process that stops leaves its runs ``queued`` or ``running`` (released, when it stops cleanly). Every
+gateway worker, when it starts and every ``CLAIM_INTERVAL_S`` while it runs, takes the unfinished runs whose
+heartbeat is older than ``LEASE_TIMEOUT_S`` (or unset: released, or stored before the leases), each with a
+compare-and-set on its owner and heartbeat, so of several workers one resumes a run and a live owner keeps
+its own; the winner owns it from then on. So a run whose owner dies is resumed by a running replica within
+about ``LEASE_TIMEOUT_S + CLAIM_INTERVAL_S``, and a restarting replica takes no live replica's run. A
+resumed run enqueues only its ``pending`` items (those whose jobs were never enqueued), skipping the (item,
+judge) pairs that already have a verdict, and settles the ``queued`` ones as their jobs, still on the
+durable queue, are done (the queue's jobs keep running while the run has no owner). An owner that finds at
+a renewal its run held by another process (it stalled past the lease timeout) stops feeding and settling it.
 """
 
 from __future__ import annotations
@@ -40,25 +46,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.config import Settings
 from gateway.error_text import first_line
 from gateway.errors import GatewayError, NotFound
 from gateway.llm.proxy import LlmProxy
-from gateway.store.assessments import AssessmentStore
+from gateway.store.assessments import AssessmentStore, now_ms
 from gateway.store.evaluation_runs import (
     claim_run,
+    claimable_runs,
     finish_run,
     item_states,
     judged_pairs,
+    release_leases,
+    renew_leases,
     requeue_items,
     run_outline,
     settle_items,
-    unfinished_runs,
 )
 from gateway.store.evaluations import EvaluationStore
 from gateway.store.traces import TraceStore
@@ -71,8 +83,39 @@ from judges.queue.base import JobQueue
 
 logger = logging.getLogger("judges.evaluations")
 
-SETTLE_INTERVAL_S: Final = 0.5
+SETTLE_INTERVAL_S: Final = 0.5  # also how often an owner renews its runs' leases
 DRAIN_MARGIN_S: Final = 5.0
+# A run whose owner has not renewed its lease for this long is taken over by another process: well above the
+# renewal interval (a settle pass, under a slow store), well below the wait for a dead owner's runs.
+LEASE_TIMEOUT_S: Final = 10.0
+CLAIM_INTERVAL_S: Final = 2.0  # how often a running process looks for runs whose lease expired
+
+
+@dataclass(frozen=True, slots=True)
+class RunLease:
+    """The owner lease's timings: ``timeout_s`` without a renewal and a run is another process's to take;
+    every ``claim_interval_s`` this process looks for such runs (the defaults suit production; tests shorten
+    them)."""
+
+    timeout_s: float = LEASE_TIMEOUT_S
+    claim_interval_s: float = CLAIM_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        if self.timeout_s < 4 * SETTLE_INTERVAL_S:
+            raise ValueError(
+                f"lease timeout_s must be at least 4 settle intervals ({4 * SETTLE_INTERVAL_S} s), got "
+                f"{self.timeout_s}: a live owner renews once per interval."
+            )
+        if self.claim_interval_s <= 0:
+            raise ValueError(f"lease claim_interval_s must be positive, got {self.claim_interval_s}.")
+
+
+DEFAULT_LEASE: Final = RunLease()
+
+
+def owner_id() -> str:
+    """A new owner id: the host and pid (what an operator looks for) and a random part (unique per service)."""
+    return f"{socket.gethostname()[:200]}/{os.getpid()}/{secrets.token_hex(6)}"
 
 
 class InvalidState(GatewayError):
@@ -95,8 +138,11 @@ class EvaluationService:
         complete: Complete,
         concurrency: int,
         call_timeout_s: float = 60.0,
+        lease: RunLease = DEFAULT_LEASE,
     ) -> None:
         self.store = evaluations
+        self.owner = owner_id()
+        self.lease = lease
         self.assessments = assessments
         self.planner = planner
         self.queue = queue
@@ -110,15 +156,16 @@ class EvaluationService:
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self, *, resume: bool = True) -> None:
-        """Start settling (and writing outcomes), then resume the runs a stopped process left (when ``resume``)."""
+        """Start settling (and writing outcomes, and renewing this process's leases), then resume the runs a
+        stopped process left, now and every ``lease.claim_interval_s`` (when ``resume``)."""
         self._spawn(self._outcomes.run(), "evaluation-outcomes")
         self._spawn(self._settle_loop(), "evaluation-settle")
         if resume:
-            self._spawn(self._resume(), "evaluation-resume")
+            self._spawn(self._claim_loop(), "evaluation-claim")
 
     async def close(self) -> None:
-        """Stop feeding and settling; the runs in progress stay ``running`` in the store (resumed at the next
-        start) and their jobs on the queue."""
+        """Stop feeding and settling; the runs in progress stay ``running`` in the store, their leases released
+        (another process resumes them at its next claim), and their jobs on the queue."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -126,6 +173,10 @@ class EvaluationService:
         with contextlib.suppress(Exception):  # what finished is kept; else those items run again at the next start
             await self._outcomes.flush()
         self._runs.clear()
+        try:
+            await asyncio.to_thread(release_leases, self.store.engine, self.owner)
+        except Exception as exc:  # the store: the runs are taken once their lease expires
+            logger.warning("Could not release this process's evaluation runs: %s", first_line(exc))
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -141,7 +192,9 @@ class EvaluationService:
         if request.dry_run:
             return {"dry_run": True, **plan.summary(), "estimate": plan.estimate}
         evaluation_id = str(uuid.uuid4())
-        await asyncio.to_thread(self.store.create, evaluation_id, plan.request, plan.items, len(plan.judges))
+        await asyncio.to_thread(
+            self.store.create, evaluation_id, plan.request, plan.items, len(plan.judges), owner=self.owner
+        )
         run = Run(evaluation_id, [(j.name, j.prompt_version) for j in plan.judges], plan.target)
         self._runs[evaluation_id] = run
         self._spawn(self._feed(run, claimed=False), f"evaluation-feed-{evaluation_id}")
@@ -197,19 +250,31 @@ class EvaluationService:
 
     # -- feeding and resuming -------------------------------------------------------------------------
 
+    async def _claim_loop(self) -> None:
+        while True:
+            await self._resume()
+            await asyncio.sleep(self.lease.claim_interval_s)
+
     async def _resume(self) -> None:
+        """Take and resume the unfinished runs whose lease expired (their owner stopped), those this process wins."""
         engine = self.store.engine
         try:
-            unfinished = await asyncio.to_thread(unfinished_runs, engine)
+            expired_before = now_ms() - round(self.lease.timeout_s * 1000)
+            claimable = await asyncio.to_thread(claimable_runs, engine, expired_before)
         except Exception as exc:
             logger.error("Could not look for evaluation runs to resume: %s", first_line(exc))
             return
-        for evaluation_id, status, started_at in unfinished:
+        for found in claimable:
+            evaluation_id = found.id
             if evaluation_id in self._runs:
                 continue
             try:
-                if not await asyncio.to_thread(claim_run, engine, evaluation_id, status, started_at):
-                    continue  # another worker took it
+                claimed = await asyncio.to_thread(
+                    claim_run, engine, evaluation_id, found.status, found.started_at, owner=self.owner,
+                    lease=found.lease,
+                )  # fmt: skip
+                if not claimed:
+                    continue  # another worker took it (or its owner renewed it)
                 run = await asyncio.to_thread(self._resumed, evaluation_id)
             except GatewayError as exc:  # a judge of the run no longer exists, ...
                 logger.error("Evaluation %s cannot resume: %s", evaluation_id, exc.message)
@@ -218,7 +283,8 @@ class EvaluationService:
             except Exception as exc:
                 logger.error("Evaluation %s cannot resume: %s", evaluation_id, first_line(exc))
                 continue
-            logger.info("Evaluation %s resumed (%d verdict(s) already stored)", evaluation_id, len(run.judged))
+            logger.info("Evaluation %s resumed (%d verdict(s) already stored; previous owner %s)", evaluation_id,
+                        len(run.judged), found.lease.owner or "none")  # fmt: skip
             self._runs[evaluation_id] = run
             self._spawn(self._feed(run, claimed=True), f"evaluation-feed-{evaluation_id}")
 
@@ -239,8 +305,10 @@ class EvaluationService:
     async def _feed(self, run: Run, *, claimed: bool) -> None:
         """Put the run's ``pending`` items on the judge queue; a failure fails the run."""
         try:
-            if not claimed and not await asyncio.to_thread(claim_run, self.store.engine, run.id, "queued", None):
-                run.cancelled = True  # cancelled before it started, or resumed by a process starting now: not ours
+            if not claimed and not await asyncio.to_thread(
+                claim_run, self.store.engine, run.id, "queued", None, owner=self.owner, lease=None
+            ):
+                run.cancelled = True  # cancelled before it started (or its lease taken already): not ours
                 self._runs.pop(run.id, None)
                 return
             states = await asyncio.to_thread(item_states, self.store.engine, run.id)
@@ -249,6 +317,8 @@ class EvaluationService:
             raise
         except Exception as exc:
             logger.exception("Evaluation %s failed while queueing its items", run.id)
+            if self._runs.get(run.id) is not run:
+                return  # its lease was taken meanwhile: the run is its new owner's to feed (or fail)
             run.cancelled = True  # its queued jobs are dropped by the workers
             await asyncio.to_thread(finish_run, self.store.engine, run.id, "failed", error_message=first_line(exc))
         finally:
@@ -259,11 +329,29 @@ class EvaluationService:
     async def _settle_loop(self) -> None:
         while True:
             await asyncio.sleep(SETTLE_INTERVAL_S)
+            try:
+                await self._renew()
+            except Exception as exc:  # the store: the next pass tries again (the lease holds for a while)
+                logger.error("Could not renew the leases of this process's evaluation runs: %s", first_line(exc))
             for run in list(self._runs.values()):
                 try:
                     await self._settle(run)
                 except Exception as exc:  # the store: the next pass tries again
                     logger.error("Evaluation %s: settling its items failed: %s", run.id, first_line(exc))
+
+    async def _renew(self) -> None:
+        """Renew this process's lease on its runs (one statement); a run another process holds now is dropped:
+        nothing more fed or settled here."""
+        if not self._runs:
+            return
+        taken = await asyncio.to_thread(renew_leases, self.store.engine, self.owner, list(self._runs))
+        for evaluation_id, holder in taken.items():
+            run = self._runs.pop(evaluation_id, None)
+            if run is not None:
+                run.cancelled = True  # the feeder stops; the new owner feeds the items still pending
+                logger.warning("Evaluation %s: its lease was taken by %s (this process %s stalled past %g s); "
+                               "it stops feeding and settling the run", evaluation_id, holder or "no owner",
+                               self.owner, self.lease.timeout_s)  # fmt: skip
 
     async def _settle(self, run: Run) -> None:
         """One pass: the run's items whose judges have all written are finished; the run completed when none
@@ -304,11 +392,12 @@ async def start_evaluations(
     queue: JobQueue,
     *,
     resume: bool = True,
+    lease: RunLease = DEFAULT_LEASE,
 ) -> EvaluationService:
     """At start (gateway.app's lifespan, after the judges and the judge queue): the process's evaluation
     service over the judges' catalog, this app's LLM proxy (the targets' calls), the trace store and the
     judge ``queue``; settling started, and the runs a stopped process left resumed in the background (unless
-    ``resume`` is False: ``gateway eval run`` embedded)."""
+    ``resume`` is False: ``gateway eval run`` embedded); ``lease``: the owner lease's timings."""
     planner = Planner(
         judges=JudgeResolver(judges.catalog, judges.routes),
         routes=settings.llm.routes,
@@ -324,6 +413,7 @@ async def start_evaluations(
         complete=proxy.complete,
         concurrency=settings.judges.concurrency,
         call_timeout_s=settings.judges.call_timeout_s,
+        lease=lease,
     )
     await service.start(resume=resume)
     return service

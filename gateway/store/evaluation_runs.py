@@ -1,14 +1,19 @@
-"""Which process owns an evaluation run (the runs left unfinished, and claiming one of them), and the run's
-other reads and writes that must stay cheap: item states and outcomes in batches, set-based settling of the
-items whose judges have all written, a run's outline for its progress.
+"""Which process owns an evaluation run (its lease: claiming a run whose owner stopped, renewing and releasing
+one's own), and the run's other reads and writes that must stay cheap: item states and outcomes in batches,
+set-based settling of the items whose judges have all written, a run's outline for its progress.
 
 Evaluation runs put their judge jobs on the judge queue (judges/evaluations.py); the process that owns a run
-feeds it and settles it. A process that stops leaves its runs ``queued`` or ``running``; every gateway worker
-looks for them when it starts (:func:`unfinished_runs`) and takes each with :func:`claim_run`, a
-compare-and-set on the run's status and ``started_at``: of several workers starting together (``gateway serve
---workers N``, or replicas sharing a PostgreSQL store), one wins each run. Resuming is safe because
-assessments are written insert-if-absent under deterministic ids (gateway/store/assessments.py): a job that
-already wrote leaves no second row.
+feeds it and settles it. Ownership is a lease: the run's ``owner`` (a process's random id) and
+``heartbeat_at`` (epoch ms), set when the run is created and renewed by its owner (:func:`renew_leases`, one
+statement for all its runs, every settle pass). A process that stops leaves its runs ``queued`` or
+``running``, released (:func:`release_leases`) when it stops cleanly; every gateway worker looks, when it
+starts and every few seconds after, for unfinished runs whose heartbeat is older than the lease timeout or
+unset (:func:`claimable_runs`) and takes each with :func:`claim_run`, a compare-and-set on the run's status,
+``started_at``, owner and heartbeat: of several workers (``gateway serve --workers N``, or replicas sharing a
+PostgreSQL store), one wins each run, and a live owner (renewing) keeps it. Heartbeats are the processes'
+wall clocks: their skew must stay well below the lease timeout. Resuming is safe because assessments are
+written insert-if-absent under deterministic ids (gateway/store/assessments.py): a job that already wrote
+leaves no second row.
 
 The rows themselves are read and written by :class:`gateway.store.evaluations.EvaluationStore`.
 """
@@ -45,28 +50,99 @@ class Settled:
     status: str | None
 
 
-def unfinished_runs(engine: Engine) -> list[tuple[str, str, int | None]]:
-    """``(id, status, started_at)`` of every run still ``queued`` or ``running``, oldest first."""
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a run, as read: the owning process's id and its last heartbeat (epoch ms); both None on a run
+    never owned, stored before the leases (migration 7), or released by an owner that stopped cleanly."""
+
+    owner: str | None
+    heartbeat_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimable:
+    """An unfinished run whose lease has expired, as :func:`claimable_runs` read it (what :func:`claim_run`
+    compares)."""
+
+    id: str
+    status: str
+    started_at: int | None
+    lease: Lease
+
+
+def claimable_runs(engine: Engine, expired_before: int) -> list[Claimable]:
+    """The runs still ``queued`` or ``running`` whose heartbeat is older than ``expired_before`` (epoch ms) or was
+    never set: their owner stopped (or never was), oldest first."""
+    expired = sa.or_(_ev.c.heartbeat_at.is_(None), _ev.c.heartbeat_at < expired_before)
     query = (
-        sa.select(_ev.c.id, _ev.c.status, _ev.c.started_at)
-        .where(_ev.c.status.in_(UNFINISHED))
+        sa.select(_ev.c.id, _ev.c.status, _ev.c.started_at, _ev.c.owner, _ev.c.heartbeat_at)
+        .where(_ev.c.status.in_(UNFINISHED), expired)
         .order_by(_ev.c.created_at, _ev.c.id)
     )
     with begin_read(engine) as conn:
-        return [(row.id, row.status, row.started_at) for row in conn.execute(query)]
+        return [
+            Claimable(row.id, row.status, row.started_at, Lease(row.owner, row.heartbeat_at))
+            for row in conn.execute(query)
+        ]
 
 
-def claim_run(engine: Engine, evaluation_id: str, status: str, started_at: int | None) -> bool:
-    """Mark the run ``running`` (``started_at`` now) if it is still in ``status`` with ``started_at`` as read
-    by :func:`unfinished_runs`; True when this caller got it, False when another did (or it finished)."""
-    unchanged = _ev.c.started_at.is_(None) if started_at is None else _ev.c.started_at == started_at
+def claim_run(
+    engine: Engine, evaluation_id: str, status: str, started_at: int | None, *, owner: str, lease: Lease | None
+) -> bool:
+    """Mark the run ``running`` (``started_at`` now), held by ``owner`` (heartbeat now), if it is still in
+    ``status`` with ``started_at`` as read and, with a ``lease`` (read by :func:`claimable_runs`), still held
+    under that lease (a takeover), or, with None, already held by ``owner`` (its creator starting it). True
+    when this caller got it, False when another did (or it finished, or its owner renewed the lease)."""
+    if lease is None:
+        held = _ev.c.owner == owner
+    else:
+        held = sa.and_(_is(_ev.c.owner, lease.owner), _is(_ev.c.heartbeat_at, lease.heartbeat_at))
+    now = now_ms()
     statement = (
         _ev.update()
-        .where(_ev.c.id == evaluation_id, _ev.c.status == status, unchanged)
-        .values(status="running", started_at=max(now_ms(), (started_at or 0) + 1), finished_at=None)
+        .where(_ev.c.id == evaluation_id, _ev.c.status == status, _is(_ev.c.started_at, started_at), held)
+        .values(
+            status="running",
+            started_at=max(now, (started_at or 0) + 1),
+            finished_at=None,
+            owner=owner,
+            heartbeat_at=now,
+        )
     )
     with begin_write(engine) as conn:
         return bool(conn.execute(statement).rowcount)
+
+
+def renew_leases(engine: Engine, owner: str, evaluation_ids: Sequence[str]) -> dict[str, str | None]:
+    """Renew ``owner``'s lease on these runs (heartbeat now) in one statement, a compare-and-set on the owner;
+    the runs among them held by another process now (their lease was taken), each with its owner now (a run
+    no longer stored is not among them). The second query runs only when some run was not renewed."""
+    ids = list(evaluation_ids)
+    if not ids:
+        return {}
+    statement = _ev.update().where(_ev.c.id.in_(ids), _ev.c.owner == owner).values(heartbeat_at=now_ms())
+    with begin_write(engine) as conn:
+        if conn.execute(statement).rowcount == len(ids):
+            return {}
+        others = sa.select(_ev.c.id, _ev.c.owner).where(
+            _ev.c.id.in_(ids), sa.or_(_ev.c.owner.is_(None), _ev.c.owner != owner)
+        )
+        return {row.id: row.owner for row in conn.execute(others)}
+
+
+def release_leases(engine: Engine, owner: str) -> int:
+    """``owner``'s unfinished runs released (owner and heartbeat cleared) when it stops cleanly: another process
+    takes them at its next claim instead of after the lease timeout; how many."""
+    statement = (
+        _ev.update().where(_ev.c.owner == owner, _ev.c.status.in_(UNFINISHED)).values(owner=None, heartbeat_at=None)
+    )
+    with begin_write(engine) as conn:
+        return int(conn.execute(statement).rowcount)
+
+
+def _is(column: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[bool]:
+    """``column`` equals ``value``, NULL matching None (a compare-and-set on a nullable column)."""
+    return column.is_(None) if value is None else column == value
 
 
 def finish_run(engine: Engine, evaluation_id: str, status: str, *, error_message: str | None = None) -> bool:

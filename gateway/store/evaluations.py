@@ -50,8 +50,12 @@ class EvaluationStore:
         request: Mapping[str, Any],
         items: Sequence[Mapping[str, Any]],
         judge_count: int,
+        *,
+        owner: str | None = None,
     ) -> None:
-        """Store a ``queued`` run and its items (numbered from 0 in the order given), in one transaction.
+        """Store a ``queued`` run and its items (numbered from 0 in the order given), in one transaction;
+        ``owner``: the process that creates it holds its lease from the insert (heartbeat now), else (None)
+        any process may take it (gateway/store/evaluation_runs.py).
 
         Each item maps ``inputs`` and optionally ``outputs``, ``expectations`` (any JSON), ``trace_id``,
         ``span_id``, ``prompt_name``, ``prompt_version``, ``model``; another key is a ValueError.
@@ -64,13 +68,16 @@ class EvaluationStore:
             row: dict[str, Any] = {"evaluation_id": evaluation_id, "item_index": index, "status": "pending"}
             row.update({name: item.get(name) for name in _ITEM_FIELDS})
             rows.append(_encode(row))
+        created_at = now_ms()
         run = {
             "id": evaluation_id,
             "status": "queued",
             "request": orjson.dumps(dict(request)).decode(),
             "item_count": len(rows),
             "judge_count": judge_count,
-            "created_at": now_ms(),
+            "created_at": created_at,
+            "owner": owner,
+            "heartbeat_at": None if owner is None else created_at,
         }
         with begin_write(self.engine) as conn:
             conn.execute(_ev.insert().values(run))

@@ -286,6 +286,14 @@ def _m0006_judge_queue(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m0007_evaluation_leases(conn: Connection) -> None:
+    """Evaluation runs get an owner lease (judges/evaluations.py): the owning process's id and its last heartbeat
+    (epoch ms), renewed while it feeds and settles the run; a run whose heartbeat is older than the lease
+    timeout, or never set (the runs stored before this migration), is taken over by another process."""
+    conn.execute(sa.text("ALTER TABLE evaluations ADD COLUMN owner VARCHAR(255)"))
+    conn.execute(sa.text("ALTER TABLE evaluations ADD COLUMN heartbeat_at BIGINT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m0001_registry,
     _m0002_prompts,
@@ -293,6 +301,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m0004_assessments,
     _m0005_keys,
     _m0006_judge_queue,
+    _m0007_evaluation_leases,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

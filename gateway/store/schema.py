@@ -186,6 +186,10 @@ evaluations = sa.Table(
     sa.Column("started_at", sa.BigInteger, nullable=True),
     sa.Column("finished_at", sa.BigInteger, nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
+    # The owner lease (migration 7, judges/evaluations.py): the owning process's id and its last heartbeat (epoch
+    # ms); null on a run never owned (or released by an owner that stopped cleanly): any process may take it.
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("heartbeat_at", sa.BigInteger, nullable=True),
     sa.Index("ix_evaluations_created_at", "created_at"),
 )
 

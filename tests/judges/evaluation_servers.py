@@ -19,6 +19,7 @@ from gateway.config import load_settings
 from gateway.store.assessments import Assessment, AssessmentStore
 from gateway.store.engine import open_engine
 from gateway.store.evaluations import EvaluationStore
+from judges.evaluations import DEFAULT_LEASE, RunLease
 from tests.llm.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, FakeUpstream, target
 from tests.servers import run_app_in_thread
 
@@ -98,9 +99,10 @@ class EvalGateway:
 
 @contextmanager
 def evaluation_gateway(
-    store_dir: Path, up: FakeUpstream, judges: dict[str, Any] | None = None
+    store_dir: Path, up: FakeUpstream, judges: dict[str, Any] | None = None, *, lease: RunLease = DEFAULT_LEASE
 ) -> Iterator[EvalGateway]:
-    """A real gateway on ``store_dir``'s SQLite store (several in turn on one directory: a restart)."""
+    """A real gateway on ``store_dir``'s SQLite store (several in turn on one directory: a restart; or at once:
+    replicas), its evaluation runs' owner lease timed by ``lease``."""
     store_uri = f"sqlite:///{store_dir}/store.db"
     with pytest.MonkeyPatch.context() as env:
         env.setenv(PROVIDER_KEY_ENV, PROVIDER_KEY)
@@ -116,7 +118,7 @@ def evaluation_gateway(
              "telemetry.summary_flush_interval_s": 0.05},
             environ={},
         )  # fmt: skip
-        app = create_app(settings)
+        app = create_app(settings, evaluation_lease=lease)
         with run_app_in_thread(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
             engine = open_engine(store_uri)
             try:

@@ -219,3 +219,34 @@ def test_version_5_database_moves_to_6_with_the_judge_queue(store_url: str) -> N
             assert conn.execute(sa.text("SELECT reason FROM judge_queue_pauses")).scalar() == "401 from route judge"
     finally:
         engine.dispose()
+
+
+def test_version_6_database_moves_to_7_with_evaluation_leases(store_url: str) -> None:
+    """Migration 7 (the evaluation runs' owner lease): a run stored before it has no owner nor heartbeat, so any
+    process takes it at once; a run created after it is held by its creator."""
+    from gateway.store.evaluation_runs import Lease, claim_run, claimable_runs
+    from gateway.store.evaluations import EvaluationStore
+
+    engine = open_engine(store_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:6]) == 6
+        with engine.begin() as conn:  # as version 6 stored a run left running by a process that stopped
+            conn.execute(
+                sa.text(
+                    "INSERT INTO evaluations (id, status, request, item_count, judge_count, created_at, started_at)"
+                    " VALUES ('old-run', 'running', '{\"judges\": []}', 0, 1, 1000, 2000)"
+                )
+            )
+        assert migrate(engine) == SCHEMA_VERSION
+        store = EvaluationStore(engine)
+        old = store.get("old-run")
+        assert old is not None and (old["status"], old["owner"], old["heartbeat_at"]) == ("running", None, None)
+        (found,) = claimable_runs(engine, 0)  # never owned: claimable whatever the lease timeout
+        assert (found.id, found.started_at, found.lease) == ("old-run", 2000, Lease(None, None))
+        assert claim_run(engine, "old-run", "running", 2000, owner="p1", lease=found.lease) is True
+        store.create("new-run", {"judges": []}, [{"inputs": "q"}], judge_count=1, owner="p2")
+        assert claimable_runs(engine, 0) == []
+        new = store.get("new-run")
+        assert new is not None and (new["owner"], new["heartbeat_at"]) == ("p2", new["created_at"])
+    finally:
+        engine.dispose()
