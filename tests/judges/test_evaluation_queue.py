@@ -175,10 +175,12 @@ def test_a_run_resumed_by_another_gateway_enqueues_only_what_was_not_enqueued(
     upstream: FakeUpstream,  # noqa: F811
     redis_prefix: str,
 ) -> None:
-    model = "fake-model@delay=0.2"  # the target's calls and the judge's: slow enough to stop the gateway mid-run
+    # The target's calls and the judge's: slow enough to stop the first gateway mid-run (its 30 target calls one at
+    # a time take 9 s; once, under load, 2 at a time at 0.2 s each had all been made before the gateway stopped).
+    model = "fake-model@delay=0.3"
     items = [{"inputs": f"Question {i}?"} for i in range(30)]
     enqueued_before = ENQUEUED.get(())
-    with queue_gateway(tmp_path, upstream, model, redis_prefix, concurrency=2) as first:
+    with queue_gateway(tmp_path, upstream, model, redis_prefix, concurrency=1) as first:
         answer = first.post({"judges": ["safety"], "items": items, "target": {"route": "judge"}})
         evaluation_id = answer["id"]
         assert answer["target_calls"] == 30
@@ -203,8 +205,11 @@ def test_a_run_resumed_by_another_gateway_enqueues_only_what_was_not_enqueued(
                    for item in second.evaluations.items(evaluation_id))  # fmt: skip
     # Every job enqueued once, but for those of a batch the stop caught before its items were marked.
     assert ENQUEUED.get(()) - enqueued_before == 30 + again
+    # Judged twice: only the jobs enqueued twice, and those the queue gave again while in hand (at least once: a
+    # worker too busy to touch its jobs within min_idle_s has them reclaimed; it counts those calls).
     outcomes = worker.outcomes()
-    assert outcomes.get("existing", 0) + outcomes.get("duplicate", 0) <= again, outcomes
+    redelivered = outcomes.get("duplicate_calls_redelivered", 0) + outcomes.get("duplicate_calls_concurrent", 0)
+    assert outcomes.get("existing", 0) + outcomes.get("duplicate", 0) <= again + redelivered, outcomes
 
 
 def test_a_dry_run_over_10000_stored_calls_counts_and_estimates_and_enqueues_nothing(
