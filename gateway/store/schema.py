@@ -191,6 +191,7 @@ evaluations = sa.Table(
     sa.Column("owner", sa.String(255), nullable=True),
     sa.Column("heartbeat_at", sa.BigInteger, nullable=True),
     sa.Index("ix_evaluations_created_at", "created_at"),
+    sa.Index("ix_evaluations_status", "status"),  # the unfinished runs every worker looks at every 2 s
 )
 
 evaluation_items = sa.Table(

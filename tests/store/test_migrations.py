@@ -42,6 +42,9 @@ def test_fresh_database_gets_every_table_of_the_schema(store_url: str) -> None:
             assert primary_key == [c.name for c in table.primary_key], table.name
             foreign_keys = {tuple(fk["constrained_columns"]) for fk in inspector.get_foreign_keys(table.name)}
             assert foreign_keys == {tuple(fk.column_keys) for fk in table.foreign_key_constraints}, table.name
+            indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes(table.name)
+                       if not ix.get("duplicates_constraint")}  # fmt: skip
+            assert indexes == {ix.name: [c.name for c in ix.columns] for ix in table.indexes}, table.name
     finally:
         engine.dispose()
 
